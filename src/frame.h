@@ -1,0 +1,83 @@
+/* RFC 6455 framing: server frame headers, masking, and the receive state machine that turns a
+ * client's bytes into message pieces and control frames, enforcing every rule of section 5
+ * (masking, reserved bits and opcodes, fragmentation, control frame limits, UTF-8 of text,
+ * close payloads, the message size limit). Pure: no I/O and no allocation, so it is unit-tested
+ * and fuzzed on its own. */
+#ifndef WSL_FRAME_H
+#define WSL_FRAME_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    WSL_OP_CONT = 0x0,
+    WSL_OP_TEXT = 0x1,
+    WSL_OP_BINARY = 0x2,
+    WSL_OP_CLOSE = 0x8,
+    WSL_OP_PING = 0x9,
+    WSL_OP_PONG = 0xA,
+};
+
+#define WSL_FRAME_HDR_MAX 14   /* 2 + 8 length + 4 mask */
+#define WSL_SERVER_HDR_MAX 10  /* server frames are never masked */
+#define WSL_CONTROL_MAX 125    /* control frame payload limit */
+
+/* Header of an unmasked (server) frame; returns its length, 2 to 10 bytes. */
+size_t wsl_frame_header(uint8_t out[WSL_SERVER_HDR_MAX], int opcode, bool fin, uint64_t len);
+
+/* Header of a masked (client) frame, for tests and the load generator; 6 to 14 bytes. */
+size_t wsl_frame_header_masked(uint8_t out[WSL_FRAME_HDR_MAX], int opcode, bool fin, uint64_t len,
+                               const uint8_t mask[4]);
+
+/* XOR p with the mask in place; `offset` is p's position in the payload, so a payload can be
+ * (un)masked piece by piece. */
+void wsl_frame_mask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t offset);
+
+/* True when a close code may appear on the wire (RFC 6455 7.4, as Autobahn and Node's ws read
+ * it): 1000-1003, 1007-1014, 3000-4999. */
+bool wsl_close_code_valid(unsigned code);
+
+/* Receive state of one connection. Zero-initialise it; 32 bytes, no pointers. */
+typedef struct wsl_rx {
+    uint64_t remaining; /* payload bytes of the current data frame still to come */
+    uint64_t msg_len;   /* payload bytes of the current message so far */
+    uint64_t offset;    /* payload bytes of the current data frame already unmasked */
+    uint32_t utf8;      /* UTF-8 state of the current text message */
+    uint8_t mask[4];    /* mask key of the current data frame */
+    uint8_t msg_op;     /* WSL_OP_TEXT or WSL_OP_BINARY while a message is in progress, else 0 */
+    uint8_t fin;        /* the current data frame ends its message */
+    uint8_t in_frame;   /* the current data frame's payload is still arriving */
+    uint8_t done;       /* a close frame or an error was returned: stop feeding */
+} wsl_rx;
+
+typedef enum {
+    WSL_RX_MORE,    /* nothing more can be done until more bytes arrive (see `need`) */
+    WSL_RX_DATA,    /* a piece of a text or binary message */
+    WSL_RX_CONTROL, /* a whole ping, pong or close frame */
+    WSL_RX_ERROR,   /* the peer broke the protocol: close with `code` */
+} wsl_rx_kind;
+
+typedef struct wsl_rx_event {
+    wsl_rx_kind kind;
+    uint8_t opcode;      /* DATA: TEXT or BINARY (the message's); CONTROL: CLOSE, PING or PONG */
+    bool first;          /* DATA: the first piece of the message */
+    bool last;           /* DATA: the last piece: the message is complete */
+    uint8_t *data;       /* DATA and CONTROL: the payload, unmasked in place in the input */
+    size_t len;          /* its length; a DATA piece may be empty (an empty frame) */
+    uint64_t frame_left; /* DATA: bytes of this frame still to come after this piece */
+    size_t need;         /* MORE: bytes of unconsumed input required before progress is possible */
+    uint16_t code;       /* CONTROL close: received code or 1005 if none; ERROR: code to send */
+    const char *reason;  /* CONTROL close: reason text (in data); ERROR: static description */
+    size_t reason_len;
+} wsl_rx_event;
+
+/* Consume bytes from p[0..n) and describe what they held in *ev. Returns how many bytes were
+ * consumed; the caller advances by that and calls again until it gets WSL_RX_MORE (then keeps
+ * the unconsumed bytes for later), an ERROR, or a close CONTROL. Payload bytes are unmasked in
+ * place, so p must be writable. A text message's bytes are UTF-8-checked as they arrive: the
+ * first impossible byte is an ERROR 1007 even in the middle of a frame. A message whose size
+ * would pass max_message is an ERROR 1009 as soon as a frame header announces it. */
+size_t wsl_rx_next(wsl_rx *rx, uint8_t *p, size_t n, uint64_t max_message, wsl_rx_event *ev);
+
+#endif

@@ -1,0 +1,29 @@
+/* Files for plain HTTP GETs from one directory: percent-decoding, the traversal guard (no "..",
+ * no encoded dots, no symlink leading outside the root), index.html for directories and content
+ * types. Blocking reads: it serves the bundled pages, not a web site. */
+#ifndef WSL_STATIC_H
+#define WSL_STATIC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define WSL_STATIC_MAX_FILE (16u << 20) /* larger files are refused with 403 */
+
+/* Owned by the server; wsl_static_close frees root. */
+typedef struct wsl_static {
+    char *root; /* realpath of the directory, no trailing slash */
+    size_t root_len;
+} wsl_static;
+
+/* 0, or a negative errno when dir is not a readable directory. */
+int wsl_static_open(wsl_static *s, const char *dir);
+void wsl_static_close(wsl_static *s);
+
+/* Build the whole response for a raw (percent-encoded) request path: status line, Content-Type,
+ * Content-Length, Connection: close, and the body unless `head`. Returns the HTTP status (200,
+ * 301 for a directory without its trailing slash, 400, 403, 404, 500); *out is malloc'd and the
+ * caller frees it; on allocation failure returns -1 and *out is NULL. */
+int wsl_static_respond(const wsl_static *s, const char *path, size_t len, bool head, char **out,
+                       size_t *out_len);
+
+#endif
