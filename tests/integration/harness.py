@@ -1,0 +1,220 @@
+"""Starts the real wsluad binary for a test and watches its log.
+
+Server(script, *args) runs $WSLUAD_BIN on a free port, waits for its "listening on" line, keeps
+every log line so tests can wait for one, and kills the process (printing its log when the test
+failed) on exit. Test scripts live in scripts/ next to this file.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import wsclient
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPTS = os.path.join(HERE, "scripts")
+DEFAULT_TIMEOUT = wsclient.DEFAULT_TIMEOUT
+HOST = "127.0.0.1"
+
+
+def binary():
+    b = os.environ.get("WSLUAD_BIN")
+    if not b:
+        raise RuntimeError("WSLUAD_BIN is not set (run the tests through ctest)")
+    return b
+
+
+def source_dir():
+    return os.environ.get("WSLUAD_SRC") or os.path.abspath(os.path.join(HERE, "..", ".."))
+
+
+def script_path(name):
+    """A test script by name (scripts/NAME), or the name itself when that is not one."""
+    if name is None:
+        return None
+    p = os.path.join(SCRIPTS, name)
+    return p if os.path.exists(p) else name
+
+
+def run(*args, cwd=None, env=None, timeout=DEFAULT_TIMEOUT, stdin=subprocess.DEVNULL):
+    """Run the binary to completion (for --help, --version, --check, usage errors)."""
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([binary(), *args], cwd=cwd, env=e, stdin=stdin,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          timeout=timeout, text=True, errors="replace")
+
+
+class Server:
+    def __init__(self, script, *args, env=None, listen="127.0.0.1:0", cwd=None,
+                 timeout=DEFAULT_TIMEOUT):
+        self.script = script_path(script)
+        cmd = [binary()]
+        if listen is not None:
+            cmd += ["-l", listen]
+        cmd += list(args)
+        if self.script is not None:
+            cmd.append(self.script)
+        self.cmd = cmd
+        e = dict(os.environ)
+        e.update(env or {})
+        self.lines = []
+        self.cond = threading.Condition()
+        self.clients = []
+        self.host = HOST
+        self.port = None
+        self.returncode = None
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=e, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._eof = 0
+        self._threads = [threading.Thread(target=self._reader, args=(f,), daemon=True)
+                         for f in (self.proc.stderr, self.proc.stdout)]
+        for t in self._threads:
+            t.start()
+        try:
+            m = self.wait_for_log(r"listening on (\S+):(\d+)", timeout)
+        except BaseException:
+            self.kill()
+            sys.stderr.write(f"server did not start: {' '.join(cmd)}\n{self.log()}\n")
+            raise
+        self.port = int(m.group(2))
+
+    def _reader(self, f):
+        for raw in iter(f.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self.cond:
+                self.lines.append(line)
+                self.cond.notify_all()
+        with self.cond:
+            self._eof += 1
+            self.cond.notify_all()
+
+    # --- the log --------------------------------------------------------------------------
+    def log(self):
+        with self.cond:
+            return "\n".join(self.lines)
+
+    def mark(self):
+        """A position in the log; wait_for_log(..., after=mark) looks only at later lines."""
+        with self.cond:
+            return len(self.lines)
+
+    def wait_for_log(self, regex, timeout=DEFAULT_TIMEOUT, after=0):
+        """First log line (from `after`) matching regex; returns the match. Fails on timeout or
+        when the server's output ends without it."""
+        rx = re.compile(regex)
+        deadline = time.monotonic() + timeout
+        i = after
+        with self.cond:
+            while True:
+                while i < len(self.lines):
+                    m = rx.search(self.lines[i])
+                    if m:
+                        return m
+                    i += 1
+                if self._eof == 2:
+                    raise AssertionError(f"server output ended without /{regex}/")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no log line matching /{regex}/ within {timeout}s")
+                self.cond.wait(left)
+
+    def wait_for_logs(self, regex, count, timeout=DEFAULT_TIMEOUT, after=0):
+        """Wait until `count` lines (from `after`) match; returns all the matches."""
+        rx = re.compile(regex)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                ms = [m for m in (rx.search(l) for l in self.lines[after:]) if m]
+                if len(ms) >= count:
+                    return ms
+                if self._eof == 2:
+                    raise AssertionError(f"server output ended with {len(ms)} of {count} "
+                                         f"lines matching /{regex}/")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{len(ms)} of {count} log lines matching /{regex}/ "
+                                       f"within {timeout}s")
+                self.cond.wait(left)
+
+    def find_logs(self, regex, after=0):
+        rx = re.compile(regex)
+        with self.cond:
+            return [m for m in (rx.search(l) for l in self.lines[after:]) if m]
+
+    # --- clients --------------------------------------------------------------------------
+    def connect(self, path="/", headers=None, **kw):
+        c = wsclient.connect(self.host, self.port, path, headers, **kw)
+        self.clients.append(c)
+        return c
+
+    def http(self, raw_bytes):
+        return wsclient.http_request(self.host, self.port, raw_bytes)
+
+    def get(self, path, headers=None):
+        return wsclient.http_get(self.host, self.port, path, headers)
+
+    # --- the process ----------------------------------------------------------------------
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=DEFAULT_TIMEOUT):
+        """Send sig and wait for the exit; returns the exit status (negative: killed by a
+        signal). Fails if the server does not exit in time."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise AssertionError(f"server did not exit within {timeout}s after {sig!r}")
+        self._join()
+        self.returncode = self.proc.returncode
+        return self.returncode
+
+    def wait_exit(self, timeout=DEFAULT_TIMEOUT):
+        self.proc.wait(timeout)
+        self._join()
+        self.returncode = self.proc.returncode
+        return self.returncode
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._join()
+
+    def _join(self):
+        for t in self._threads:
+            t.join(2)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        for c in self.clients:
+            try:
+                c.sock.close()
+            except OSError:
+                pass
+        died = self.returncode is None and self.proc.poll() is not None
+        self.kill()
+        problem = None
+        if exc_type is None:
+            if died:
+                problem = f"server exited on its own with status {self.proc.returncode}"
+            elif self.find_logs(r"AddressSanitizer|LeakSanitizer|runtime error:"):
+                problem = "sanitizer report in the server log"
+        if exc_type is not None or problem:
+            sys.stdout.write(f"\n--- server log ({' '.join(self.cmd)}), "
+                             f"exit {self.proc.returncode} ---\n{self.log()}\n--- end ---\n")
+        if problem:
+            raise AssertionError(problem)
+        return False
