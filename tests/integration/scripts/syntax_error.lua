@@ -1,0 +1,4 @@
+-- Test script: does not compile.
+function on_message(conn, data
+  conn:send(data)
+end

@@ -1,0 +1,187 @@
+"""The command line: --help, --version, --check, usage errors (exit 2), a busy port (exit 3),
+a script that fails to load (exit 1), and the script lookup that makes `wsluad chat.lua` work
+from any directory."""
+
+import os
+import re
+import socket
+
+import pytest
+
+from harness import SCRIPTS, Server, run, source_dir
+from wsclient import OP_TEXT
+
+
+def project_version():
+    with open(os.path.join(source_dir(), "CMakeLists.txt")) as f:
+        return re.search(r"project\(\s*wsluad\s+VERSION\s+([0-9.]+)", f.read()).group(1)
+
+
+def test_help():
+    r = run("--help")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "wsluad" in out and "SCRIPT" in out
+    for opt in ["-l", "--listen", "--static", "--max-message", "--max-backpressure", "--check",
+                "-q", "--quiet", "-v", "--verbose", "--version", "--help", "--reload"]:
+        assert re.search(rf"(^|[\s,]){re.escape(opt)}\b", out, re.M), f"--help lacks {opt}"
+
+
+def test_version():
+    r = run("--version")
+    assert r.returncode == 0, r.stderr
+    assert project_version() in r.stdout
+    assert "wsluad" in r.stdout
+
+
+def test_check_ok_script():
+    r = run("--check", os.path.join(SCRIPTS, "ok.lua"))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_check_does_not_listen():
+    # --check only loads the script: a busy address is no reason to fail.
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = run("--check", "-l", f"127.0.0.1:{port}", os.path.join(SCRIPTS, "ok.lua"))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_check_syntax_error():
+    path = os.path.join(SCRIPTS, "syntax_error.lua")
+    r = run("--check", path)
+    assert r.returncode == 1
+    # The message names the file and the line of the error.
+    assert re.search(r"syntax_error\.lua:\d+", r.stderr), r.stderr
+
+
+def test_check_toplevel_error():
+    r = run("--check", os.path.join(SCRIPTS, "toplevel_error.lua"))
+    assert r.returncode == 1
+    assert "top level refuses to load" in r.stderr
+
+
+def test_check_bundled_chat():
+    r = run("--check", os.path.join(source_dir(), "lua", "chat.lua"))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("script", ["syntax_error.lua", "toplevel_error.lua"])
+def test_broken_script_exits_1(script):
+    r = run("-l", "127.0.0.1:0", os.path.join(SCRIPTS, script))
+    assert r.returncode == 1, r.stderr
+    assert "listening on" not in r.stderr
+
+
+def test_missing_script_exits_1(tmp_path):
+    r = run("-l", "127.0.0.1:0", str(tmp_path / "no-such-script.lua"), cwd=tmp_path)
+    assert r.returncode == 1
+    assert "no-such-script.lua" in r.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["--no-such-option"],
+    ["-l"],
+    ["--listen"],
+    ["--max-message", "lots"],
+    ["--max-message", "-5"],
+    ["--max-message", "10X"],
+    ["--max-backpressure", "abc"],
+    ["-l", "127.0.0.1:notaport"],
+    ["-l", "127.0.0.1:70000"],
+    ["a.lua", "b.lua"],
+])
+def test_usage_error_exits_2(args):
+    r = run(*args)
+    assert r.returncode == 2, f"{args}: exit {r.returncode}\n{r.stderr}"
+    assert r.stderr.strip(), "a usage error says what is wrong"
+    assert "listening on" not in r.stderr
+
+
+def test_busy_port_exits_3():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = run("-l", f"127.0.0.1:{port}", os.path.join(SCRIPTS, "ok.lua"))
+    assert r.returncode == 3, r.stderr
+    assert f"127.0.0.1:{port}" in r.stderr
+    assert "address already in use" in r.stderr.lower()
+
+
+def test_listen_line_names_the_real_port():
+    with Server("ok.lua") as s:
+        assert s.port != 0
+        m = s.wait_for_log(r"listening on 127\.0\.0\.1:(\d+)")
+        assert int(m.group(1)) == s.port
+        c = s.connect()
+        c.send_frame(OP_TEXT, b"x")
+        assert c.recv_message() == (OP_TEXT, b"x")
+
+
+def test_ipv6_listen():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no ::1 on this machine")
+    with Server("ok.lua", listen="[::1]:0") as s:
+        m = s.wait_for_log(r"listening on \[::1\]:(\d+)")
+        s.host = "::1"
+        c = s.connect()
+        c.send_frame(OP_TEXT, b"v6")
+        assert c.recv_message() == (OP_TEXT, b"v6")
+
+
+def test_script_lookup_from_another_directory(tmp_path):
+    # `wsluad chat.lua` from a directory without chat.lua finds the bundled one.
+    with Server("chat.lua", cwd=str(tmp_path)) as s:
+        a = s.connect()
+        b = s.connect()
+        a.send_frame(OP_TEXT, b"found the bundled chat")
+        assert "found the bundled chat" in recv_until(b, "found the bundled chat")
+
+
+def test_default_script_is_chat(tmp_path):
+    with Server(None, cwd=str(tmp_path)) as s:
+        a = s.connect()
+        b = s.connect()
+        a.send_frame(OP_TEXT, b"default script chats")
+        assert "default script chats" in recv_until(b, "default script chats")
+
+
+def test_local_file_wins_over_bundled(tmp_path):
+    (tmp_path / "chat.lua").write_text(
+        'function on_message(conn, data) conn:send("local copy: " .. data) end\n')
+    with Server("chat.lua", cwd=str(tmp_path)) as s:
+        c = s.connect()
+        c.send_frame(OP_TEXT, b"hi")
+        assert c.recv_text() == "local copy: hi"
+
+
+def test_verbose_logs_connection_open_and_close():
+    with Server("ok.lua", "-v") as s:
+        c = s.connect()
+        port = c.sock.getsockname()[1]
+        s.wait_for_log(rf"DEBUG.*127\.0\.0\.1:{port}")
+        mark = s.mark()
+        c.close_handshake()
+        s.wait_for_log(rf"DEBUG.*127\.0\.0\.1:{port}", after=mark)
+
+
+def test_log_line_format():
+    with Server("ok.lua") as s:
+        line = s.wait_for_log(r"listening on").string
+        assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (ERROR|WARN|INFO|DEBUG) ", line), line
+
+
+def recv_until(c, text):
+    """Messages until one contains text (chat.lua may send notices too)."""
+    while True:
+        m = c.recv_text()
+        if text in m:
+            return m

@@ -1,0 +1,238 @@
+"""Plain HTTP: the upgrade's error answers (400, 405, 426, 404) and the static file handler
+with its traversal guard."""
+
+import os
+import socket
+
+import pytest
+
+import wsclient
+from harness import HOST, Server, source_dir
+from wsclient import handshake_request, read_http_response
+
+
+def exchange(server, raw):
+    """Send raw bytes; return (status, headers, body) and check that the server then closes
+    the connection (plain HTTP answers carry Connection: close)."""
+    with socket.create_connection((HOST, server.port), timeout=wsclient.DEFAULT_TIMEOUT) as s:
+        s.sendall(raw)
+        status, headers, body, rest = read_http_response(s)
+        assert rest == b"", f"bytes after the response: {rest[:200]!r}"
+        s.settimeout(wsclient.DEFAULT_TIMEOUT)
+        try:
+            tail = s.recv(4096)
+        except ConnectionResetError:
+            tail = b""
+        assert tail == b"", f"expected the server to close, got {tail[:200]!r}"
+        return status, headers, body
+
+
+def upgrade(server, path="/", headers=None, method="GET"):
+    req, _ = handshake_request(HOST, server.port, path, headers)
+    if method != "GET":
+        req = method.encode() + req[3:]
+    return req
+
+
+def check_error(status, headers, body, expected):
+    assert status == expected, f"status {status}, body {body[:200]!r}"
+    assert body.strip(), "an error answer carries a short text body"
+    assert headers.get("content-type", "").startswith("text/")
+    assert "close" in headers.get("connection", "").lower()
+    assert int(headers["content-length"]) == len(body)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Server("echo.lua", "--static", "none") as s:
+        yield s
+
+
+# --- upgrade errors ---------------------------------------------------------------------------
+BAD_REQUESTS = {
+    "missing_key": {"Sec-WebSocket-Key": None},
+    "key_not_base64": {"Sec-WebSocket-Key": "not base64 at all!!"},
+    "key_wrong_length": {"Sec-WebSocket-Key": "c2hvcnQ="},  # "short": 5 bytes, not 16
+    "key_17_bytes": {"Sec-WebSocket-Key": "AAAAAAAAAAAAAAAAAAAAAAA="},
+    "connection_without_upgrade": {"Connection": "keep-alive"},
+    "missing_connection": {"Connection": None},
+    "upgrade_not_websocket": {"Upgrade": "h2c"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_REQUESTS))
+def test_bad_upgrade_400(server, name):
+    check_error(*exchange(server, upgrade(server, headers=BAD_REQUESTS[name])), 400)
+
+
+def test_missing_version_is_an_error(server):
+    status, headers, body = exchange(server, upgrade(server, headers={"Sec-WebSocket-Version": None}))
+    assert status in (400, 426)
+    check_error(status, headers, body, status)
+
+
+def test_garbage_request_400(server):
+    check_error(*exchange(server, b"THIS IS NOT HTTP\r\n\r\n"), 400)
+
+
+def test_malformed_header_400(server):
+    check_error(*exchange(server, b"GET / HTTP/1.1\r\nHost x\r\n\r\n"), 400)
+
+
+@pytest.mark.parametrize("version", ["8", "12", "14", "abc"])
+def test_wrong_version_426(server, version):
+    status, headers, body = exchange(
+        server, upgrade(server, headers={"Sec-WebSocket-Version": version}))
+    check_error(status, headers, body, 426)
+    assert headers.get("sec-websocket-version") == "13"
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_upgrade_with_other_method_405(server, method):
+    check_error(*exchange(server, upgrade(server, method=method)), 405)
+
+
+def test_plain_post_405(server):
+    raw = (f"POST /index.html HTTP/1.1\r\nHost: {HOST}:{server.port}\r\n"
+           f"Content-Length: 3\r\n\r\nabc").encode()
+    check_error(*exchange(server, raw), 405)
+
+
+def test_connection_token_list_case_insensitive(server):
+    c = server.connect(headers={"Connection": "keep-alive, UPGRADE", "Upgrade": "WebSocket"})
+    c.send_frame(wsclient.OP_TEXT, b"ok")
+    assert c.recv_message() == (wsclient.OP_TEXT, b"ok")
+
+
+def test_static_none_plain_get_404(server):
+    check_error(*exchange(server, f"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()), 404)
+    check_error(*exchange(server, f"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n".encode()), 404)
+
+
+def test_server_survives_http_errors(server):
+    # After all of the above the server still upgrades.
+    c = server.connect()
+    c.send_frame(wsclient.OP_TEXT, b"alive")
+    assert c.recv_message() == (wsclient.OP_TEXT, b"alive")
+
+
+# --- the static handler -----------------------------------------------------------------------
+FILES = {
+    "index.html": (b"<!doctype html><title>root index</title>", "text/html"),
+    "style.css": (b"body { color: red }", "text/css"),
+    "app.js": (b"console.log('hi')", ("application/javascript", "text/javascript")),
+    "data.json": (b'{"a": 1}', "application/json"),
+    "pic.png": (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, "image/png"),
+    "notes.txt": (b"plain notes", "text/plain"),
+    "icon.svg": (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml"),
+    "sub/index.html": (b"<p>sub index</p>", "text/html"),
+    "sub/deeper/page.html": (b"<p>deep page</p>", "text/html"),
+}
+SECRET = b"TOP-SECRET-OUTSIDE-THE-STATIC-DIR"
+
+
+@pytest.fixture(scope="module")
+def static(tmp_path_factory):
+    root = tmp_path_factory.mktemp("static")
+    www = root / "www"
+    for name, (data, _) in FILES.items():
+        p = www / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    (root / "secret.txt").write_bytes(SECRET)
+    (root / "outside").mkdir()
+    (root / "outside" / "file.txt").write_bytes(SECRET)
+    os.symlink(root / "secret.txt", www / "leak.txt")
+    os.symlink(root / "outside", www / "outdir")
+    os.symlink("../secret.txt", www / "relleak.txt")
+    with Server("echo.lua", "--static", str(www)) as s:
+        yield s
+
+
+def get(server, path):
+    return exchange(server, f"GET {path} HTTP/1.1\r\nHost: {HOST}:{server.port}\r\n\r\n".encode())
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_static_file_and_content_type(static, name):
+    data, ctype = FILES[name]
+    status, headers, body = get(static, "/" + name)
+    assert status == 200
+    assert body == data
+    types = ctype if isinstance(ctype, tuple) else (ctype,)
+    assert headers.get("content-type", "").split(";")[0].strip() in types
+    assert int(headers["content-length"]) == len(data)
+
+
+def test_static_index_at_root(static):
+    status, headers, body = get(static, "/")
+    assert status == 200
+    assert body == FILES["index.html"][0]
+    assert headers["content-type"].startswith("text/html")
+
+
+def test_static_index_in_subdirectory(static):
+    status, headers, body = get(static, "/sub/")
+    assert status == 200
+    assert body == FILES["sub/index.html"][0]
+
+
+def test_static_percent_encoded_name(static):
+    status, _, body = get(static, "/%73tyle.css")  # %73 = "s"
+    assert status == 200 and body == FILES["style.css"][0]
+
+
+@pytest.mark.parametrize("path", ["/missing.html", "/sub/missing", "/sub/deeper/", "/nope/"])
+def test_static_404(static, path):
+    check_error(*get(static, path), 404)
+
+
+TRAVERSALS = [
+    "/../secret.txt",
+    "/../../../../../../etc/passwd",
+    "/sub/../../secret.txt",
+    "/%2e%2e/secret.txt",
+    "/%2E%2E/secret.txt",
+    "/%2e%2e%2fsecret.txt",
+    "/..%2fsecret.txt",
+    "/sub/%2e%2e/%2e%2e/secret.txt",
+    "/.%2e/secret.txt",
+    "/%252e%252e/secret.txt",
+    "/..\\secret.txt",
+    "/leak.txt",
+    "/relleak.txt",
+    "/outdir/file.txt",
+    "/outdir/",
+    "//etc/passwd",
+    "/%00/../secret.txt",
+]
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_static_traversal_refused(static, path):
+    status, headers, body = get(static, path)
+    assert status in (400, 403, 404), f"{path} answered {status}"
+    assert SECRET not in body
+    assert b"root:" not in body
+
+
+def test_static_dir_still_served_after_traversal_attempts(static):
+    status, _, body = get(static, "/index.html")
+    assert status == 200 and body == FILES["index.html"][0]
+
+
+def test_static_and_websocket_on_same_port(static):
+    c = static.connect("/")
+    c.send_frame(wsclient.OP_TEXT, b"ws on /")
+    assert c.recv_message() == (wsclient.OP_TEXT, b"ws on /")
+
+
+def test_default_static_serves_bundled_chat_page():
+    # Run from the build tree without --static: the bundled page of examples/www is at "/".
+    index = os.path.join(source_dir(), "examples", "www", "index.html")
+    with Server("echo.lua") as s:
+        status, headers, body = get(s, "/")
+        assert status == 200
+        assert headers["content-type"].startswith("text/html")
+        with open(index, "rb") as f:
+            assert body == f.read()

@@ -1,0 +1,282 @@
+"""The Lua contract of issue 2 through scripts/probe.lua: each text message is a Lua chunk run
+in the server, its results come back as "ok <results>" or "err <error>"."""
+
+import re
+
+import pytest
+
+from harness import Server
+from wsclient import OP_BINARY, OP_TEXT
+
+
+def ev(c, code):
+    """Run a chunk for client c; returns the list of results (strings)."""
+    c.send_frame(OP_TEXT, code)
+    reply = c.recv_text()
+    assert reply.startswith("ok "), f"{code!r} -> {reply!r}"
+    return reply[3:].split("\t")
+
+
+def ev1(c, code):
+    return ev(c, code)[0]
+
+
+def ev_err(c, code):
+    c.send_frame(OP_TEXT, code)
+    reply = c.recv_text()
+    assert reply.startswith("err "), f"{code!r} should fail, got {reply!r}"
+    return reply[4:]
+
+
+@pytest.fixture
+def server():
+    with Server("probe.lua") as s:
+        yield s
+
+
+def open_ids(server, n, after=0):
+    return [int(m.group(1)) for m in server.wait_for_logs(r"on_open id=(\d+)", n, after=after)]
+
+
+# --- the connection object ------------------------------------------------------------------
+def test_conn_id_unique_integer(server):
+    cs = [server.connect() for _ in range(5)]
+    ids = [ev(c, "return math.type(conn.id), conn.id") for c in cs]
+    assert all(t == "integer" for t, _ in ids)
+    nums = [int(i) for _, i in ids]
+    assert len(set(nums)) == 5
+    # Ids are never reused within the process, even after a connection closed.
+    cs[0].close_handshake()
+    server.wait_for_log(rf"on_close id={nums[0]} ")
+    d = server.connect()
+    assert int(ev1(d, "return conn.id")) not in nums
+
+
+def test_conn_remote(server):
+    c = server.connect()
+    host, port = c.sock.getsockname()[:2]
+    assert ev1(c, "return conn.remote") == f"{host}:{port}"
+
+
+def test_conn_path_and_query(server):
+    c = server.connect("/some/path?a=1&b=two%20words")
+    assert ev(c, "return conn.path, conn.query") == ["/some/path", "a=1&b=two%20words"]
+    d = server.connect("/plain")
+    assert ev(d, "return conn.path, conn.query == nil or conn.query == ''") == ["/plain", "true"]
+
+
+def test_conn_headers_lower_case(server):
+    c = server.connect(headers={"X-Test-Header": "Some Value", "User-Agent": "probe/1"})
+    assert ev(c, "return conn.headers['x-test-header'], conn.headers['user-agent']") == \
+        ["Some Value", "probe/1"]
+    assert ev1(c, "return conn.headers['sec-websocket-version']") == "13"
+    upper = ev1(c, "for k in pairs(conn.headers) do if k ~= k:lower() then return k end end "
+                   "return 'none'")
+    assert upper == "none"
+
+
+def test_conn_data_persists_across_messages(server):
+    c = server.connect()
+    d = server.connect()
+    assert ev1(c, "return type(conn.data)") == "table"
+    assert ev1(c, "conn.data.n = (conn.data.n or 0) + 1 return conn.data.n") == "1"
+    assert ev1(d, "conn.data.n = (conn.data.n or 0) + 10 return conn.data.n") == "10"
+    assert ev1(c, "conn.data.n = (conn.data.n or 0) + 1 return conn.data.n") == "2"
+    assert ev1(d, "return conn.data.n") == "10"
+
+
+def test_conn_tostring(server):
+    c = server.connect()
+    cid, text = ev(c, "return conn.id, tostring(conn)")
+    port = c.sock.getsockname()[1]
+    assert re.search(rf"\b{cid}\b", text), text
+    assert f"127.0.0.1:{port}" in text
+
+
+def test_conn_same_object_across_handlers(server):
+    c = server.connect()
+    # probe.lua's on_open stored seen[conn] = conn.id: the object given to on_message is the
+    # same one, so it finds itself as a table key.
+    assert ev(c, "return seen[conn] == conn.id, rawequal(seen[conn], conn.id)") == ["true", "true"]
+    assert ev1(c, "S.me = conn return true") == "true"
+    assert ev1(c, "return rawequal(S.me, conn)") == "true"
+    cid = ev1(c, "return conn.id")
+    c.close_handshake()
+    # ...and on_close gets it too (probe.lua logs same=true when seen[conn] matches).
+    server.wait_for_log(rf"on_close id={cid} code=1000 reason=\[\] open=false same=true")
+
+
+def test_conn_after_close(server):
+    a = server.connect("/gone?x=1")
+    b = server.connect()
+    aid = ev1(a, "S.saved = conn return conn.id")
+    a.close_handshake(4000, "bye")
+    server.wait_for_log(rf"on_close id={aid} code=4000 reason=\[bye\] open=false")
+    got = ev(b, "local c = S.saved local ok, e = c:send('x') "
+                "return c:is_open(), ok, e, c.id, c.path, c.query, c.remote ~= nil, "
+                "type(c.data), tostring(c) ~= nil")
+    assert got == ["false", "nil", "closed", aid, "/gone", "x=1", "true", "table", "true"]
+    # Methods fail softly: close on a closed conn does not raise.
+    assert ev1(b, "S.saved:close() S.saved:close(1000, 'again') return 'fine'") == "fine"
+    assert ev1(b, "return ws.get(S.saved.id) == nil") == "true"
+
+
+def test_conn_send_kinds(server):
+    c = server.connect()
+    c.send_frame(OP_TEXT, "conn:send('t1') conn:send('b1', 'binary') conn:send('t2', 'text') "
+                          "return true")
+    assert c.recv_message() == (OP_TEXT, b"t1")
+    assert c.recv_message() == (OP_BINARY, b"b1")
+    assert c.recv_message() == (OP_TEXT, b"t2")
+    assert c.recv_text() == "ok true"
+
+
+def test_conn_send_returns_true(server):
+    c = server.connect()
+    c.send_frame(OP_TEXT, "return conn:send('first')")
+    assert c.recv_text() == "first"
+    assert c.recv_text() == "ok true"
+
+
+def test_conn_send_binary_arbitrary_bytes(server):
+    c = server.connect()
+    c.send_frame(OP_TEXT, "return conn:send('\\0\\255\\254', 'binary')")
+    assert c.recv_message() == (OP_BINARY, b"\x00\xff\xfe")
+    assert c.recv_text() == "ok true"
+
+
+def test_conn_send_invalid_utf8_text_raises(server):
+    c = server.connect()
+    err = ev_err(c, "return conn:send('\\255\\254')")
+    assert "binary" in err
+    # Nothing was sent and the connection is fine.
+    assert ev1(c, "return conn:is_open()") == "true"
+
+
+def test_conn_send_bad_kind_raises(server):
+    c = server.connect()
+    ev_err(c, "return conn:send('x', 'bogus')")
+    ev_err(c, "return conn:send({})")
+    assert ev1(c, "return 'still fine'") == "still fine"
+
+
+def test_conn_close_default_1000(server):
+    c = server.connect()
+    cid = ev1(c, "return conn.id")
+    c.send_frame(OP_TEXT, "conn:close()")
+    # The reply is queued before... or not at all once closed: accept either, then the close.
+    code, reason = c.expect_close(skip_data=True)
+    assert (code, reason) == (1000, "")
+    c.close(1000)
+    c.expect_eof()
+    server.wait_for_log(rf"on_close id={cid} code=1000 ")
+
+
+def test_conn_close_code_and_reason(server):
+    c = server.connect()
+    cid = ev1(c, "return conn.id")
+    c.send_frame(OP_TEXT, "conn:close(4001, 'go away') return conn:is_open()")
+    assert c.expect_close(skip_data=True) == (4001, "go away")
+    c.close(4001)
+    c.expect_eof()
+    server.wait_for_log(rf"on_close id={cid} code=4001 reason=\[go away\]")
+
+
+def test_conn_close_when_client_never_answers(server):
+    # The server waits only a short time for the client's close frame, then drops TCP.
+    c = server.connect()
+    c.send_frame(OP_TEXT, "conn:close(4002)")
+    assert c.expect_close(skip_data=True)[0] == 4002
+    c.expect_eof()
+
+
+def test_conn_is_open(server):
+    c = server.connect()
+    assert ev1(c, "return conn:is_open()") == "true"
+
+
+# --- the ws module --------------------------------------------------------------------------
+def test_require_wsluad_returns_ws(server):
+    c = server.connect()
+    assert ev(c, "return require('wsluad') == ws, type(ws)") == ["true", "table"]
+
+
+def test_broadcast_except_and_count(server):
+    a, b, c = server.connect(), server.connect(), server.connect()
+    open_ids(server, 3)
+    # a's reply comes after anything broadcast to it, so its first message proves exclusion.
+    assert ev1(a, "return ws.broadcast('to the others', 'text', conn)") == "2"
+    assert b.recv_message() == (OP_TEXT, b"to the others")
+    assert c.recv_message() == (OP_TEXT, b"to the others")
+    assert ev1(b, "return ws.broadcast('\\1\\2\\255', 'binary')") == "3"
+    assert a.recv_message() == (OP_BINARY, b"\x01\x02\xff")
+    assert b.recv_message() == (OP_BINARY, b"\x01\x02\xff")
+    assert c.recv_message() == (OP_BINARY, b"\x01\x02\xff")
+    assert ev1(c, "return ws.broadcast('everyone')") == "3"
+    for x in (a, b, c):
+        assert x.recv_message() == (OP_TEXT, b"everyone")
+
+
+def test_broadcast_skips_closed(server):
+    a, b, c = server.connect(), server.connect(), server.connect()
+    ids = open_ids(server, 3)
+    c.close_handshake()
+    server.wait_for_log(rf"on_close id={ids[2]} ")
+    assert ev1(a, "return ws.broadcast('two left')") == "2"
+    assert a.recv_message() == (OP_TEXT, b"two left")
+    assert b.recv_message() == (OP_TEXT, b"two left")
+
+
+def test_broadcast_invalid_utf8_text_raises(server):
+    a = server.connect()
+    assert "binary" in ev_err(a, "return ws.broadcast('\\255')")
+
+
+def test_connections_and_count(server):
+    a, b, c = server.connect(), server.connect(), server.connect()
+    ids = open_ids(server, 3)
+    got = ev(a, "local ids = {} for x in ws.connections() do ids[#ids + 1] = x.id end "
+                "table.sort(ids) return ws.count(), table.concat(ids, ',')")
+    assert got == ["3", ",".join(str(i) for i in sorted(ids))]
+    # The iterator yields the same objects the handlers get.
+    assert ev1(a, "for x in ws.connections() do if rawequal(x, conn) then return 'me' end end "
+                  "return 'not me'") == "me"
+    b.close_handshake()
+    server.wait_for_log(rf"on_close id={ids[1]} ")
+    assert ev(a, "local n = 0 for x in ws.connections() do n = n + 1 end return n, ws.count()") \
+        == ["2", "2"]
+
+
+def test_ws_log_levels():
+    with Server("probe.lua") as s:
+        c = s.connect()
+        assert ev1(c, "ws.log('plain', 'marker', 1) ws.log.info('info-marker') "
+                      "ws.log.warn('warn-marker') ws.log.error('error-marker') "
+                      "ws.log.debug('debug-marker') ws.log.info('after-debug') return true") \
+            == "true"
+        s.wait_for_log(r" INFO .*plain.*marker")
+        s.wait_for_log(r" INFO .*info-marker")
+        s.wait_for_log(r" WARN .*warn-marker")
+        s.wait_for_log(r" ERROR .*error-marker")
+        s.wait_for_log(r"after-debug")
+        # Without -v, debug lines are not shown (the later info line is there already).
+        assert not s.find_logs(r"debug-marker")
+
+
+def test_ws_log_debug_with_verbose():
+    with Server("probe.lua", "-v") as s:
+        c = s.connect()
+        ev(c, "ws.log.debug('debug-marker') return true")
+        s.wait_for_log(r" DEBUG .*debug-marker")
+
+
+def test_bad_arguments_raise_and_server_survives(server):
+    c = server.connect()
+    for code in ["return ws.broadcast()", "return ws.broadcast({})",
+                 "return ws.broadcast('x', 'nope')", "return conn:close('not a code')",
+                 "return conn.send(nil, 'x')", "return ws.log.info(setmetatable({}, "
+                 "{__tostring = function() error('tostring fails') end}))"]:
+        ev_err(c, code)
+    assert ev1(c, "return conn:is_open()") == "true"
+    d = server.connect()
+    assert ev1(d, "return ws.count()") == "2"
