@@ -1,0 +1,104 @@
+// Shared by the example pages: a WebSocket that reconnects with exponential back-off, and a
+// message list that only ever inserts received text as text (textContent, never innerHTML).
+"use strict";
+
+// ws:// or wss:// to the host that served the page; opened as a file, the default address.
+function wsUrl(path) {
+  if (!location.host) return "ws://127.0.0.1:8080" + path;
+  return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
+}
+
+// Calls handlers.open(), handlers.message(data), handlers.status(state, text).
+// state is "connecting", "open" or "closed"; after a close it retries after 0.5 s, 1 s, 2 s, ...
+// up to 15 s, and starts again from 0.5 s once a connection opens.
+class ReconnectingSocket {
+  constructor(url, handlers) {
+    this.url = url;
+    this.h = handlers;
+    this.delay = 500;
+    this.timer = null;
+    this.stopped = false;
+    this.ws = null;
+    this.connect();
+  }
+
+  connect() {
+    this.timer = null;
+    this.h.status("connecting", "connecting…");
+    const ws = new WebSocket(this.url);
+    ws.binaryType = "arraybuffer";
+    this.ws = ws;
+    ws.onopen = () => {
+      this.delay = 500;
+      this.h.status("open", "connected");
+      if (this.h.open) this.h.open();
+    };
+    ws.onmessage = (ev) => this.h.message(ev.data);
+    ws.onclose = (ev) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      if (this.h.close) this.h.close(ev);
+      if (this.stopped) {
+        this.h.status("closed", "disconnected");
+        return;
+      }
+      // A little jitter so a room full of tabs does not reconnect in lockstep.
+      const wait = Math.round(this.delay * (0.8 + Math.random() * 0.4));
+      this.delay = Math.min(this.delay * 2, 15000);
+      this.h.status("closed", "disconnected, retrying in " + (wait / 1000).toFixed(1) + " s");
+      this.timer = setTimeout(() => this.connect(), wait);
+    };
+  }
+
+  isOpen() {
+    return this.ws !== null && this.ws.readyState === WebSocket.OPEN;
+  }
+
+  send(data) {
+    if (!this.isOpen()) return false;
+    this.ws.send(data);
+    return true;
+  }
+
+  stop() {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.ws) this.ws.close(1000);
+    else this.h.status("closed", "disconnected");
+  }
+}
+
+// Appends one message; kind is "own", "peer" or "system". Keeps the view at the bottom when the
+// reader was already there.
+function appendMessage(list, kind, text, from) {
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  const li = document.createElement("li");
+  li.className = "msg";
+  li.dataset.kind = kind;
+  if (from) {
+    const who = document.createElement("span");
+    who.className = "from";
+    who.textContent = from;
+    li.appendChild(who);
+  }
+  const body = document.createElement("span");
+  body.className = "text";
+  body.textContent = text;
+  li.appendChild(body);
+  if (kind !== "system") {
+    const t = document.createElement("time");
+    const now = new Date();
+    t.dateTime = now.toISOString();
+    t.textContent = now.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    li.appendChild(t);
+  }
+  list.appendChild(li);
+  if (atBottom || kind === "own") list.scrollTop = list.scrollHeight;
+  return li;
+}
+
+function setStatus(el, state, text) {
+  el.dataset.state = state;
+  el.textContent = text;
+}
