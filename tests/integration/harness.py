@@ -7,7 +7,7 @@ failed) on exit. Test scripts live in scripts/ next to this file.
 
 import os
 import re
-import signal
+import signal as _signal
 import subprocess
 import sys
 import threading
@@ -106,6 +106,10 @@ class Server:
     def wait_for_log(self, regex, timeout=DEFAULT_TIMEOUT, after=0):
         """First log line (from `after`) matching regex; returns the match. Fails on timeout or
         when the server's output ends without it."""
+        return self.wait_for_line(regex, timeout, after)[1]
+
+    def wait_for_line(self, regex, timeout=DEFAULT_TIMEOUT, after=0):
+        """Like wait_for_log, but returns (index of the line, match); index + 1 is a mark."""
         rx = re.compile(regex)
         deadline = time.monotonic() + timeout
         i = after
@@ -114,7 +118,7 @@ class Server:
                 while i < len(self.lines):
                     m = rx.search(self.lines[i])
                     if m:
-                        return m
+                        return i, m
                     i += 1
                 if self._eof == 2:
                     raise AssertionError(f"server output ended without /{regex}/")
@@ -165,7 +169,7 @@ class Server:
     def alive(self):
         return self.proc.poll() is None
 
-    def stop(self, sig=signal.SIGTERM, timeout=DEFAULT_TIMEOUT):
+    def stop(self, sig=_signal.SIGTERM, timeout=DEFAULT_TIMEOUT):
         """Send sig and wait for the exit; returns the exit status (negative: killed by a
         signal). Fails if the server does not exit in time."""
         if self.proc.poll() is None:

@@ -67,10 +67,10 @@ def test_lua_error_in_on_message_closes_1011_others_keep_chatting():
         a.close(1011)
         a.expect_eof()
 
-        m = s.wait_for_log(r"ERROR.*boom requested by (\d+)")
+        i, m = s.wait_for_line(r"ERROR.*boom requested by (\d+)")
         assert int(m.group(1)) == ids[0]
         # The traceback follows the error.
-        s.wait_for_log(r"stack traceback:", after=s.lines.index(m.string))
+        s.wait_for_log(r"stack traceback:", after=i)
         s.wait_for_log(rf"on_close id={ids[0]} code=1011")
         b.send_frame(OP_TEXT, b"we carry on")
         assert c.recv_text() == "we carry on"

@@ -6,36 +6,14 @@ import re
 import pytest
 
 from harness import Server
+from probe import ev, ev1, ev_err, open_ids
 from wsclient import OP_BINARY, OP_TEXT
-
-
-def ev(c, code):
-    """Run a chunk for client c; returns the list of results (strings)."""
-    c.send_frame(OP_TEXT, code)
-    reply = c.recv_text()
-    assert reply.startswith("ok "), f"{code!r} -> {reply!r}"
-    return reply[3:].split("\t")
-
-
-def ev1(c, code):
-    return ev(c, code)[0]
-
-
-def ev_err(c, code):
-    c.send_frame(OP_TEXT, code)
-    reply = c.recv_text()
-    assert reply.startswith("err "), f"{code!r} should fail, got {reply!r}"
-    return reply[4:]
 
 
 @pytest.fixture
 def server():
     with Server("probe.lua") as s:
         yield s
-
-
-def open_ids(server, n, after=0):
-    return [int(m.group(1)) for m in server.wait_for_logs(r"on_open id=(\d+)", n, after=after)]
 
 
 # --- the connection object ------------------------------------------------------------------

@@ -1,0 +1,177 @@
+"""Live reload: SIGHUP and --reload swap the handlers without dropping anyone; conn.data,
+subscriptions and globals survive; timers are stopped and re-created by the new top level; a
+script that fails to compile or whose top level raises leaves the old behaviour in place."""
+
+import os
+import re
+import signal
+
+import pytest
+
+from harness import Server
+
+VERSION = r'''
+-- reload test script, {v}
+version = "{v}"
+count = count or 0 -- survives reloads: the new code does not reassign it
+
+function on_open(conn)
+  conn.data.name = "c" .. conn.id
+  conn:subscribe("all")
+  ws.log("on_open id=" .. conn.id .. " " .. version)
+end
+
+function on_message(conn, data)
+  count = count + 1
+  if data == "pub" then
+    conn:send("pub " .. ws.publish("all", version .. " published", "text", conn))
+  elseif data == "count" then
+    conn:send(version .. " count=" .. ws.count() .. " subs=" .. ws.subscribers("all"))
+  else
+    conn:send("{v}:" .. tostring(conn.data.name) .. ":" .. data .. ":" .. count)
+  end
+end
+
+ws.every(0.02, function() ws.log("tick {v}") end)
+'''
+
+SYNTAX_ERROR = "function on_message(conn, data\n  conn:send('v-broken')\nend\n"
+TOPLEVEL_ERROR = ('function on_message(conn, data) conn:send("v-raised:" .. data) end\n'
+                  'ws.every(0.02, function() ws.log("tick v-raised") end)\n'
+                  'error("the new top level raises")\n')
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def reload_rx(path):
+    name = re.escape(os.path.basename(path))
+    return rf"(?i)reload.*{name}|{name}.*reload"
+
+
+def say(c, text):
+    c.send_frame(1, text)
+    return c.recv_text()
+
+
+@pytest.fixture
+def script(tmp_path):
+    p = tmp_path / "room.lua"
+    write(p, VERSION.format(v="v1"))
+    return str(p)
+
+
+def test_sighup_reload_with_50_clients(script):
+    with Server(script) as s:
+        clients = [s.connect() for _ in range(50)]
+        ids = [int(m.group(1)) for m in s.wait_for_logs(r"on_open id=(\d+) v1", 50)]
+        names = {}
+        for c in clients:
+            reply = say(c, "before")
+            assert reply.startswith("v1:c") and ":before:" in reply
+            names[c] = reply.split(":")[1]
+        assert sorted(int(n[1:]) for n in names.values()) == sorted(ids)
+        s.wait_for_log(r"tick v1")
+
+        write(script, VERSION.format(v="v2"))
+        mark = s.mark()
+        s.signal(signal.SIGHUP)
+        i, m = s.wait_for_line(reload_rx(script), after=mark)
+        assert not re.search(r" (ERROR|WARN) ", m.string), m.string
+
+        # Everyone is still there and served by the new code with its old conn.data; the
+        # global counter kept its value (50 messages so far).
+        for n, c in enumerate(clients):
+            assert say(c, "after") == f"v2:{names[c]}:after:{51 + n}"
+        assert say(clients[0], "count") == "v2 count=50 subs=50"
+        # Subscriptions survived: a publish reaches the 49 others.
+        assert say(clients[7], "pub") == "pub 49"
+        for n, c in enumerate(clients):
+            if n != 7:
+                assert c.recv_text() == "v2 published"
+        # The old timer was stopped; the new top level started its own.
+        s.wait_for_logs(r"tick v2", 3, after=i)
+        assert not s.find_logs(r"tick v1", after=i + 1)
+        # New connections get the new on_open.
+        mark = s.mark()
+        late = s.connect()
+        s.wait_for_log(r"on_open id=\d+ v2", after=mark)
+        assert say(late, "x").startswith("v2:c")
+        assert not s.find_logs(r"on_close")
+
+
+def test_reload_syntax_error_keeps_old_behaviour(script):
+    with Server(script) as s:
+        c = s.connect()
+        assert say(c, "a").startswith("v1:")
+        write(script, SYNTAX_ERROR)
+        mark = s.mark()
+        s.signal(signal.SIGHUP)
+        i, m = s.wait_for_line(r"ERROR.*room\.lua", after=mark)
+        assert say(c, "b").startswith("v1:")
+        # Fixed again, the next reload takes.
+        write(script, VERSION.format(v="v2"))
+        mark = s.mark()
+        s.signal(signal.SIGHUP)
+        s.wait_for_line(reload_rx(script), after=mark)
+        s.wait_for_log(r"tick v2", after=mark)
+        assert say(c, "c").startswith("v2:")
+
+
+def test_reload_syntax_error_keeps_old_timers(script):
+    with Server(script) as s:
+        s.wait_for_log(r"tick v1")
+        write(script, SYNTAX_ERROR)
+        mark = s.mark()
+        s.signal(signal.SIGHUP)
+        i, _ = s.wait_for_line(r"ERROR.*room\.lua", after=mark)
+        s.wait_for_logs(r"tick v1", 2, after=i)
+
+
+def test_reload_toplevel_error_keeps_old_handlers(script):
+    with Server(script) as s:
+        c = s.connect()
+        assert say(c, "a").startswith("v1:")
+        write(script, TOPLEVEL_ERROR)
+        mark = s.mark()
+        s.signal(signal.SIGHUP)
+        i, _ = s.wait_for_line(r"ERROR.*the new top level raises", after=mark)
+        # The new top level defined on_message before raising: the old one must still serve.
+        assert say(c, "b").startswith("v1:")
+
+
+def test_reload_watch_in_place_write(script):
+    with Server(script, "--reload") as s:
+        c = s.connect()
+        assert say(c, "a").startswith("v1:")
+        mark = s.mark()
+        write(script, VERSION.format(v="v2"))
+        wait_for_version(s, c, "v2", mark, script)
+
+
+def test_reload_watch_atomic_rename(script):
+    # Editors often save by writing a new file and renaming it over the old one: the watch
+    # must follow the name, and keep following it afterwards.
+    with Server(script, "--reload") as s:
+        c = s.connect()
+        assert say(c, "a").startswith("v1:")
+        for v in ("v2", "v3"):
+            mark = s.mark()
+            tmp = script + ".tmp"
+            write(tmp, VERSION.format(v=v))
+            os.replace(tmp, script)
+            wait_for_version(s, c, v, mark, script)
+
+
+def wait_for_version(s, c, v, mark, script):
+    """After a change to the watched file, each reload line is an event: the behaviour must be
+    the new one after one of them (a watcher may see the file change more than once)."""
+    after = mark
+    for _ in range(5):
+        i, _ = s.wait_for_line(reload_rx(script), after=after)
+        after = i + 1
+        if say(c, "probe").startswith(f"{v}:"):
+            return
+    raise AssertionError(f"{v} never took over after 5 reloads")
