@@ -1,1 +1,693 @@
-/* placeholder: written by the lead */
+/* One connection from accept to close: HTTP request -> upgrade (or a plain answer) -> frames ->
+ * close handshake -> lingering close. Reads land in the server's shared buffer; a connection
+ * keeps private bytes only for what is partial. Output goes to its queue and leaves in one write
+ * per loop iteration (wsl_conn_flush, called by the server). */
+#include "conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "handshake.h"
+#include "http.h"
+#include "log.h"
+#include "script.h"
+#include "server.h"
+#include "utf8.h"
+
+#define MAX_IOV       64
+#define HEAD_READ_MAX (WSL_HTTP_MAX_HEAD + 4096) /* head plus frames a client may pipeline */
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+/* ---- small helpers -------------------------------------------------------------------------- */
+
+static wsl_bytes *bytes_reserve(wsl_bytes *b, size_t need)
+{
+    size_t len = b ? b->len : 0;
+    if (b && b->cap >= need) return b;
+    if (need > UINT32_MAX) return NULL;
+    size_t cap = b ? b->cap : 0;
+    if (cap < 128) cap = 128;
+    while (cap < need)
+        cap = cap * 2 > need ? cap * 2 : need;
+    if (cap > UINT32_MAX) cap = UINT32_MAX;
+    wsl_bytes *nb = realloc(b, sizeof *nb + cap);
+    if (!nb) return NULL;
+    nb->len = (uint32_t)len;
+    nb->cap = (uint32_t)cap;
+    return nb;
+}
+
+static void set_events(wsl_conn *c, int events)
+{
+    if (c->events == (unsigned)events) return;
+    c->events = (unsigned)events & 3;
+    if (events)
+        uv_poll_start(&c->poll, events, on_poll);
+    else
+        uv_poll_stop(&c->poll);
+}
+
+const char *wsl_conn_peer(const wsl_conn *c, char *buf, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char ip[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (getpeername(c->fd, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+            port = ntohs(a->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+            port = ntohs(a->sin6_port);
+            snprintf(buf, cap, "[%s]:%u", ip, port);
+            return buf;
+        }
+    }
+    snprintf(buf, cap, "%s:%u", ip, port);
+    return buf;
+}
+
+/* Where an info string starts: remote, path, query, protocol, then the headers. */
+static const char *info_at(const wsl_conn_info *in, int which)
+{
+    const char *p = in->data;
+    const uint16_t lens[] = {in->remote_len, in->path_len, in->query_len, in->protocol_len};
+    for (int i = 0; i < which; i++)
+        p += lens[i] + 1;
+    return p;
+}
+
+static const char *info_str(const wsl_conn *c, int which)
+{
+    return c->info ? info_at(c->info, which) : "";
+}
+
+const char *wsl_conn_remote(const wsl_conn *c)
+{
+    return info_str(c, 0);
+}
+const char *wsl_conn_path(const wsl_conn *c)
+{
+    return info_str(c, 1);
+}
+const char *wsl_conn_query(const wsl_conn *c)
+{
+    return info_str(c, 2);
+}
+const char *wsl_conn_protocol(const wsl_conn *c)
+{
+    return info_str(c, 3);
+}
+
+bool wsl_conn_header(const wsl_conn *c, size_t i, const char **name, const char **value)
+{
+    if (!c->info || i >= c->info->nheaders) return false;
+    const char *p = info_at(c->info, 4);
+    for (size_t k = 0; k < i; k++) {
+        p += strlen(p) + 1;
+        p += strlen(p) + 1;
+    }
+    *name = p;
+    *value = p + strlen(p) + 1;
+    return true;
+}
+
+static wsl_conn_info *info_new(const char *remote, const wsl_request *req, const char *proto)
+{
+    size_t rl = strlen(remote), pl = strlen(proto);
+    size_t total = rl + 1 + req->path.len + 1 + req->query.len + 1 + pl + 1;
+    size_t hl = 0;
+    for (size_t i = 0; i < req->nheaders; i++)
+        hl += req->headers[i].name.len + 1 + req->headers[i].value.len + 1;
+    if (rl > UINT16_MAX || req->path.len > UINT16_MAX || req->query.len > UINT16_MAX ||
+        pl > UINT16_MAX)
+        return NULL;
+    wsl_conn_info *in = malloc(sizeof *in + total + hl);
+    if (!in) return NULL;
+    in->remote_len = (uint16_t)rl;
+    in->path_len = (uint16_t)req->path.len;
+    in->query_len = (uint16_t)req->query.len;
+    in->protocol_len = (uint16_t)pl;
+    in->nheaders = (uint16_t)req->nheaders;
+    in->headers_len = (uint32_t)hl;
+    char *p = in->data;
+#define PUT(s, n)                                                                                  \
+    do {                                                                                           \
+        memcpy(p, s, n);                                                                           \
+        p[n] = '\0';                                                                               \
+        p += (n) + 1;                                                                              \
+    } while (0)
+    PUT(remote, rl);
+    PUT(req->path.p, req->path.len);
+    PUT(req->query.p, req->query.len);
+    PUT(proto, pl);
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const wsl_header *h = &req->headers[i];
+        for (size_t k = 0; k < h->name.len; k++) {
+            char ch = h->name.p[k];
+            p[k] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+        }
+        p[h->name.len] = '\0';
+        p += h->name.len + 1;
+        PUT(h->value.p, h->value.len);
+    }
+#undef PUT
+    return in;
+}
+
+/* ---- messages out ------------------------------------------------------------------------ */
+
+void wsl_msg_init(wsl_msg *m, int opcode, const void *payload, size_t len)
+{
+    m->hlen = (uint8_t)wsl_frame_header(m->hdr, opcode, true, len);
+    m->payload = payload;
+    m->len = len;
+    m->shared = NULL;
+}
+
+void wsl_msg_release(wsl_msg *m)
+{
+    if (m->shared) wsl_buf_unref(m->shared);
+    m->shared = NULL;
+}
+
+static int queue_msg(wsl_conn *c, wsl_msg *m)
+{
+    int r;
+    if (m->hlen + m->len <= WSL_COPY_MAX) {
+        r = wsl_queue_copy(&c->out, m->hdr, m->hlen, m->payload, m->len);
+    } else {
+        if (!m->shared) {
+            wsl_buf *b = wsl_buf_new(m->hlen + m->len);
+            if (!b) return WSL_ENOMEM;
+            memcpy(b->data, m->hdr, m->hlen);
+            memcpy(b->data + m->hlen, m->payload, m->len);
+            b->len = (uint32_t)(m->hlen + m->len);
+            m->shared = b;
+        }
+        r = wsl_queue_share(&c->out, m->shared);
+    }
+    if (r) return WSL_ENOMEM;
+    wsl_server_mark_dirty(c->srv, c);
+    return 0;
+}
+
+int wsl_conn_send(wsl_conn *c, wsl_msg *m)
+{
+    if (c->state != WSL_CONN_OPEN) return WSL_ECLOSED;
+    return queue_msg(c, m);
+}
+
+static int send_control(wsl_conn *c, int opcode, const void *payload, size_t len)
+{
+    wsl_msg m;
+    wsl_msg_init(&m, opcode, payload, len);
+    return queue_msg(c, &m); /* control frames are small: always copied */
+}
+
+static void send_http(wsl_conn *c, const char *resp, size_t len)
+{
+    if (wsl_queue_copy(&c->out, resp, len, NULL, 0) == 0) wsl_server_mark_dirty(c->srv, c);
+    c->state = WSL_CONN_RESPONDING;
+    wsl_server_track(c->srv, c, WSL_LIST_CLOSING, WSL_CLOSE_TIMEOUT_MS);
+    set_events(c, 0); /* the request is all we read; the rest is the peer's problem */
+}
+
+static void http_error(wsl_conn *c, int status, const char *why, const char *body)
+{
+    char resp[1024], peer[64];
+    const char *extra = status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL;
+    size_t n = wsl_http_error_response(resp, sizeof resp, status, extra, body ? body : why);
+    if (n == 0) n = wsl_http_error_response(resp, sizeof resp, status, extra, why);
+    wsl_log(status >= 500 ? WSL_LOG_WARN : WSL_LOG_INFO, "conn#%llu %s: HTTP %d: %s",
+            (unsigned long long)c->id, wsl_conn_peer(c, peer, sizeof peer), status, why);
+    send_http(c, resp, n);
+}
+
+/* ---- closing ------------------------------------------------------------------------------ */
+
+/* The connection left OPEN: the script hears about it once. */
+static void closed(wsl_conn *c, unsigned code, const char *reason, size_t len)
+{
+    c->close_code = (uint16_t)code;
+    if (!c->opened) return;
+    c->opened = 0;
+    if (wsl_log_enabled(WSL_LOG_DEBUG))
+        wsl_debug("conn#%llu %s closed %u %.*s", (unsigned long long)c->id, wsl_conn_remote(c),
+                  code, (int)len, reason);
+    wsl_script_on_close(c->srv->script, c, code, reason, len);
+}
+
+static void start_close(wsl_conn *c, unsigned code, const char *reason, size_t len, bool fail)
+{
+    uint8_t payload[WSL_CONTROL_MAX];
+    size_t n = 0;
+    if (code != 1005) { /* 1005 means "no code": an empty close frame */
+        if (len > WSL_CONTROL_MAX - 2) {
+            len = WSL_CONTROL_MAX - 2;
+            while (len > 0 && ((uint8_t)reason[len] & 0xC0) == 0x80)
+                len--; /* whole chars */
+        }
+        payload[0] = (uint8_t)(code >> 8);
+        payload[1] = (uint8_t)code;
+        if (len) memcpy(payload + 2, reason, len);
+        n = 2 + len;
+    }
+    send_control(c, WSL_OP_CLOSE, payload, n);
+    c->close_sent = 1;
+    c->failing = fail;
+    c->state = WSL_CONN_CLOSING;
+    wsl_server_track(c->srv, c, WSL_LIST_CLOSING, WSL_CLOSE_TIMEOUT_MS);
+    if (fail) set_events(c, c->events & UV_WRITABLE);
+}
+
+int wsl_conn_close(wsl_conn *c, unsigned code, const char *reason, size_t len)
+{
+    if (c->state != WSL_CONN_OPEN) return WSL_ECLOSED;
+    start_close(c, code, reason, len, false);
+    closed(c, code, reason, len);
+    return 0;
+}
+
+static void fail(wsl_conn *c, unsigned code, const char *why)
+{
+    char peer[64];
+    wsl_log(WSL_LOG_INFO, "conn#%llu %s: protocol error, closing %u: %s", (unsigned long long)c->id,
+            wsl_conn_peer(c, peer, sizeof peer), code, why);
+    if (c->state != WSL_CONN_OPEN) {
+        wsl_conn_destroy(c);
+        return;
+    }
+    start_close(c, code, why, strlen(why), true);
+    closed(c, code, why, strlen(why));
+}
+
+void wsl_conn_destroy(wsl_conn *c)
+{
+    if (c->state == WSL_CONN_DEAD) return;
+    closed(c, 1006, "", 0);
+    wsl_server *srv = c->srv;
+    if (c->state == WSL_CONN_OPEN || c->state == WSL_CONN_CLOSING)
+        wsl_topics_leave_all(srv->topics, &c->subs);
+    c->state = WSL_CONN_DEAD;
+    wsl_server_track(srv, c, WSL_LIST_NONE, 0);
+    wsl_script_release(srv->script, c);
+    wsl_queue_clear(&c->out);
+    free(c->in);
+    free(c->msg);
+    free(c->info);
+    c->in = c->msg = NULL;
+    c->info = NULL;
+    uv_close((uv_handle_t *)&c->poll, (uv_close_cb)free);
+    close(c->fd); /* uv_close stopped polling it */
+    wsl_server_conn_gone(srv);
+}
+
+/* Both close frames are out (or we gave up on the peer): send FIN after the queue and read until
+ * the peer's FIN, so a late byte from it cannot turn our close into a reset. */
+static void linger(wsl_conn *c)
+{
+    shutdown(c->fd, SHUT_WR);
+    c->lingering = 1;
+    wsl_server_track(c->srv, c, WSL_LIST_CLOSING, WSL_CLOSE_TIMEOUT_MS);
+    set_events(c, UV_READABLE);
+}
+
+void wsl_conn_expire(wsl_conn *c)
+{
+    char peer[64];
+    switch (c->state) {
+    case WSL_CONN_HANDSHAKE:
+        wsl_info("conn#%llu %s: handshake timeout", (unsigned long long)c->id,
+                 wsl_conn_peer(c, peer, sizeof peer));
+        wsl_conn_destroy(c);
+        break;
+    case WSL_CONN_OPEN:
+        if (!c->pinged) {
+            c->pinged = 1;
+            send_control(c, WSL_OP_PING, NULL, 0);
+            wsl_server_track(c->srv, c, WSL_LIST_OPEN, c->srv->idle_ms);
+        } else {
+            wsl_info("conn#%llu %s: idle timeout", (unsigned long long)c->id, wsl_conn_remote(c));
+            closed(c, 1006, "idle timeout", 12);
+            wsl_conn_destroy(c);
+        }
+        break;
+    default:
+        wsl_conn_destroy(c);
+        break;
+    }
+}
+
+/* ---- writing ------------------------------------------------------------------------------ */
+
+static void slow_consumer(wsl_conn *c)
+{
+    wsl_warn("conn#%llu %s: slow consumer, %zu bytes queued (limit %llu): closing 1008",
+             (unsigned long long)c->id, wsl_conn_remote(c), c->out.bytes,
+             (unsigned long long)c->srv->opt->max_backpressure);
+    wsl_queue_truncate(&c->out); /* keep only the frames already being written */
+    start_close(c, 1008, "slow consumer", 13, true);
+    closed(c, 1008, "slow consumer", 13);
+}
+
+void wsl_conn_flush(wsl_conn *c)
+{
+    if (c->state == WSL_CONN_DEAD) return;
+    while (c->out.bytes > 0) {
+        struct iovec iov[MAX_IOV];
+        int n = wsl_queue_iov(&c->out, iov, MAX_IOV);
+        ssize_t w = writev(c->fd, iov, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            wsl_debug("conn#%llu write: %s", (unsigned long long)c->id, strerror(errno));
+            wsl_conn_destroy(c);
+            return;
+        }
+        wsl_queue_consume(&c->out, (size_t)w);
+    }
+
+    uint64_t limit = c->srv->opt->max_backpressure;
+    if (c->out.bytes > 0) {
+        if (c->state == WSL_CONN_OPEN && c->out.bytes > limit) {
+            slow_consumer(c);
+            return; /* the close frame was queued: flushed with the next dirty pass */
+        }
+        if (c->out.bytes > limit / 2) c->drain_armed = 1;
+        set_events(c, (int)(c->events | UV_WRITABLE));
+        return;
+    }
+    set_events(c, (int)(c->events & ~(unsigned)UV_WRITABLE));
+
+    if (c->drain_armed && c->state == WSL_CONN_OPEN) {
+        c->drain_armed = 0;
+        wsl_script_on_drain(c->srv->script, c);
+        return; /* the handler may have queued more: it marked us dirty again */
+    }
+    if (c->lingering) return;
+    if (c->state == WSL_CONN_RESPONDING ||
+        (c->state == WSL_CONN_CLOSING && (c->close_rcvd || c->failing)))
+        linger(c);
+}
+
+/* ---- reading frames --------------------------------------------------------------------- */
+
+static void deliver(wsl_conn *c, const uint8_t *p, size_t n, int opcode)
+{
+    wsl_script_on_message(c->srv->script, c, p, n, opcode == WSL_OP_BINARY);
+}
+
+static bool on_data(wsl_conn *c, const wsl_rx_event *ev)
+{
+    if (c->state != WSL_CONN_OPEN) return true; /* after our close: discard until the reply */
+    if (ev->first && ev->last && !c->msg) {
+        deliver(c, ev->data, ev->len, ev->opcode); /* the common case: no copy */
+        return true;
+    }
+    size_t have = c->msg ? c->msg->len : 0;
+    wsl_bytes *b = bytes_reserve(c->msg, have + ev->len + (ev->last ? 0 : ev->frame_left));
+    if (!b) {
+        wsl_error("conn#%llu: out of memory assembling a message", (unsigned long long)c->id);
+        return false;
+    }
+    c->msg = b;
+    memcpy(b->data + b->len, ev->data, ev->len);
+    b->len += (uint32_t)ev->len;
+    if (ev->last) {
+        c->msg = NULL;
+        deliver(c, b->data, b->len, ev->opcode);
+        free(b);
+    }
+    return true;
+}
+
+static void on_control(wsl_conn *c, const wsl_rx_event *ev)
+{
+    switch (ev->opcode) {
+    case WSL_OP_PING:
+        if (c->state == WSL_CONN_OPEN) send_control(c, WSL_OP_PONG, ev->data, ev->len);
+        break;
+    case WSL_OP_PONG:
+        break; /* any input already counted as a sign of life */
+    case WSL_OP_CLOSE:
+        c->close_rcvd = 1;
+        if (c->state == WSL_CONN_OPEN) {
+            /* Echo the code (RFC 6455 5.5.1); an empty close gets an empty close. */
+            start_close(c, ev->code, "", 0, false);
+            closed(c, ev->code, ev->reason, ev->reason_len);
+        }
+        set_events(c, c->events & UV_WRITABLE);
+        if (c->out.bytes == 0) linger(c);
+        break;
+    }
+}
+
+/* Parse frames from p[0..n). Returns false when the connection must not be read further now. */
+static bool process(wsl_conn *c, uint8_t *p, size_t n)
+{
+    uint64_t max = c->srv->opt->max_message;
+    while (n > 0) {
+        if (c->state != WSL_CONN_OPEN && (c->state != WSL_CONN_CLOSING || c->close_rcvd))
+            return false;
+        wsl_rx_event ev;
+        size_t used = wsl_rx_next(&c->rx, p, n, max, &ev);
+        p += used;
+        n -= used;
+        switch (ev.kind) {
+        case WSL_RX_MORE:
+            if (n > 0) {
+                wsl_bytes *b = bytes_reserve(c->in, n);
+                if (!b) {
+                    wsl_conn_destroy(c);
+                    return false;
+                }
+                memcpy(b->data, p, n);
+                b->len = (uint32_t)n;
+                c->in = b;
+            }
+            return true;
+        case WSL_RX_DATA:
+            if (!on_data(c, &ev)) {
+                fail(c, 1011, "out of memory");
+                return false;
+            }
+            break;
+        case WSL_RX_CONTROL:
+            on_control(c, &ev);
+            break;
+        case WSL_RX_ERROR:
+            if (c->state == WSL_CONN_OPEN)
+                fail(c, ev.code, ev.reason);
+            else
+                wsl_conn_destroy(c);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* ---- the upgrade -------------------------------------------------------------------------- */
+
+/* True when the comma-separated list offered by the client contains proto. */
+static bool offered(wsl_span list, const char *proto)
+{
+    size_t pl = strlen(proto);
+    const char *p = list.p, *end = list.p + list.len;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+            p++;
+        const char *s = p;
+        while (p < end && *p != ',')
+            p++;
+        const char *e = p;
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        if ((size_t)(e - s) == pl && memcmp(s, proto, pl) == 0) return true;
+    }
+    return false;
+}
+
+static void upgrade(wsl_conn *c, const wsl_request *req)
+{
+    wsl_server *srv = c->srv;
+    wsl_upgrade up = {0};
+    char peer[64];
+    wsl_conn_peer(c, peer, sizeof peer);
+
+    if (wsl_script_has_upgrade(srv->script)) {
+        wsl_script_on_upgrade(srv->script, c, req, &up);
+        if (up.status) {
+            http_error(c, up.status, "refused by on_upgrade", up.body);
+            return;
+        }
+        if (up.protocol[0] && !offered(req->protocols, up.protocol)) {
+            wsl_error("conn#%llu %s: on_upgrade chose subprotocol '%s', which the client did not "
+                      "offer",
+                      (unsigned long long)c->id, peer, up.protocol);
+            http_error(c, 500, "server chose a subprotocol the client did not offer", NULL);
+            return;
+        }
+    }
+    if (srv->stopping) {
+        http_error(c, 503, "server shutting down", NULL);
+        return;
+    }
+
+    c->info = info_new(peer, req, up.protocol);
+    char accept[WSL_ACCEPT_LEN + 1], resp[1024];
+    wsl_handshake_accept(req->key.p, req->key.len, accept);
+    size_t n = wsl_http_upgrade_response(resp, sizeof resp, accept,
+                                         up.protocol[0] ? up.protocol : NULL, strlen(up.protocol));
+    if (!c->info || n == 0 || wsl_queue_copy(&c->out, resp, n, NULL, 0) != 0) {
+        http_error(c, 500, "out of memory", NULL);
+        return;
+    }
+    wsl_server_mark_dirty(srv, c);
+    c->state = WSL_CONN_OPEN;
+    c->opened = 1;
+    wsl_server_track(srv, c, WSL_LIST_OPEN, srv->idle_ms);
+    if (wsl_log_enabled(WSL_LOG_DEBUG))
+        wsl_debug("conn#%llu %s open %s%s%s", (unsigned long long)c->id, peer, wsl_conn_path(c),
+                  req->query.len ? "?" : "", wsl_conn_query(c));
+    wsl_script_on_open(srv->script, c);
+}
+
+static void read_request(wsl_conn *c)
+{
+    wsl_bytes *b = bytes_reserve(c->in, c->in ? (size_t)c->in->len + 1024 : 1024);
+    if (!b) {
+        wsl_conn_destroy(c);
+        return;
+    }
+    c->in = b;
+    size_t room = b->cap - b->len;
+    if (b->len + room > HEAD_READ_MAX) room = HEAD_READ_MAX - b->len;
+    ssize_t r = read(c->fd, b->data + b->len, room);
+    if (r <= 0) {
+        if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        wsl_conn_destroy(c); /* vanished mid-handshake */
+        return;
+    }
+    size_t old = b->len;
+    b->len += (uint32_t)r;
+
+    /* Parse only once the head can have ended: a trickling client costs a scan of its new bytes,
+     * not of the whole request every time. */
+    size_t from = old > 3 ? old - 3 : 0;
+    bool ended = memmem(b->data + from, b->len - from, "\r\n\r\n", 4) != NULL;
+    if (!ended && b->len <= WSL_HTTP_MAX_HEAD) return;
+
+    wsl_request req;
+    switch (wsl_http_parse(&req, (const char *)b->data, b->len)) {
+    case WSL_REQ_INCOMPLETE:
+        return;
+    case WSL_REQ_ERROR:
+        http_error(c, req.status, req.error, NULL);
+        return;
+    case WSL_REQ_FILE: {
+        wsl_server *srv = c->srv;
+        char *resp = NULL, peer[64];
+        size_t len = 0;
+        int status = 404;
+        if (!srv->has_files) {
+            http_error(c, 404, "no such file", "Not Found");
+            return;
+        }
+        status = wsl_static_respond(&srv->files, req.path.p, req.path.len, req.head, &resp, &len);
+        if (status < 0) {
+            http_error(c, 500, "out of memory", NULL);
+            return;
+        }
+        wsl_debug("conn#%llu %s: %s %.*s %d", (unsigned long long)c->id,
+                  wsl_conn_peer(c, peer, sizeof peer), req.head ? "HEAD" : "GET", (int)req.path.len,
+                  req.path.p, status);
+        send_http(c, resp, len);
+        free(resp);
+        return;
+    }
+    case WSL_REQ_UPGRADE:
+        break;
+    }
+
+    upgrade(c, &req);
+    /* Frames the client sent right behind its request: move them to the shared buffer (the
+     * request buffer goes away now) and parse them as if just read. */
+    size_t extra = b->len - req.head_len;
+    uint8_t *rbuf = c->srv->rbuf;
+    if (extra) memcpy(rbuf, b->data + req.head_len, extra);
+    free(c->in);
+    c->in = NULL;
+    if (extra && c->state == WSL_CONN_OPEN) process(c, rbuf, extra);
+}
+
+static void read_frames(wsl_conn *c)
+{
+    uint8_t *buf = c->srv->rbuf;
+    size_t have = 0;
+    if (c->in) { /* a partial header or control frame: at most WSL_FRAME_HDR_MAX + 125 bytes */
+        have = c->in->len;
+        memcpy(buf, c->in->data, have);
+        free(c->in);
+        c->in = NULL;
+    }
+    ssize_t r = read(c->fd, buf + have, WSL_READ_BUF - have);
+    if (r <= 0) {
+        if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
+            if (have) process(c, buf, have); /* restore the stash */
+            return;
+        }
+        wsl_conn_destroy(c); /* EOF or reset: 1006 if it was open */
+        return;
+    }
+    if (c->lingering) return; /* discarding until EOF */
+    if (c->state == WSL_CONN_OPEN) {
+        c->pinged = 0;
+        wsl_server_track(c->srv, c, WSL_LIST_OPEN, c->srv->idle_ms);
+    }
+    process(c, buf, have + (size_t)r);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    wsl_conn *c = h->data;
+    if (status < 0) {
+        wsl_conn_destroy(c);
+        return;
+    }
+    if (events & UV_WRITABLE) wsl_conn_flush(c);
+    if (c->state == WSL_CONN_DEAD || !(events & UV_READABLE) || !(c->events & UV_READABLE)) return;
+    if (c->state == WSL_CONN_HANDSHAKE)
+        read_request(c);
+    else
+        read_frames(c);
+}
+
+wsl_conn *wsl_conn_new(wsl_server *srv, int fd)
+{
+    wsl_conn *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    if (uv_poll_init(srv->loop, &c->poll, fd) != 0) {
+        free(c);
+        return NULL;
+    }
+    c->poll.data = c;
+    c->srv = srv;
+    c->fd = fd;
+    c->id = ++srv->next_id;
+    c->state = WSL_CONN_HANDSHAKE;
+    srv->nconns++;
+    wsl_server_track(srv, c, WSL_LIST_HANDSHAKE, srv->handshake_ms);
+    set_events(c, UV_READABLE);
+    return c;
+}

@@ -1,5 +1,188 @@
-/* placeholder */
-int main(void)
+/* wsluad's entry point: options, finding the script and the bundled pages, signals (SIGINT and
+ * SIGTERM shut down gracefully, SIGHUP reloads the script) and the exit status. */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "log.h"
+#include "options.h"
+#include "script.h"
+#include "server.h"
+
+enum { EXIT_OK = 0, EXIT_SCRIPT = 1, EXIT_USAGE = 2, EXIT_LISTEN = 3 };
+
+static uv_signal_t sig_int, sig_term, sig_hup;
+
+static bool is_file(const char *p)
 {
-    return 0;
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static bool is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* True when this binary runs from the build tree it was compiled in. */
+static bool in_build_tree(void)
+{
+    char exe[PATH_MAX], dir[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return false;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash) return false;
+    *slash = '\0';
+    return realpath(WSLUAD_BUILD_DIR, dir) && strcmp(dir, exe) == 0;
+}
+
+/* The script as given if it exists; otherwise the shipped one of that name. */
+static bool find_script(const char *name, char *out, size_t cap)
+{
+    if (is_file(name)) {
+        if (!realpath(name, out)) snprintf(out, cap, "%s", name);
+        return true;
+    }
+    if (strchr(name, '/')) return false;
+    const char *dirs[] = {in_build_tree() ? WSLUAD_SOURCE_DIR "/lua" : NULL,
+                          WSLUAD_DATA_DIR "/lua"};
+    for (size_t i = 0; i < 2; i++) {
+        if (!dirs[i]) continue;
+        snprintf(out, cap, "%s/%s", dirs[i], name);
+        if (is_file(out)) return true;
+    }
+    return false;
+}
+
+static const char *default_static(void)
+{
+    if (in_build_tree() && is_dir(WSLUAD_SOURCE_DIR "/examples/www"))
+        return WSLUAD_SOURCE_DIR "/examples/www";
+    if (is_dir(WSLUAD_DATA_DIR "/www")) return WSLUAD_DATA_DIR "/www";
+    return NULL;
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    wsl_server *srv = h->data;
+    if (signum == SIGHUP) {
+        wsl_info("SIGHUP: reloading %s", srv->script ? "the script" : "");
+        wsl_script_reload(srv->script);
+        return;
+    }
+    wsl_info("%s: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    wsl_server_shutdown(srv);
+}
+
+static void on_stopped(wsl_server *srv)
+{
+    wsl_script_stop(srv->script);
+    uv_close((uv_handle_t *)&sig_int, NULL);
+    uv_close((uv_handle_t *)&sig_term, NULL);
+    uv_close((uv_handle_t *)&sig_hup, NULL);
+}
+
+static void close_all(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+/* Close whatever is still open and let the loop run the close callbacks. */
+static void drain_loop(uv_loop_t *loop)
+{
+    uv_walk(loop, close_all, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+}
+
+int main(int argc, char **argv)
+{
+    wsl_options opt;
+    switch (wsl_options_parse(&opt, argc, argv)) {
+    case WSL_OPTIONS_EXIT:
+        return EXIT_OK;
+    case WSL_OPTIONS_USAGE:
+        return EXIT_USAGE;
+    default:
+        break;
+    }
+    wsl_log_set_level(opt.verbosity < 0   ? WSL_LOG_WARN
+                      : opt.verbosity > 0 ? WSL_LOG_DEBUG
+                                          : WSL_LOG_INFO);
+    signal(SIGPIPE, SIG_IGN);
+
+    char script_path[PATH_MAX];
+    if (!find_script(opt.script, script_path, sizeof script_path)) {
+        fprintf(stderr,
+                "wsluad: cannot find script '%s' (looked in the current directory and in %s)\n",
+                opt.script, WSLUAD_DATA_DIR "/lua");
+        return EXIT_SCRIPT;
+    }
+
+    uv_loop_t *loop = uv_default_loop();
+    wsl_server srv;
+    if (wsl_server_init(&srv, loop, &opt) != 0) {
+        wsl_error("out of memory");
+        return EXIT_SCRIPT;
+    }
+    const char *files = opt.static_off ? NULL : opt.static_dir ? opt.static_dir : default_static();
+    if (files) {
+        int r = wsl_static_open(&srv.files, files);
+        if (r != 0 && opt.static_dir) {
+            fprintf(stderr, "wsluad: --static %s: %s\n", files, strerror(-r));
+            return EXIT_USAGE;
+        }
+        srv.has_files = r == 0;
+    }
+
+    wsl_script *script = wsl_script_new(&srv, script_path);
+    bool loaded = script && wsl_script_load(script) == 0;
+    if (!loaded || opt.check) {
+        if (loaded) printf("%s: OK\n", script_path);
+        if (script) wsl_script_stop(script);
+        drain_loop(loop);
+        wsl_script_free(script);
+        wsl_server_free(&srv);
+        wsl_buf_pool_drain();
+        return loaded ? EXIT_OK : EXIT_SCRIPT;
+    }
+
+    if (wsl_server_listen(&srv) != 0) {
+        wsl_script_stop(script);
+        drain_loop(loop);
+        wsl_script_free(script);
+        wsl_server_free(&srv);
+        return EXIT_LISTEN;
+    }
+    if (opt.reload) wsl_script_watch(script);
+
+    srv.on_stopped = on_stopped;
+    uv_signal_t *sigs[] = {&sig_int, &sig_term, &sig_hup};
+    int nums[] = {SIGINT, SIGTERM, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        uv_signal_init(loop, sigs[i]);
+        sigs[i]->data = &srv;
+        uv_signal_start(sigs[i], on_signal, nums[i]);
+    }
+
+    wsl_info("wsluad %s listening on %s (script %s%s%s)", WSLUAD_VERSION, srv.addr, script_path,
+             srv.has_files ? ", files from " : "", srv.has_files ? srv.files.root : "");
+    uv_run(loop, UV_RUN_DEFAULT);
+
+    drain_loop(loop);
+    wsl_script_free(script);
+    wsl_server_free(&srv);
+    wsl_buf_pool_drain();
+    wsl_info("bye");
+    return EXIT_OK;
 }

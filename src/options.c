@@ -1,1 +1,232 @@
-/* placeholder: written by the lead */
+/* Command-line parsing with getopt_long. Every option is listed once in the usage text below,
+ * which a test compares with the man page and with what the parser really accepts. */
+#include "options.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+    "Usage: wsluad [OPTIONS] [SCRIPT]\n"
+    "A WebSocket server whose behaviour is a Lua script (default: chat.lua).\n"
+    "\n"
+    "Options:\n"
+    "  -l, --listen HOST:PORT       address to listen on (default 127.0.0.1:8080;\n"
+    "                               IPv6 as [::1]:8080; port 0 picks a free port)\n"
+    "      --static DIR             serve files from DIR for plain HTTP GETs\n"
+    "                               (default: the bundled chat page; 'none' turns it off)\n"
+    "      --max-message BYTES      largest message a client may send (default 1M)\n"
+    "      --max-backpressure BYTES close a client with more unsent bytes queued (default 1M)\n"
+    "      --max-connections N      answer 503 past N connections (default: from the\n"
+    "                               open-file limit)\n"
+    "      --handshake-timeout SEC  close connections that have not upgraded (default 10)\n"
+    "      --idle-timeout SEC       ping a silent client, close it if still silent after\n"
+    "                               as long again (default 60; 0 disables)\n"
+    "      --handler-timeout SEC    stop a Lua handler running longer (default 2; 0 disables)\n"
+    "      --lua-memory BYTES       memory cap of the Lua state (default 512M; 0 disables)\n"
+    "      --reload                 reload the script when its file changes (SIGHUP always does)\n"
+    "      --check                  load the script, report errors and exit\n"
+    "  -q, --quiet                  log only warnings and errors\n"
+    "  -v, --verbose                log every connection and debug details\n"
+    "      --version                print the version and exit\n"
+    "  -h, --help                   print this help and exit\n"
+    "\n"
+    "Sizes accept K, M and G suffixes (powers of 1024); durations are seconds (0.5 is fine).\n"
+    "Exit status: 0 clean shutdown, 1 script failed to load, 2 usage error, 3 cannot listen.\n";
+
+enum {
+    OPT_STATIC = 256,
+    OPT_MAX_MESSAGE,
+    OPT_MAX_BACKPRESSURE,
+    OPT_MAX_CONNECTIONS,
+    OPT_HANDSHAKE_TIMEOUT,
+    OPT_IDLE_TIMEOUT,
+    OPT_HANDLER_TIMEOUT,
+    OPT_LUA_MEMORY,
+    OPT_RELOAD,
+    OPT_CHECK,
+    OPT_VERSION,
+};
+
+static const struct option longopts[] = {
+    {"listen", required_argument, NULL, 'l'},
+    {"static", required_argument, NULL, OPT_STATIC},
+    {"max-message", required_argument, NULL, OPT_MAX_MESSAGE},
+    {"max-backpressure", required_argument, NULL, OPT_MAX_BACKPRESSURE},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+    {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
+    {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+    {"handler-timeout", required_argument, NULL, OPT_HANDLER_TIMEOUT},
+    {"lua-memory", required_argument, NULL, OPT_LUA_MEMORY},
+    {"reload", no_argument, NULL, OPT_RELOAD},
+    {"check", no_argument, NULL, OPT_CHECK},
+    {"quiet", no_argument, NULL, 'q'},
+    {"verbose", no_argument, NULL, 'v'},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+bool wsl_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (*s < '0' || *s > '9') return false;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno) return false;
+    unsigned shift = 0;
+    switch (*end) {
+    case '\0':
+        break;
+    case 'k':
+    case 'K':
+        shift = 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        shift = 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        shift = 30;
+        end++;
+        break;
+    default:
+        return false;
+    }
+    if (*end == 'B' || *end == 'b') end++;
+    if (*end != '\0' || v > (UINT64_MAX >> shift)) return false;
+    *out = (uint64_t)v << shift;
+    return true;
+}
+
+static bool parse_seconds(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end != '\0' || !isfinite(v) || v < 0 || v > 1e6) return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_listen(const char *s, wsl_options *o)
+{
+    const char *colon;
+    size_t hostlen;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (!close || close[1] != ':') return false;
+        hostlen = (size_t)(close - s - 1);
+        s++;
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon) return false;
+        hostlen = (size_t)(colon - s);
+    }
+    if (hostlen == 0 || hostlen >= sizeof o->host) return false;
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    if (errno || end == colon + 1 || *end != '\0' || port < 0 || port > 65535) return false;
+    memcpy(o->host, s, hostlen);
+    o->host[hostlen] = '\0';
+    o->port = (int)port;
+    return true;
+}
+
+static int bad(const char *what, const char *value)
+{
+    fprintf(stderr, "wsluad: invalid %s: '%s'\nTry 'wsluad --help' for more information.\n", what,
+            value);
+    return WSL_OPTIONS_USAGE;
+}
+
+int wsl_options_parse(wsl_options *o, int argc, char **argv)
+{
+    *o = (wsl_options){
+        .host = "127.0.0.1",
+        .port = 8080,
+        .script = "chat.lua",
+        .max_message = 1u << 20,
+        .max_backpressure = 1u << 20,
+        .lua_memory = 512u << 20,
+        .handshake_timeout = 10,
+        .idle_timeout = 60,
+        .handler_timeout = 2,
+    };
+
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, ":l:qvh", longopts, NULL)) != -1) {
+        uint64_t n;
+        switch (c) {
+        case 'l':
+            if (!parse_listen(optarg, o)) return bad("listen address (want HOST:PORT)", optarg);
+            break;
+        case OPT_STATIC:
+            o->static_off = strcmp(optarg, "none") == 0;
+            o->static_dir = o->static_off ? NULL : optarg;
+            break;
+        case OPT_MAX_MESSAGE:
+            if (!wsl_parse_size(optarg, &o->max_message) || o->max_message == 0 ||
+                o->max_message > (1ull << 31))
+                return bad("--max-message (1 byte to 2G)", optarg);
+            break;
+        case OPT_MAX_BACKPRESSURE:
+            if (!wsl_parse_size(optarg, &o->max_backpressure) || o->max_backpressure == 0)
+                return bad("--max-backpressure", optarg);
+            break;
+        case OPT_MAX_CONNECTIONS:
+            if (!wsl_parse_size(optarg, &n) || n == 0 || n > 10000000)
+                return bad("--max-connections", optarg);
+            o->max_connections = (unsigned)n;
+            break;
+        case OPT_HANDSHAKE_TIMEOUT:
+            if (!parse_seconds(optarg, &o->handshake_timeout))
+                return bad("--handshake-timeout", optarg);
+            break;
+        case OPT_IDLE_TIMEOUT:
+            if (!parse_seconds(optarg, &o->idle_timeout)) return bad("--idle-timeout", optarg);
+            break;
+        case OPT_HANDLER_TIMEOUT:
+            if (!parse_seconds(optarg, &o->handler_timeout))
+                return bad("--handler-timeout", optarg);
+            break;
+        case OPT_LUA_MEMORY:
+            if (!wsl_parse_size(optarg, &o->lua_memory)) return bad("--lua-memory", optarg);
+            break;
+        case OPT_RELOAD:
+            o->reload = true;
+            break;
+        case OPT_CHECK:
+            o->check = true;
+            break;
+        case 'q':
+            o->verbosity = -1;
+            break;
+        case 'v':
+            o->verbosity = 1;
+            break;
+        case OPT_VERSION:
+            printf("wsluad %s\n", WSLUAD_VERSION);
+            return WSL_OPTIONS_EXIT;
+        case 'h':
+            fputs(usage, stdout);
+            return WSL_OPTIONS_EXIT;
+        case ':':
+            return bad("option (missing argument)", argv[optind - 1]);
+        default:
+            return bad("option", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) o->script = argv[optind++];
+    if (optind < argc) return bad("argument (only one SCRIPT)", argv[optind]);
+    return WSL_OPTIONS_RUN;
+}

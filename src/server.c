@@ -1,1 +1,356 @@
-/* placeholder: written by the lead */
+/* The listening socket and loop-wide machinery: accept (with the connection limit and a spare
+ * descriptor so EMFILE sheds load instead of spinning), the flush of every connection with
+ * output once per loop iteration, the timeout sweep over the per-state lists, broadcast and
+ * publish, and graceful shutdown. */
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "http.h"
+#include "log.h"
+#include "script.h"
+
+#define ACCEPT_BATCH 64   /* accepts per wakeup, so a connection storm cannot starve the rest */
+#define FD_HEADROOM  64   /* descriptors left for the script, logs and static files */
+#define SHED_LOG_MS  1000 /* at most one "shedding" warning a second */
+#define PAUSE_MS     100  /* accept pause when not even the spare descriptor helps */
+
+/* ---- lists and timeouts ------------------------------------------------------------------- */
+
+void wsl_server_track(wsl_server *s, wsl_conn *c, int which, uint64_t ms)
+{
+    if (c->list) {
+        wsl_conn_list *l = &s->lists[c->list];
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            l->head = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        else
+            l->tail = c->prev;
+        c->prev = c->next = NULL;
+        l->n--;
+    }
+    c->list = (uint8_t)which;
+    if (!which) return;
+    wsl_conn_list *l = &s->lists[which];
+    c->deadline = ms ? uv_now(s->loop) + ms : UINT64_MAX;
+    c->prev = l->tail;
+    if (l->tail)
+        l->tail->next = c;
+    else
+        l->head = c;
+    l->tail = c;
+    l->n++;
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    wsl_server *s = t->data;
+    uint64_t now = uv_now(s->loop);
+    for (int i = WSL_LIST_HANDSHAKE; i <= WSL_LIST_CLOSING; i++) {
+        /* Expiring moves or removes the head, so this ends; bound it anyway against a
+         * connection that re-arms itself with a deadline already past. */
+        size_t budget = s->lists[i].n;
+        wsl_conn *c;
+        while (budget-- > 0 && (c = s->lists[i].head) && c->deadline <= now)
+            wsl_conn_expire(c);
+    }
+}
+
+/* ---- output: one write per connection per loop iteration ---------------------------------- */
+
+void wsl_server_mark_dirty(wsl_server *s, wsl_conn *c)
+{
+    if (c->dirty) return;
+    c->dirty = 1;
+    c->dirty_next = s->dirty;
+    s->dirty = c;
+}
+
+static void flush_all(wsl_server *s)
+{
+    wsl_conn *c;
+    while ((c = s->dirty)) {
+        s->dirty = c->dirty_next;
+        c->dirty = 0;
+        wsl_conn_flush(c);
+    }
+}
+
+static void on_check(uv_check_t *h)
+{
+    flush_all(h->data);
+}
+
+static void on_prepare(uv_prepare_t *h)
+{
+    flush_all(h->data);
+}
+
+size_t wsl_server_broadcast(wsl_server *s, wsl_msg *m, const wsl_conn *except)
+{
+    size_t n = 0;
+    for (wsl_conn *c = s->lists[WSL_LIST_OPEN].head; c; c = c->next)
+        if (c != except && wsl_conn_send(c, m) == 0) n++;
+    return n;
+}
+
+size_t wsl_server_publish(wsl_server *s, const char *topic, size_t len, wsl_msg *m,
+                          const wsl_conn *except)
+{
+    size_t count, n = 0;
+    wsl_sub *const *subs = wsl_topics_members(s->topics, topic, len, &count);
+    for (size_t i = 0; i < count; i++) {
+        wsl_conn *c = wsl_sub_who(subs[i]);
+        if (c != except && wsl_conn_send(c, m) == 0) n++;
+    }
+    return n;
+}
+
+wsl_conn *wsl_server_get(wsl_server *s, uint64_t id)
+{
+    for (wsl_conn *c = s->lists[WSL_LIST_OPEN].head; c; c = c->next)
+        if (c->id == id) return c;
+    return NULL;
+}
+
+/* ---- accept ----------------------------------------------------------------------------- */
+
+static void on_listen(uv_poll_t *h, int status, int events);
+
+static void on_accept_resume(uv_timer_t *t)
+{
+    wsl_server *s = t->data;
+    if (!s->stopping) uv_poll_start(&s->listener, UV_READABLE, on_listen);
+}
+
+static bool shed_log_due(wsl_server *s)
+{
+    uint64_t now = uv_now(s->loop);
+    if (now - s->last_shed_log < SHED_LOG_MS && s->last_shed_log) return false;
+    s->last_shed_log = now;
+    return true;
+}
+
+/* Refuse a connection politely: a 503 if the socket takes it at once, then close. */
+static void refuse(wsl_server *s, int fd, const char *why)
+{
+    char resp[256];
+    size_t n = wsl_http_error_response(resp, sizeof resp, 503, "Retry-After: 1\r\n", why);
+    ssize_t w = write(fd, resp, n);
+    (void)w; /* best effort: the peer may already be gone */
+    close(fd);
+    if (shed_log_due(s)) wsl_warn("refusing connections: %s", why);
+}
+
+/* Out of descriptors: release the spare one to accept and refuse the waiting peer, so the
+ * listening socket stops being readable instead of waking the loop forever. */
+static void shed(wsl_server *s)
+{
+    if (s->spare_fd >= 0) {
+        close(s->spare_fd);
+        s->spare_fd = -1;
+        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) refuse(s, fd, "out of file descriptors");
+        s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    if (s->spare_fd < 0) {
+        /* Could not even do that: stop listening for a moment rather than spin. */
+        uv_poll_stop(&s->listener);
+        uv_timer_start(&s->accept_pause, on_accept_resume, PAUSE_MS, 0);
+        if (shed_log_due(s)) wsl_warn("out of file descriptors: pausing accept");
+    }
+}
+
+static void on_listen(uv_poll_t *h, int status, int events)
+{
+    wsl_server *s = h->data;
+    (void)events;
+    if (status < 0) return;
+    for (int i = 0; i < ACCEPT_BATCH && !s->stopping; i++) {
+        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE) {
+                shed(s);
+                continue;
+            }
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) wsl_warn("accept: %s", strerror(errno));
+            return;
+        }
+        if (s->nconns >= s->max_conns) {
+            refuse(s, fd, "too many connections");
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (!wsl_conn_new(s, fd)) {
+            refuse(s, fd, "out of memory");
+        }
+    }
+}
+
+/* ---- setup and shutdown ------------------------------------------------------------------ */
+
+static unsigned default_max_conns(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024 - FD_HEADROOM;
+    /* Use what the hard limit allows, as servers commonly do. */
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t want = rl.rlim_max == RLIM_INFINITY ? 1048576 : rl.rlim_max;
+        struct rlimit nr = {want, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &nr) == 0) rl.rlim_cur = want;
+    }
+    rlim_t cur = rl.rlim_cur == RLIM_INFINITY ? 1048576 : rl.rlim_cur;
+    if (cur <= FD_HEADROOM + 16) return 16;
+    return (unsigned)(cur - FD_HEADROOM);
+}
+
+int wsl_server_init(wsl_server *s, uv_loop_t *loop, const wsl_options *opt)
+{
+    *s = (wsl_server){.loop = loop, .opt = opt, .listen_fd = -1, .spare_fd = -1};
+    s->rbuf = malloc(WSL_READ_BUF);
+    s->topics = wsl_topics_new();
+    if (!s->rbuf || !s->topics) return -ENOMEM;
+    s->handshake_ms = (uint64_t)(opt->handshake_timeout * 1000);
+    s->idle_ms = (uint64_t)(opt->idle_timeout * 1000);
+    s->max_conns = opt->max_connections ? opt->max_connections : default_max_conns();
+
+    uv_check_init(loop, &s->flush_check);
+    uv_prepare_init(loop, &s->flush_prep);
+    uv_timer_init(loop, &s->sweep);
+    uv_timer_init(loop, &s->accept_pause);
+    uv_timer_init(loop, &s->shutdown_timer);
+    s->flush_check.data = s->flush_prep.data = s;
+    s->sweep.data = s->accept_pause.data = s->shutdown_timer.data = s;
+    uv_check_start(&s->flush_check, on_check);
+    uv_prepare_start(&s->flush_prep, on_prepare);
+
+    /* Sweep often enough that the shortest timeout fires within an eighth of itself. */
+    double shortest = WSL_CLOSE_TIMEOUT_MS / 1000.0;
+    if (opt->handshake_timeout > 0 && opt->handshake_timeout < shortest)
+        shortest = opt->handshake_timeout;
+    if (opt->idle_timeout > 0 && opt->idle_timeout < shortest) shortest = opt->idle_timeout;
+    uint64_t tick = (uint64_t)(shortest * 1000 / 8);
+    if (tick < 10) tick = 10;
+    if (tick > 250) tick = 250;
+    uv_timer_start(&s->sweep, on_sweep, tick, tick);
+    uv_unref((uv_handle_t *)&s->sweep);
+    return 0;
+}
+
+int wsl_server_listen(wsl_server *s)
+{
+    const wsl_options *o = s->opt;
+    char port[8];
+    snprintf(port, sizeof port, "%d", o->port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res;
+    int gai = getaddrinfo(o->host, port, &hints, &res);
+    if (gai != 0) {
+        wsl_error("cannot listen on %s:%d: %s", o->host, o->port, gai_strerror(gai));
+        return -EINVAL;
+    }
+    int err = 0, fd = -1;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 1024) == 0) break;
+        err = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        wsl_error("cannot listen on %s:%d: %s", o->host, o->port, strerror(err));
+        return -err;
+    }
+
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    char host[NI_MAXHOST], serv[NI_MAXSERV];
+    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, serv, sizeof serv,
+                NI_NUMERICHOST | NI_NUMERICSERV);
+    snprintf(s->addr, sizeof s->addr, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, serv);
+
+    s->listen_fd = fd;
+    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    uv_poll_init(s->loop, &s->listener, fd);
+    s->listener.data = s;
+    uv_poll_start(&s->listener, UV_READABLE, on_listen);
+    return 0;
+}
+
+static void on_shutdown_timeout(uv_timer_t *t)
+{
+    wsl_server *s = t->data;
+    for (int i = WSL_LIST_HANDSHAKE; i <= WSL_LIST_CLOSING; i++)
+        while (s->lists[i].head)
+            wsl_conn_destroy(s->lists[i].head);
+}
+
+/* Every connection is gone after a shutdown: release the loop. */
+static void finish(wsl_server *s)
+{
+    uv_close((uv_handle_t *)&s->flush_check, NULL);
+    uv_close((uv_handle_t *)&s->flush_prep, NULL);
+    uv_close((uv_handle_t *)&s->sweep, NULL);
+    uv_close((uv_handle_t *)&s->accept_pause, NULL);
+    uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
+    if (s->on_stopped) s->on_stopped(s);
+}
+
+void wsl_server_conn_gone(wsl_server *s)
+{
+    s->nconns--;
+    if (s->stopping && s->nconns == 0) finish(s);
+}
+
+void wsl_server_shutdown(wsl_server *s)
+{
+    if (s->stopping) return;
+    s->stopping = true;
+    if (s->listen_fd >= 0) {
+        uv_close((uv_handle_t *)&s->listener, NULL);
+        close(s->listen_fd);
+        s->listen_fd = -1;
+    }
+    uv_timer_stop(&s->accept_pause);
+    s->nconns++; /* hold finish() back until every connection below is dealt with */
+    while (s->lists[WSL_LIST_HANDSHAKE].head)
+        wsl_conn_destroy(s->lists[WSL_LIST_HANDSHAKE].head);
+    while (s->lists[WSL_LIST_OPEN].head)
+        wsl_conn_close(s->lists[WSL_LIST_OPEN].head, 1001, "server shutting down", 20);
+    uv_timer_start(&s->shutdown_timer, on_shutdown_timeout, WSL_SHUTDOWN_TIMEOUT_MS, 0);
+    wsl_server_conn_gone(s);
+}
+
+void wsl_server_free(wsl_server *s)
+{
+    if (s->has_files) wsl_static_close(&s->files);
+    if (s->spare_fd >= 0) close(s->spare_fd);
+    wsl_topics_free(s->topics);
+    free(s->rbuf);
+}

@@ -1,0 +1,39 @@
+/* The command line turned into one settings struct, plus the --help text. Knows nothing else. */
+#ifndef WSL_OPTIONS_H
+#define WSL_OPTIONS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Filled by wsl_options_parse; strings point into argv or into host[], never freed. */
+typedef struct wsl_options {
+    char host[256];         /* without brackets for IPv6 */
+    int port;               /* 0: any free port (the log says which) */
+    const char *script;     /* as given; main.c resolves it */
+    const char *static_dir; /* NULL: the bundled pages */
+    bool static_off;        /* --static none */
+    uint64_t max_message;
+    uint64_t max_backpressure;
+    uint64_t lua_memory;      /* 0: no cap */
+    double handshake_timeout; /* seconds; 0: none */
+    double idle_timeout;      /* seconds; 0: never ping idle clients */
+    double handler_timeout;   /* seconds; 0: handlers may run forever */
+    unsigned max_connections; /* 0: derive from the open-file limit */
+    bool check;
+    bool reload;
+    int verbosity; /* -1 quiet, 0 normal, 1 verbose */
+} wsl_options;
+
+enum {
+    WSL_OPTIONS_RUN,   /* go on */
+    WSL_OPTIONS_EXIT,  /* --help or --version was printed: exit 0 */
+    WSL_OPTIONS_USAGE, /* a usage error was printed: exit 2 */
+};
+
+int wsl_options_parse(wsl_options *o, int argc, char **argv);
+
+/* "1M", "512K", "1048576" -> bytes; false on a malformed or overflowing size. */
+bool wsl_parse_size(const char *s, uint64_t *out);
+
+#endif

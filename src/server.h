@@ -1,0 +1,85 @@
+/* The listener and everything loop-wide: accept with connection limits, the shared read buffer,
+ * the lists that give each connection state its timeout, the once-per-iteration flush of every
+ * connection with output, broadcast and publish, and graceful shutdown. */
+#ifndef WSL_SERVER_H
+#define WSL_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "conn.h"
+#include "options.h"
+#include "static.h"
+#include "topic.h"
+
+typedef struct wsl_script wsl_script;
+
+#define WSL_READ_BUF            (64 * 1024)
+#define WSL_CLOSE_TIMEOUT_MS    2000 /* wait for the peer's close reply, or its FIN */
+#define WSL_SHUTDOWN_TIMEOUT_MS 3000 /* graceful shutdown gives clients this long */
+
+/* A doubly-linked list of connections, oldest deadline first: every connection in one list has
+ * the same timeout, so appending keeps it sorted and the sweep only looks at the head. */
+typedef struct wsl_conn_list {
+    wsl_conn *head, *tail;
+    size_t n;
+} wsl_conn_list;
+
+/* Owned by main; wsl_server_free releases everything but the loop. */
+typedef struct wsl_server {
+    uv_loop_t *loop;
+    const wsl_options *opt;
+    wsl_script *script;
+    wsl_topics *topics;
+    wsl_static files;
+    bool has_files;
+
+    int listen_fd;
+    int spare_fd; /* kept open to be released when accept fails with EMFILE */
+    uv_poll_t listener;
+    uv_timer_t accept_pause; /* resumes accepting after a descriptor shortage */
+    uv_check_t flush_check;  /* writes after the I/O callbacks of an iteration */
+    uv_prepare_t flush_prep; /* writes what timers queued, before the loop blocks */
+    uv_timer_t sweep;        /* timeouts */
+    uv_timer_t shutdown_timer;
+    char addr[128]; /* "host:port" actually bound */
+
+    /* Indexed by WSL_LIST_*: HANDSHAKE (deadline = accept + handshake timeout), OPEN (deadline =
+     * last input + idle timeout; also the set broadcast walks), CLOSING (RESPONDING and CLOSING
+     * connections; deadline = close timeout). */
+    wsl_conn_list lists[4];
+    wsl_conn *dirty;
+    size_t nconns; /* every accepted socket not yet closed */
+    unsigned max_conns;
+    uint64_t next_id;
+
+    uint64_t handshake_ms, idle_ms;
+    uint8_t *rbuf; /* WSL_READ_BUF bytes shared by every read */
+    bool stopping;
+    void (*on_stopped)(struct wsl_server *); /* set by main: shutdown finished */
+    uint64_t last_shed_log;
+} wsl_server;
+
+int wsl_server_init(wsl_server *s, uv_loop_t *loop, const wsl_options *opt);
+/* Bind and listen; 0, or a negative libuv-style error (message logged). */
+int wsl_server_listen(wsl_server *s);
+/* Stop accepting, close every connection with 1001, then call on_stopped once all are gone. */
+void wsl_server_shutdown(wsl_server *s);
+/* A connection's socket was closed (called by wsl_conn_destroy). */
+void wsl_server_conn_gone(wsl_server *s);
+void wsl_server_free(wsl_server *s);
+
+enum { WSL_LIST_NONE, WSL_LIST_HANDSHAKE, WSL_LIST_OPEN, WSL_LIST_CLOSING };
+
+/* Move c to the tail of list `which` (or out of every list) with deadline now + ms. */
+void wsl_server_track(wsl_server *s, wsl_conn *c, int which, uint64_t ms);
+void wsl_server_mark_dirty(wsl_server *s, wsl_conn *c);
+
+size_t wsl_server_broadcast(wsl_server *s, wsl_msg *m, const wsl_conn *except);
+size_t wsl_server_publish(wsl_server *s, const char *topic, size_t len, wsl_msg *m,
+                          const wsl_conn *except);
+wsl_conn *wsl_server_get(wsl_server *s, uint64_t id);
+
+#endif
