@@ -1,0 +1,28 @@
+-- Hostile-input test target: echoes every message; logs each on_open/on_close with the
+-- connection id so tests can check on_close runs exactly once per opened connection.
+-- "error" raises a Lua error; "flood N" queues N binary messages of 64 KiB.
+local chunk = string.rep("x", 65536)
+
+function on_open(conn)
+  ws.log(string.format("on_open id=%d", conn.id))
+end
+
+function on_message(conn, data, kind)
+  if data == "error" then
+    error("requested error")
+  end
+  local n = data:match("^flood (%d+)$")
+  if n then
+    for _ = 1, tonumber(n) do
+      if not conn:send(chunk, "binary") then
+        break
+      end
+    end
+    return
+  end
+  conn:send(data, kind)
+end
+
+function on_close(conn, code, reason)
+  ws.log(string.format("on_close id=%d code=%d", conn.id, code))
+end
