@@ -55,13 +55,21 @@ const wsl_header *wsl_http_header(const wsl_request *req, const char *name);
 /* "Not Found" for 404 and so on; "Unknown" for codes it does not know. */
 const char *wsl_http_reason(int status);
 
+/* The header line a 426 answer must carry (RFC 6455 section 4.4): the caller passes it as
+ * `extra` to wsl_http_error_response (which also adds it by itself when extra lacks it). */
+#define WSL_HTTP_426_EXTRA "Sec-WebSocket-Version: 13\r\n"
+
 /* An HTTP/1.1 error answer: status line, Content-Type: text/plain, Content-Length,
  * Connection: close, the `extra` header lines (each ending in CRLF; may be NULL), then body and a
- * newline. Returns the length written; 0 when it does not fit in cap. */
+ * newline (body NULL: the reason phrase). Headers a status requires are added when extra lacks
+ * them: "Allow: GET, HEAD" for 405, WSL_HTTP_426_EXTRA for 426. Returns the length written
+ * (NUL-terminated); 0 when it does not fit in cap. */
 size_t wsl_http_error_response(char *out, size_t cap, int status, const char *extra,
                                const char *body);
 
-/* The 101 Switching Protocols answer; protocol may be NULL. Returns the length, 0 if no fit. */
+/* The 101 Switching Protocols answer; protocol (one name the script chose from
+ * req->protocols) may be NULL. Returns the length (NUL-terminated), 0 if it does not fit or
+ * protocol holds CR, LF or NUL (header injection). */
 size_t wsl_http_upgrade_response(char *out, size_t cap, const char *accept, const char *protocol,
                                  size_t protocol_len);
 

@@ -1,0 +1,442 @@
+/* The opening HTTP request: wait for the whole head (CRLFCRLF), parse it in one llhttp_execute
+ * (so every span is one contiguous run of the caller's buffer), then classify it as a WebSocket
+ * upgrade (RFC 6455 section 4.2.1), a plain GET/HEAD for static files, or an HTTP error. Also
+ * writes the answers. No I/O, no allocation. */
+#include "http.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "handshake.h"
+#include "llhttp.h"
+
+/* Parsing state shared with the llhttp callbacks; lives on wsl_http_parse's stack. */
+typedef struct parse_state {
+    wsl_request *req;
+    wsl_span url;
+    bool url_started;
+    bool method_started;
+    bool field_done; /* the last header's name is complete: the next name starts a new header */
+    bool value_started;
+    bool too_many; /* more than WSL_HTTP_MAX_HEADERS header lines */
+    bool split;    /* a span came in pieces that do not join (never with a whole head) */
+    bool complete; /* llhttp saw the end of the request */
+    int messages;  /* requests begun; a second one inside the head is smuggling */
+    unsigned major, minor;
+    int method;
+    uint64_t content_length;
+} parse_state;
+
+static parse_state *state_of(llhttp_t *p)
+{
+    return p->data;
+}
+
+/* Start span s at `at`, or extend it when llhttp reports it in several calls. */
+static int span_add(parse_state *st, wsl_span *s, bool *started, const char *at, size_t len)
+{
+    if (!*started) {
+        s->p = at;
+        s->len = len;
+        *started = true;
+        return 0;
+    }
+    if (at != s->p + s->len) {
+        st->split = true;
+        return HPE_USER;
+    }
+    s->len += len;
+    return 0;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    parse_state *st = state_of(p);
+    return ++st->messages > 1 ? HPE_USER : 0;
+}
+
+static int on_method(llhttp_t *p, const char *at, size_t len)
+{
+    parse_state *st = state_of(p);
+    return span_add(st, &st->req->method, &st->method_started, at, len);
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    parse_state *st = state_of(p);
+    return span_add(st, &st->url, &st->url_started, at, len);
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    parse_state *st = state_of(p);
+    wsl_request *req = st->req;
+    if (req->nheaders == 0 || st->field_done) {
+        if (req->nheaders == WSL_HTTP_MAX_HEADERS) {
+            st->too_many = true;
+            return HPE_USER;
+        }
+        wsl_header *h = &req->headers[req->nheaders++];
+        h->name.p = at;
+        h->name.len = len;
+        h->value.p = at + len; /* an empty value may get no callback: keep it inside the buffer */
+        h->value.len = 0;
+        st->field_done = false;
+        st->value_started = false;
+        return 0;
+    }
+    wsl_header *h = &req->headers[req->nheaders - 1];
+    bool started = true;
+    int rc = span_add(st, &h->name, &started, at, len);
+    h->value.p = h->name.p + h->name.len;
+    return rc;
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+    state_of(p)->field_done = true;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    parse_state *st = state_of(p);
+    wsl_request *req = st->req;
+    if (req->nheaders == 0) return HPE_USER;
+    return span_add(st, &req->headers[req->nheaders - 1].value, &st->value_started, at, len);
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    parse_state *st = state_of(p);
+    st->major = p->http_major;
+    st->minor = p->http_minor;
+    st->method = p->method;
+    st->content_length = (p->flags & F_CONTENT_LENGTH) ? p->content_length : 0;
+    return 1; /* no body is ever read: a request that announces one is refused below */
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    state_of(p)->complete = true;
+    return 0;
+}
+
+static const llhttp_settings_t settings = {
+    .on_message_begin = on_message_begin,
+    .on_method = on_method,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_message_complete = on_message_complete,
+};
+
+static char lower(char c)
+{
+    return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+}
+
+static bool span_ieq(wsl_span s, const char *lit)
+{
+    size_t n = strlen(lit);
+    if (s.len != n) return false;
+    for (size_t i = 0; i < n; i++)
+        if (lower(s.p[i]) != lower(lit[i])) return false;
+    return true;
+}
+
+static bool is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+static wsl_span trim(wsl_span s)
+{
+    while (s.len && is_ows(s.p[0])) {
+        s.p++;
+        s.len--;
+    }
+    while (s.len && is_ows(s.p[s.len - 1]))
+        s.len--;
+    return s;
+}
+
+/* True when the comma-separated list v holds `token` (case-insensitive), as Connection and
+ * Upgrade values are (RFC 9110 section 5.6.1). */
+static bool has_token(wsl_span v, const char *token)
+{
+    const char *p = v.p, *end = v.p + v.len;
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *stop = comma ? comma : end;
+        wsl_span item = trim((wsl_span){p, (size_t)(stop - p)});
+        if (span_ieq(item, token)) return true;
+        p = comma ? comma + 1 : end;
+    }
+    return false;
+}
+
+const wsl_header *wsl_http_header(const wsl_request *req, const char *name)
+{
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (span_ieq(req->headers[i].name, name)) return &req->headers[i];
+    return NULL;
+}
+
+static size_t count_headers(const wsl_request *req, const char *name, const wsl_header **first)
+{
+    size_t n = 0;
+    *first = NULL;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (!span_ieq(req->headers[i].name, name)) continue;
+        if (!n) *first = &req->headers[i];
+        n++;
+    }
+    return n;
+}
+
+static bool any_header_has_token(const wsl_request *req, const char *name, const char *token)
+{
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (span_ieq(req->headers[i].name, name) && has_token(req->headers[i].value, token))
+            return true;
+    return false;
+}
+
+static wsl_req_kind refuse(wsl_request *req, int status, const char *why)
+{
+    req->kind = WSL_REQ_ERROR;
+    req->status = status;
+    req->error = why;
+    return WSL_REQ_ERROR;
+}
+
+/* The request target split into path and query. Origin-form ("/p?q") is what clients send;
+ * absolute-form ("http://host/p?q") must be accepted too (RFC 9112 section 3.2.2). */
+static bool split_target(wsl_request *req, wsl_span url)
+{
+    const char *p = url.p, *end = url.p + url.len;
+    if (url.len && p[0] != '/') {
+        const char *scheme = memchr(p, ':', url.len);
+        if (!scheme || end - scheme < 3 || scheme[1] != '/' || scheme[2] != '/') return false;
+        const char *slash = memchr(scheme + 3, '/', (size_t)(end - scheme - 3));
+        if (!slash) return false;
+        p = slash;
+    }
+    if (p == end) return false;
+    const char *q = memchr(p, '?', (size_t)(end - p));
+    req->path = (wsl_span){p, (size_t)((q ? q : end) - p)};
+    req->query = q ? (wsl_span){q + 1, (size_t)(end - q - 1)} : (wsl_span){end, 0};
+    return true;
+}
+
+static wsl_req_kind classify_upgrade(wsl_request *req, const parse_state *st)
+{
+    const wsl_header *h;
+    if (st->method != HTTP_GET) return refuse(req, 405, "a WebSocket upgrade must use GET");
+    if (st->minor < 1) return refuse(req, 400, "a WebSocket upgrade needs HTTP/1.1");
+    if (count_headers(req, "host", &h) != 1) return refuse(req, 400, "missing Host header");
+    if (st->content_length > 0 || wsl_http_header(req, "transfer-encoding"))
+        return refuse(req, 400, "a WebSocket upgrade has no body");
+    if (!any_header_has_token(req, "upgrade", "websocket"))
+        return refuse(req, 400, "unsupported Upgrade (only websocket)");
+    if (!any_header_has_token(req, "connection", "upgrade"))
+        return refuse(req, 400, "Connection header lacks the upgrade token");
+    if (count_headers(req, "sec-websocket-version", &h) != 1 || !span_ieq(h->value, "13"))
+        return refuse(req, 426, "unsupported WebSocket version (only 13)");
+    if (count_headers(req, "sec-websocket-key", &h) != 1)
+        return refuse(req, 400, "exactly one Sec-WebSocket-Key header is required");
+    if (!wsl_handshake_key_valid(h->value.p, h->value.len))
+        return refuse(req, 400, "invalid Sec-WebSocket-Key");
+    req->key = h->value;
+    if ((h = wsl_http_header(req, "sec-websocket-protocol"))) req->protocols = h->value;
+    req->kind = WSL_REQ_UPGRADE;
+    return WSL_REQ_UPGRADE;
+}
+
+/* RFC 9110 section 5.6.2: a field name is a token. llhttp lets some other bytes through (a
+ * space before the colon), which RFC 9112 section 5.1 says a server must refuse. */
+static bool is_token(wsl_span s)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    if (s.len == 0) return false;
+    for (size_t i = 0; i < s.len; i++) {
+        char c = s.p[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  (c && strchr(extra, c));
+        if (!ok) return false;
+    }
+    return true;
+}
+
+static wsl_req_kind classify(wsl_request *req, const parse_state *st)
+{
+    const wsl_header *h;
+    if (st->major != 1) return refuse(req, 505, "HTTP version not supported");
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (!is_token(req->headers[i].name)) return refuse(req, 400, "invalid header name");
+    /* RFC 9112 section 3.2: one Host in any request, and an HTTP/1.1 request must have it. */
+    size_t hosts = count_headers(req, "host", &h);
+    if (hosts > 1) return refuse(req, 400, "more than one Host header");
+    bool upgrade = wsl_http_header(req, "upgrade") != NULL;
+    if (!upgrade && st->method != HTTP_GET && st->method != HTTP_HEAD)
+        return refuse(req, 405, "only GET and HEAD are served");
+    if (!split_target(req, st->url)) return refuse(req, 400, "bad request target");
+    if ((h = wsl_http_header(req, "origin"))) req->origin = h->value;
+    if (upgrade) return classify_upgrade(req, st);
+    if (hosts == 0 && st->minor >= 1) return refuse(req, 400, "missing Host header");
+    if (st->content_length > 0 || wsl_http_header(req, "transfer-encoding"))
+        return refuse(req, 400, "a GET or HEAD request has no body");
+    req->head = st->method == HTTP_HEAD;
+    req->kind = WSL_REQ_FILE;
+    return WSL_REQ_FILE;
+}
+
+/* Length of the head through its blank line, 0 while it has not arrived, or SIZE_MAX for a
+ * bare LF: llhttp would take it as a line end where other servers may not, which is how
+ * requests get smuggled past proxies; real clients always send CRLF. */
+static size_t head_end(const char *buf, size_t len)
+{
+    size_t lim = len < WSL_HTTP_MAX_HEAD ? len : WSL_HTTP_MAX_HEAD;
+    const char *p = buf, *end = buf + lim;
+    while ((p = memchr(p, '\n', (size_t)(end - p)))) {
+        size_t i = (size_t)(p - buf);
+        if (i == 0 || buf[i - 1] != '\r') return SIZE_MAX;
+        if (i >= 3 && buf[i - 2] == '\n' && buf[i - 3] == '\r') return i + 1;
+        p++;
+    }
+    return 0;
+}
+
+wsl_req_kind wsl_http_parse(wsl_request *req, const char *buf, size_t len)
+{
+    memset(req, 0, sizeof *req);
+    size_t end = head_end(buf, len);
+    if (end == SIZE_MAX) return refuse(req, 400, "bare LF in the request head");
+    if (end == 0) {
+        if (len >= WSL_HTTP_MAX_HEAD) return refuse(req, 431, "request head too large");
+        req->kind = WSL_REQ_INCOMPLETE;
+        return WSL_REQ_INCOMPLETE;
+    }
+    req->head_len = end;
+
+    parse_state st = {.req = req};
+    llhttp_t parser;
+    llhttp_init(&parser, HTTP_REQUEST, &settings);
+    parser.data = &st;
+    llhttp_errno_t err = llhttp_execute(&parser, buf, end);
+    if (st.too_many) return refuse(req, 431, "too many header lines");
+    if (err == HPE_INVALID_VERSION || err == HPE_PAUSED_H2_UPGRADE)
+        return refuse(req, 505, "HTTP version not supported");
+    if ((err != HPE_OK && err != HPE_PAUSED_UPGRADE) || !st.complete || st.messages != 1 ||
+        st.split)
+        return refuse(req, 400, "malformed request");
+    for (size_t i = 0; i < req->nheaders; i++)
+        req->headers[i].value = trim(req->headers[i].value);
+    return classify(req, &st);
+}
+
+const char *wsl_http_reason(int status)
+{
+    switch (status) {
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 426:
+        return "Upgrade Required";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
+    }
+}
+
+/* Case-insensitive: does the header block `extra` already name header `name` (with colon)? */
+static bool extra_has(const char *extra, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *line = extra; line && *line;) {
+        size_t i = 0;
+        while (i < n && line[i] && lower(line[i]) == lower(name[i]))
+            i++;
+        if (i == n) return true;
+        const char *nl = strchr(line, '\n');
+        line = nl ? nl + 1 : NULL;
+    }
+    return false;
+}
+
+size_t wsl_http_error_response(char *out, size_t cap, int status, const char *extra,
+                               const char *body)
+{
+    if (!extra) extra = "";
+    if (!body) body = wsl_http_reason(status);
+    const char *implied = "";
+    if (status == 405 && !extra_has(extra, "allow:")) implied = "Allow: GET, HEAD\r\n";
+    if (status == 426 && !extra_has(extra, "sec-websocket-version:")) implied = WSL_HTTP_426_EXTRA;
+    int n = snprintf(out, cap,
+                     "HTTP/1.1 %d %s\r\n"
+                     "Content-Type: text/plain; charset=utf-8\r\n"
+                     "Content-Length: %zu\r\n"
+                     "Connection: close\r\n"
+                     "%s%s\r\n"
+                     "%s\n",
+                     status, wsl_http_reason(status), strlen(body) + 1, implied, extra, body);
+    return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
+}
+
+size_t wsl_http_upgrade_response(char *out, size_t cap, const char *accept, const char *protocol,
+                                 size_t protocol_len)
+{
+    if (!protocol) protocol_len = 0;
+    if (protocol_len > 1024) return 0;
+    /* The protocol may come from a script: never let it end the header line early. */
+    for (size_t i = 0; i < protocol_len; i++)
+        if (protocol[i] == '\r' || protocol[i] == '\n' || protocol[i] == '\0') return 0;
+    int n = snprintf(out, cap,
+                     "HTTP/1.1 101 Switching Protocols\r\n"
+                     "Upgrade: websocket\r\n"
+                     "Connection: Upgrade\r\n"
+                     "Sec-WebSocket-Accept: %.*s\r\n"
+                     "%s%.*s%s"
+                     "\r\n",
+                     WSL_ACCEPT_LEN, accept, protocol_len ? "Sec-WebSocket-Protocol: " : "",
+                     (int)protocol_len, protocol_len ? protocol : "", protocol_len ? "\r\n" : "");
+    return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
+}
