@@ -1,0 +1,230 @@
+// A real browser: headless Chromium (Debian's /usr/bin/chromium) driven by playwright-core opens
+// the pages wsluad serves and chats through them: the bundled chat page with lua/chat.lua, and
+// rooms.html with examples/rooms.lua. Set WSLUAD_SCREENSHOTS=DIR to keep screenshots.
+import { test, describe, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdirSync } from "node:fs";
+import path from "node:path";
+import { chromium } from "playwright-core";
+import { startServer, src, TIMEOUT } from "./server.mjs";
+
+const CHROMIUM = process.env.WSLUAD_CHROMIUM || "/usr/bin/chromium";
+const XSS = `<img src=x onerror="alert('xss')"><b>bold</b><script>alert(1)</script>`;
+
+let browser;
+before(async () => {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: apt-get install chromium`);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    timeout: 60000,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+});
+after(async () => {
+  await browser?.close();
+});
+
+async function screenshot(page, name) {
+  const dir = process.env.WSLUAD_SCREENSHOTS;
+  if (!dir) return;
+  mkdirSync(dir, { recursive: true });
+  await page.screenshot({ path: path.join(dir, name + ".png") });
+}
+
+// A tab that records what would betray a bug: script errors and dialogs (an executed injection).
+async function openTab(context, url) {
+  const page = await context.newPage();
+  page.problems = [];
+  page.on("pageerror", (err) => page.problems.push("page error: " + err.message));
+  page.on("dialog", (d) => {
+    page.problems.push("dialog: " + d.message());
+    d.dismiss().catch(() => {});
+  });
+  page.setDefaultTimeout(TIMEOUT);
+  await page.goto(url);
+  return page;
+}
+
+function waitState(page, state) {
+  return page.waitForSelector(`#status[data-state="${state}"]`);
+}
+
+// Waits for a message of that kind (own, peer, system) whose text is exactly `text`.
+function waitMessage(page, kind, text) {
+  return page.waitForFunction(
+    ([k, t]) =>
+      [...document.querySelectorAll(`#messages li.msg[data-kind="${k}"] .text`)].some(
+        (e) => e.textContent === t,
+      ),
+    [kind, text],
+  );
+}
+
+function messages(page, kind) {
+  return page.$$eval(`#messages li.msg[data-kind="${kind}"] .text`, (els) =>
+    els.map((e) => e.textContent),
+  );
+}
+
+function noInjectedElements(page) {
+  return page.$$eval("#messages img, #messages b, #messages script", (els) => els.length);
+}
+
+describe("the bundled chat page with lua/chat.lua", () => {
+  let server, context, a, b;
+  before(async () => {
+    server = await startServer(src("lua/chat.lua"));
+    context = await browser.newContext({ viewport: { width: 720, height: 480 } });
+    a = await openTab(context, server.http + "/");
+    b = await openTab(context, server.http + "/");
+  });
+  after(async () => {
+    await context?.close();
+    if (server) assert.equal((await server.stop()).code, 0);
+  });
+
+  test("both tabs connect", async () => {
+    await Promise.all([waitState(a, "open"), waitState(b, "open")]);
+    assert.equal(await a.title(), "wsluad chat");
+    assert.equal(await a.isEnabled("#send"), true);
+  });
+
+  test("a line typed in one tab appears in the other, and as the sender's own", async () => {
+    await a.fill("#input", "hello from tab A");
+    await a.press("#input", "Enter");
+    await waitMessage(b, "peer", "hello from tab A");
+    await waitMessage(a, "own", "hello from tab A");
+    assert.equal(await a.inputValue("#input"), "", "the input is cleared after sending");
+
+    await b.fill("#input", "and back from B, ünïcödé ☃");
+    await b.click("#send");
+    await waitMessage(a, "peer", "and back from B, ünïcödé ☃");
+    await waitMessage(b, "own", "and back from B, ünïcödé ☃");
+    // The server never echoes: each tab shows its own line once, as its own.
+    assert.deepEqual(await messages(a, "own"), ["hello from tab A"]);
+    assert.deepEqual(await messages(a, "peer"), ["and back from B, ünïcödé ☃"]);
+    assert.deepEqual(await messages(b, "own"), ["and back from B, ünïcödé ☃"]);
+    assert.deepEqual(await messages(b, "peer"), ["hello from tab A"]);
+  });
+
+  test("received HTML is shown as text, never run", async () => {
+    await a.fill("#input", XSS);
+    await a.press("#input", "Enter");
+    await waitMessage(b, "peer", XSS);
+    await waitMessage(a, "own", XSS);
+    assert.equal(await noInjectedElements(b), 0);
+    assert.equal(await noInjectedElements(a), 0);
+    // One more round trip, so an onerror handler would have had its chance to fire.
+    await b.fill("#input", "after the markup");
+    await b.press("#input", "Enter");
+    await waitMessage(a, "peer", "after the markup");
+    await screenshot(a, "chat-tab-a");
+    await screenshot(b, "chat-tab-b");
+    assert.deepEqual(a.problems, []);
+    assert.deepEqual(b.problems, []);
+  });
+
+  test("the tabs reconnect by themselves when the server restarts", async () => {
+    const port = server.port;
+    assert.equal((await server.stop()).code, 0);
+    server = null;
+    await Promise.all([waitState(a, "closed"), waitState(b, "closed")]);
+    assert.equal(await a.isEnabled("#send"), false, "no sending while disconnected");
+
+    server = await startServer(src("lua/chat.lua"), [], { listen: `127.0.0.1:${port}` });
+    await Promise.all([waitState(a, "open"), waitState(b, "open")]);
+    await waitMessage(a, "system", "reconnected");
+    await a.fill("#input", "after the restart");
+    await a.press("#input", "Enter");
+    await waitMessage(b, "peer", "after the restart");
+    await screenshot(b, "chat-after-restart");
+    assert.deepEqual(a.problems, []);
+    assert.deepEqual(b.problems, []);
+  });
+});
+
+describe("rooms.html with examples/rooms.lua", () => {
+  let server, context, ann, bob;
+  before(async () => {
+    server = await startServer(src("examples/rooms.lua"));
+    context = await browser.newContext({ viewport: { width: 720, height: 480 } });
+  });
+  after(async () => {
+    await context?.close();
+    if (server) assert.equal((await server.stop()).code, 0);
+  });
+
+  function members(page) {
+    return page.$$eval("#members li", (els) => els.map((e) => e.textContent));
+  }
+
+  function waitMembers(page, list) {
+    return page.waitForFunction(
+      (want) => JSON.stringify([...document.querySelectorAll("#members li")].map((e) => e.textContent)) === want,
+      JSON.stringify(list),
+    );
+  }
+
+  async function join(url, room, nick) {
+    const page = await openTab(context, url);
+    await page.fill("#room", room);
+    await page.fill("#nick", nick);
+    await page.click("#join");
+    await waitState(page, "open");
+    return page;
+  }
+
+  test("two tabs join one room and talk", async () => {
+    ann = await join(server.http + "/rooms.html", "garden", "ann");
+    await waitMembers(ann, ["ann"]);
+    // The form can be filled from the query string too.
+    bob = await openTab(context, server.http + "/rooms.html?room=garden&nick=bob");
+    assert.equal(await bob.inputValue("#room"), "garden");
+    await bob.click("#join");
+    await waitState(bob, "open");
+    await waitMembers(bob, ["ann", "bob"]);
+    await waitMembers(ann, ["ann", "bob"]);
+    await waitMessage(ann, "system", "bob joined");
+
+    await ann.fill("#input", "hello bob");
+    await ann.press("#input", "Enter");
+    await waitMessage(bob, "peer", "hello bob");
+    await waitMessage(ann, "own", "hello bob");
+    const from = await bob.$eval('#messages li.msg[data-kind="peer"] .from', (e) => e.textContent);
+    assert.equal(from, "ann");
+
+    await bob.fill("#input", XSS);
+    await bob.click("#send");
+    await waitMessage(ann, "peer", XSS);
+    assert.equal(await noInjectedElements(ann), 0);
+    await ann.fill("#input", "got it");
+    await ann.press("#input", "Enter");
+    await waitMessage(bob, "peer", "got it");
+    await screenshot(ann, "rooms-ann");
+    await screenshot(bob, "rooms-bob");
+  });
+
+  test("a taken nickname is renamed; leaving is seen by the others", async () => {
+    const ann2 = await join(server.http + "/rooms.html", "garden", "ann");
+    await waitMembers(ann2, ["ann", "ann2", "bob"]);
+    await waitMembers(ann, ["ann", "ann2", "bob"]);
+    assert.equal(await ann2.$eval("#members li[data-self]", (e) => e.textContent), "ann2");
+
+    await bob.click("#leave");
+    await waitState(bob, "closed");
+    assert.equal(await bob.isVisible("#join-form"), true);
+    await waitMessage(ann, "system", "bob left");
+    await waitMembers(ann, ["ann", "ann2"]);
+    assert.deepEqual(await members(ann2), ["ann", "ann2"]);
+    for (const p of [ann, bob, ann2]) assert.deepEqual(p.problems, []);
+  });
+});

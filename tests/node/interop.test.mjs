@@ -1,0 +1,157 @@
+// Interoperability: Node's `ws` package, a client nobody here wrote, against the real server
+// running examples/echo.lua and lua/chat.lua.
+import { test, describe, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { startServer, Client, src, event } from "./server.mjs";
+
+describe("ws client against examples/echo.lua", () => {
+  let server;
+  before(async () => {
+    server = await startServer(src("examples/echo.lua"));
+  });
+  after(async () => {
+    const { code } = await server.stop();
+    assert.equal(code, 0, "wsluad exits 0 on SIGTERM");
+  });
+
+  for (const size of [0, 125, 126, 65535, 65536, 1 << 20]) {
+    test(`text echo of ${size} bytes`, async () => {
+      const c = await Client.open(server.ws + "/");
+      // Multi-byte characters included: "ab€ü" is 7 bytes; ASCII pads to exactly `size`.
+      const padded = "ab€ü".repeat(Math.floor(size / 7)) + "x".repeat(size % 7);
+      assert.equal(Buffer.byteLength(padded), size);
+      await c.send(padded);
+      const m = await c.next();
+      assert.equal(m.binary, false);
+      assert.equal(m.data, padded);
+      await c.close();
+    });
+
+    test(`binary echo of ${size} bytes`, async () => {
+      const c = await Client.open(server.ws + "/");
+      const payload = randomBytes(size);
+      await c.send(payload, { binary: true });
+      const m = await c.next();
+      assert.equal(m.binary, true);
+      assert.ok(Buffer.compare(m.data, payload) === 0, "same bytes back");
+      await c.close();
+    });
+  }
+
+  test("a fragmented message, with a ping between its fragments, comes back whole", async () => {
+    const c = await Client.open(server.ws + "/");
+    const pong = event(c.ws, "pong", "the pong");
+    await c.send("frag-one ", { fin: false });
+    c.ws.ping(Buffer.from("between"));
+    await c.send("frag-two ", { fin: false });
+    await c.send("frag-three", { fin: true });
+    const [payload] = await pong;
+    assert.equal(payload.toString(), "between");
+    const m = await c.next();
+    assert.equal(m.data, "frag-one frag-two frag-three");
+    // A fragmented binary message too.
+    await c.send(Buffer.from([1, 2, 3]), { binary: true, fin: false });
+    await c.send(Buffer.from([4, 5]), { binary: true, fin: true });
+    const b = await c.next();
+    assert.equal(b.binary, true);
+    assert.deepEqual([...b.data], [1, 2, 3, 4, 5]);
+    await c.close();
+  });
+
+  test("ping is answered by a pong with the same payload", async () => {
+    const c = await Client.open(server.ws + "/");
+    for (const payload of [Buffer.alloc(0), Buffer.from("hello"), randomBytes(125)]) {
+      const pong = event(c.ws, "pong");
+      c.ws.ping(payload);
+      const [got] = await pong;
+      assert.ok(Buffer.compare(got, payload) === 0);
+    }
+    await c.close();
+  });
+
+  test("the server echoes the client's close code", async () => {
+    for (const [code, reason] of [
+      [1000, ""],
+      [1001, "going away"],
+      [4000, "custom"],
+      [3999, "é"],
+    ]) {
+      const c = await Client.open(server.ws + "/");
+      // The reason is the client's to give; the server's answer carries the code.
+      const closed = await c.close(code, reason);
+      assert.equal(closed.code, code);
+    }
+    // No code at all: the echo is an empty close, which the client reports as 1005.
+    const c = await Client.open(server.ws + "/");
+    c.ws.close();
+    assert.equal((await c.closed).code, 1005);
+  });
+
+  test("text that is not UTF-8 is closed with 1007", async () => {
+    const c = await Client.open(server.ws + "/");
+    await c.send(Buffer.from([0x68, 0x69, 0xff, 0xfe]), { binary: false });
+    assert.equal((await c.closed).code, 1007);
+  });
+
+  test("a message over --max-message (1 MiB) is closed with 1009", async () => {
+    const c = await Client.open(server.ws + "/");
+    c.send(Buffer.alloc((1 << 20) + 1, 0x61), { binary: true }).catch(() => {});
+    assert.equal((await c.closed).code, 1009);
+  });
+
+  test("the server keeps serving after all that", async () => {
+    const c = await Client.open(server.ws + "/");
+    await c.send("still here");
+    assert.equal(await c.nextText(), "still here");
+    await c.close();
+  });
+});
+
+describe("ws clients chatting through lua/chat.lua", () => {
+  let server;
+  before(async () => {
+    server = await startServer(src("lua/chat.lua"));
+  });
+  after(async () => {
+    const { code } = await server.stop();
+    assert.equal(code, 0, "wsluad exits 0 on SIGTERM");
+  });
+
+  test("three clients: the others get each message, the sender gets nothing back", async () => {
+    const [a, b, c] = await Promise.all([1, 2, 3].map(() => Client.open(server.ws + "/")));
+
+    await a.send("hello from a");
+    assert.equal(await b.nextText(), "hello from a");
+    assert.equal(await c.nextText(), "hello from a");
+
+    // b answers only after it has a's message. Had a's message come back to a, it would have
+    // been queued for a before b's answer, so a's first message proves it got nothing back.
+    await b.send("hello from b");
+    assert.equal(await a.nextText(), "hello from b");
+    assert.equal(await c.nextText(), "hello from b");
+
+    await c.send("and c ☃");
+    assert.equal(await a.nextText(), "and c ☃");
+    assert.equal(await b.nextText(), "and c ☃");
+
+    // Each proves in turn that b and c were not sent their own lines either.
+    await a.send("last");
+    assert.equal(await b.nextText(), "last");
+    assert.equal(await c.nextText(), "last");
+
+    assert.equal(a.inbox.length + b.inbox.length + c.inbox.length, 0);
+    await Promise.all([a.close(), b.close(), c.close()]);
+  });
+
+  test("a client that leaves does not stop the others", async () => {
+    const [a, b, c] = await Promise.all([1, 2, 3].map(() => Client.open(server.ws + "/")));
+    b.terminate(); // no close frame: the server sees the TCP connection drop
+    await b.closed;
+    await a.send("after b left");
+    assert.equal(await c.nextText(), "after b left");
+    await c.send("c answers");
+    assert.equal(await a.nextText(), "c answers");
+    await Promise.all([a.close(), c.close()]);
+  });
+});
