@@ -181,6 +181,7 @@ def finish_clean(c, timeout=TIMEOUT):
     nothing unexpected arrived before it), then TCP closes."""
     got = c.close_handshake(1000, "", timeout)
     assert got[0] == 1000, f"close echo {got}, expected 1000"
+    c.sock.close()  # the server holds the connection until our FIN
 
 
 def check_serving(srv, text="still serving?"):

@@ -53,7 +53,7 @@ MALFORMED = {
                          (400,)),
     "bad_method_char": (req("G@T / HTTP/1.1"), (400,)),
     "lowercase_method": (req("get / HTTP/1.1"), (400,)),
-    "bad_version": (req("GET / HTTP/1.x"), (400,)),
+    "bad_version": (req("GET / HTTP/1.x"), (400, 505)),
     "version_9_9": (req("GET / HTTP/9.9"), (400, 505)),
     "http_0_9_request_line": (req("GET /"), (400, 505)),
     "http_1_0_upgrade": (req("GET / HTTP/1.0"), (400, 505)),
