@@ -225,10 +225,14 @@ static void send_http(wsl_conn *c, const char *resp, size_t len)
 
 static void http_error(wsl_conn *c, int status, const char *why, const char *body)
 {
-    char resp[1024], peer[64];
+    char resp[1024], peer[64], line[256];
     const char *extra = status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL;
-    size_t n = wsl_http_error_response(resp, sizeof resp, status, extra, body ? body : why);
-    if (n == 0) n = wsl_http_error_response(resp, sizeof resp, status, extra, why);
+    if (!body) {
+        snprintf(line, sizeof line, "%s\n", why);
+        body = line;
+    }
+    size_t n = wsl_http_error_response(resp, sizeof resp, status, extra, body);
+    if (n == 0) n = wsl_http_error_response(resp, sizeof resp, status, extra, NULL);
     wsl_log(status >= 500 ? WSL_LOG_WARN : WSL_LOG_INFO, "conn#%llu %s: HTTP %d: %s",
             (unsigned long long)c->id, wsl_conn_peer(c, peer, sizeof peer), status, why);
     send_http(c, resp, n);
@@ -246,6 +250,8 @@ static void closed(wsl_conn *c, unsigned code, const char *reason, size_t len)
         wsl_debug("conn#%llu %s closed %u %.*s", (unsigned long long)c->id, wsl_conn_remote(c),
                   code, (int)len, reason);
     wsl_script_on_close(c->srv->script, c, code, reason, len);
+    /* After on_close, which may still want conn:topics(): publish no longer reaches it. */
+    wsl_topics_leave_all(c->srv->topics, &c->subs);
 }
 
 static void start_close(wsl_conn *c, unsigned code, const char *reason, size_t len, bool fail)
@@ -297,8 +303,6 @@ void wsl_conn_destroy(wsl_conn *c)
     if (c->state == WSL_CONN_DEAD) return;
     closed(c, 1006, "", 0);
     wsl_server *srv = c->srv;
-    if (c->state == WSL_CONN_OPEN || c->state == WSL_CONN_CLOSING)
-        wsl_topics_leave_all(srv->topics, &c->subs);
     c->state = WSL_CONN_DEAD;
     wsl_server_track(srv, c, WSL_LIST_NONE, 0);
     wsl_script_release(srv->script, c);
@@ -601,7 +605,7 @@ static void read_request(wsl_conn *c)
         size_t len = 0;
         int status = 404;
         if (!srv->has_files) {
-            http_error(c, 404, "no such file", "Not Found");
+            http_error(c, 404, "no such file (static files are off)", NULL);
             return;
         }
         status = wsl_static_respond(&srv->files, req.path.p, req.path.len, req.head, &resp, &len);

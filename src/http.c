@@ -4,6 +4,7 @@
  * writes the answers. No I/O, no allocation. */
 #include "http.h"
 
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -405,8 +406,12 @@ static bool extra_has(const char *extra, const char *name)
 size_t wsl_http_error_response(char *out, size_t cap, int status, const char *extra,
                                const char *body)
 {
+    char reason_line[64];
     if (!extra) extra = "";
-    if (!body) body = wsl_http_reason(status);
+    if (!body) {
+        snprintf(reason_line, sizeof reason_line, "%s\n", wsl_http_reason(status));
+        body = reason_line;
+    }
     const char *implied = "";
     if (status == 405 && !extra_has(extra, "allow:")) implied = "Allow: GET, HEAD\r\n";
     if (status == 426 && !extra_has(extra, "sec-websocket-version:")) implied = WSL_HTTP_426_EXTRA;
@@ -416,8 +421,8 @@ size_t wsl_http_error_response(char *out, size_t cap, int status, const char *ex
                      "Content-Length: %zu\r\n"
                      "Connection: close\r\n"
                      "%s%s\r\n"
-                     "%s\n",
-                     status, wsl_http_reason(status), strlen(body) + 1, implied, extra, body);
+                     "%s",
+                     status, wsl_http_reason(status), strlen(body), implied, extra, body);
     return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
 }
 
@@ -425,7 +430,7 @@ size_t wsl_http_upgrade_response(char *out, size_t cap, const char *accept, cons
                                  size_t protocol_len)
 {
     if (!protocol) protocol_len = 0;
-    if (protocol_len > 1024) return 0;
+    if (protocol_len > INT_MAX) return 0;
     /* The protocol may come from a script: never let it end the header line early. */
     for (size_t i = 0; i < protocol_len; i++)
         if (protocol[i] == '\r' || protocol[i] == '\n' || protocol[i] == '\0') return 0;

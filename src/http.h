@@ -60,10 +60,9 @@ const char *wsl_http_reason(int status);
 #define WSL_HTTP_426_EXTRA "Sec-WebSocket-Version: 13\r\n"
 
 /* An HTTP/1.1 error answer: status line, Content-Type: text/plain, Content-Length,
- * Connection: close, the `extra` header lines (each ending in CRLF; may be NULL), then body and a
- * newline (body NULL: the reason phrase). Headers a status requires are added when extra lacks
- * them: "Allow: GET, HEAD" for 405, WSL_HTTP_426_EXTRA for 426. Returns the length written
- * (NUL-terminated); 0 when it does not fit in cap. */
+ * Connection: close, the `extra` header lines (each ending in CRLF; may be NULL), then the body
+ * exactly as given (NULL: the reason phrase and a newline). Returns the length written; 0 when it
+ * does not fit in cap. */
 size_t wsl_http_error_response(char *out, size_t cap, int status, const char *extra,
                                const char *body);
 

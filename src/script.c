@@ -1115,8 +1115,6 @@ static int upgrade_body(lua_State *L)
 {
     event *e = lua_touserdata(L, 1);
     const wsl_request *req = e->req;
-    if (!get_handler(L, "on_upgrade")) return 0;
-
     lua_createtable(L, 0, 9);
     push_span(L, req->method);
     lua_setfield(L, -2, "method");
@@ -1173,9 +1171,10 @@ static int upgrade_body(lua_State *L)
     lua_setfield(L, -2, "protocols");
     lua_newtable(L);
     lua_setfield(L, -2, "data");
-    lua_pushvalue(L, -1);
     int req_index = lua_gettop(L);
 
+    if (!get_handler(L, "on_upgrade")) return 0;
+    lua_pushvalue(L, req_index);
     lua_call(L, 1, 3);
     wsl_upgrade *up = e->up;
     if (lua_type(L, -3) == LUA_TSTRING) {

@@ -148,7 +148,9 @@ static bool shed_log_due(wsl_server *s)
 static void refuse(wsl_server *s, int fd, const char *why)
 {
     char resp[256];
-    size_t n = wsl_http_error_response(resp, sizeof resp, 503, "Retry-After: 1\r\n", why);
+    char body[128];
+    snprintf(body, sizeof body, "%s\n", why);
+    size_t n = wsl_http_error_response(resp, sizeof resp, 503, "Retry-After: 1\r\n", body);
     ssize_t w = write(fd, resp, n);
     (void)w; /* best effort: the peer may already be gone */
     close(fd);

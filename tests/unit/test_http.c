@@ -333,7 +333,8 @@ static void test_limits(void)
 static void test_responses(void)
 {
     char out[1024];
-    size_t n = wsl_http_error_response(out, sizeof out, 400, NULL, "bad request");
+    /* The body goes out exactly as given: a script's refusal body is the script's. */
+    size_t n = wsl_http_error_response(out, sizeof out, 400, NULL, "bad request\n");
     CHECK_MEM(out, n,
               "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
               "Content-Length: 12\r\nConnection: close\r\n\r\nbad request\n");
@@ -356,7 +357,7 @@ static void test_responses(void)
     n = wsl_http_error_response(out, sizeof out, 503, "Retry-After: 1\r\n", "busy");
     CHECK_MEM(out, n,
               "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-              "Content-Length: 5\r\nConnection: close\r\nRetry-After: 1\r\n\r\nbusy\n");
+              "Content-Length: 4\r\nConnection: close\r\nRetry-After: 1\r\n\r\nbusy");
     /* Too small: 0, at every size below the real one. */
     size_t real = wsl_http_error_response(out, sizeof out, 431, NULL, "too large");
     for (size_t cap = 0; cap <= real; cap++) {
