@@ -1,0 +1,1271 @@
+/* wsluad-bench: a WebSocket load generator for comparing servers side by side. One libuv loop on
+ * one thread, pre-built masked client frames, one shared read buffer parsed in place; it checks
+ * every frame it gets back, so a bounded run doubles as a correctness smoke test. */
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "frame.h"
+#include "handshake.h"
+
+enum { M_ECHO, M_BROADCAST, M_CHAT, M_CONNECT, M_IDLE, M_LATENCY };
+static const char *const mode_names[] = {"echo",         "broadcast",   "chat",
+                                         "connect-rate", "idle-memory", "latency"};
+
+enum { C_FREE, C_CONNECTING, C_HANDSHAKE, C_OPEN, C_CLOSING, C_CLOSED };
+
+#define TRAILER      18 /* "[" sender(8 hex) seq(8 hex) "]" at the end of every payload */
+#define TRAILER_LAT  26 /* "[" sender(8 hex) send time in ns(16 hex) "]" in latency mode */
+#define RESPONSE_MAX 8192
+#define HIST_SUB     64
+#define HIST_BUCKETS (HIST_SUB + 40 * HIST_SUB)
+
+/* One client connection. Lives in g.conns, allocated once before the loop starts and freed at
+ * exit; `carry` (bytes of a partial frame or response) is malloc'ed on first need, kept for reuse
+ * and freed at exit. The handle is re-initialised when connect-rate reuses the slot. */
+typedef struct bconn {
+    uv_tcp_t tcp;
+    uv_connect_t creq;
+    uv_write_t wreq;  /* the data frame or upgrade request */
+    uv_write_t cwreq; /* control frames we send: ping, close */
+    uint8_t *frame;   /* this connection's pre-built masked frame, inside g.frames */
+    uint8_t *carry;
+    uint32_t carry_len;
+    uint32_t carry_cap;
+    uint32_t id;
+    uint32_t seq;        /* echo: sequence number of the message in flight */
+    uint32_t got;        /* broadcast/chat: frames of the current round received */
+    uint64_t sender_sum; /* broadcast/chat: sum of the senders seen this round */
+    uint8_t state;
+    uint8_t write_pending;
+    uint8_t send_again; /* a frame send was asked for while a write was still pending */
+    uint8_t got_pong;
+    uint8_t control_pending; /* cwreq is in use */
+} bconn;
+
+static struct {
+    /* options */
+    int mode;
+    uint32_t n; /* connections (connect-rate: handshakes in flight) */
+    size_t size;
+    double duration, warmup, timeout, rate;
+    uint64_t limit; /* --messages: a bounded count instead of a duration */
+    const char *host, *path;
+    int port, pid;
+    uint32_t open_conc;
+    bool json, binary, quickack;
+
+    /* built once */
+    uv_loop_t *loop;
+    struct sockaddr_storage addr;
+    bconn *conns;
+    uint8_t *frames;   /* n pre-built masked frames, frame_len bytes each */
+    uint8_t *filler;   /* the unmasked payload bytes before the trailer */
+    size_t frame_len;  /* header + payload */
+    size_t hdr_len;    /* client header length, mask included */
+    size_t tr_len;     /* trailer length in use (0 when the payload is too small for one) */
+    uint8_t opcode;    /* WSL_OP_TEXT or WSL_OP_BINARY */
+    char request[512]; /* the upgrade request, the same for every connection */
+    size_t request_len;
+    char accept[WSL_ACCEPT_LEN + 1];
+    uint8_t close_frame[WSL_FRAME_HDR_MAX + 2];
+    uint8_t ping_frame[WSL_FRAME_HDR_MAX];
+    size_t close_len, ping_len;
+    uint8_t *rbuf; /* the one read buffer shared by every connection */
+    size_t rbuf_size;
+    uv_timer_t phase_timer, tick_timer, watch_timer, close_timer;
+
+    /* progress */
+    uint32_t started, upgraded, open_now, pongs;
+    uint64_t sent, received, rounds, round, satisfied, handshakes, foreign, slots, late;
+    uint64_t progress, last_progress;
+    unsigned stalled_s;
+    bool stopping, sending_stopped, failed, measure_done, timers_closed;
+    uint64_t t0, now_read, round_t0;
+
+    /* measurement window */
+    uint64_t m_t0, m_t1, m_recv0, m_rounds0, m_hs0, m_sent0, m_cpu0, m_cpu1;
+    double m_ccpu0, m_ccpu1;
+    bool m_cpu_ok;
+    uint64_t rss_before, rss_after, rss_end;
+    uint64_t hist[HIST_BUCKETS];
+    uint64_t hist_n, hist_max;
+    uint64_t delivered;
+} g;
+
+static void finish(void);
+static void conn_start(bconn *c);
+
+/* ---- failure and shutdown ------------------------------------------------------------------ */
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void close_timers(void)
+{
+    if (g.timers_closed) return;
+    g.timers_closed = true;
+    uv_close((uv_handle_t *)&g.phase_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&g.tick_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&g.watch_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&g.close_timer, on_timer_closed);
+}
+
+static void on_conn_closed(uv_handle_t *h);
+
+static void conn_close(bconn *c)
+{
+    if (c->state == C_FREE || c->state == C_CLOSED) return;
+    c->state = C_CLOSED;
+    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
+static void abort_all(void)
+{
+    for (uint32_t i = 0; i < g.n; i++)
+        conn_close(&g.conns[i]);
+    close_timers();
+}
+
+__attribute__((format(printf, 1, 2))) static void fail(const char *fmt, ...)
+{
+    if (g.failed) return;
+    g.failed = true;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("wsluad-bench: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    abort_all();
+}
+
+/* ---- /proc readers: the server's CPU time and memory --------------------------------------- */
+
+static bool proc_cpu_ticks(int pid, uint64_t *ticks)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* The command name may hold spaces and parentheses: count fields after the last ')'. */
+    char *p = strrchr(buf, ')');
+    if (!p) return false;
+    unsigned long long ut = 0, st = 0;
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return false;
+    *ticks = ut + st;
+    return true;
+}
+
+static bool proc_rss_kb(int pid, uint64_t *kb)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    bool ok = false;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long v;
+        if (sscanf(line, "VmRSS: %llu kB", &v) == 1) {
+            *kb = v;
+            ok = true;
+            break;
+        }
+    }
+    fclose(f);
+    return ok;
+}
+
+static double self_cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+           ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* ---- measurement window -------------------------------------------------------------------- */
+
+static void begin_measure(void)
+{
+    g.m_t0 = uv_hrtime();
+    g.m_recv0 = g.received;
+    g.m_rounds0 = g.rounds;
+    g.m_hs0 = g.handshakes;
+    g.m_sent0 = g.sent;
+    g.m_ccpu0 = self_cpu_s();
+    g.m_cpu_ok = g.pid > 0 && proc_cpu_ticks(g.pid, &g.m_cpu0);
+}
+
+static void end_measure(void)
+{
+    if (g.measure_done) return;
+    g.measure_done = true;
+    g.m_t1 = uv_hrtime();
+    g.m_ccpu1 = self_cpu_s();
+    if (g.m_cpu_ok) g.m_cpu_ok = proc_cpu_ticks(g.pid, &g.m_cpu1);
+    if (g.pid > 0 && !proc_rss_kb(g.pid, &g.rss_end)) g.rss_end = 0;
+}
+
+/* ---- latency histogram: log-linear buckets, about 1.6% precision --------------------------- */
+
+static unsigned hist_index(uint64_t v)
+{
+    if (v < HIST_SUB) return (unsigned)v;
+    unsigned e = 63u - (unsigned)__builtin_clzll(v); /* >= 6 */
+    unsigned idx = HIST_SUB + (e - 6) * HIST_SUB + (unsigned)((v >> (e - 6)) & (HIST_SUB - 1));
+    return idx < HIST_BUCKETS ? idx : HIST_BUCKETS - 1;
+}
+
+static uint64_t hist_value(unsigned idx)
+{
+    if (idx < HIST_SUB) return idx;
+    unsigned e = (idx - HIST_SUB) / HIST_SUB + 6;
+    uint64_t sub = (idx - HIST_SUB) % HIST_SUB;
+    return (HIST_SUB + sub) << (e - 6);
+}
+
+static double hist_pct(double q)
+{
+    if (!g.hist_n) return 0;
+    uint64_t rank = (uint64_t)(q * (double)g.hist_n);
+    if (rank >= g.hist_n) rank = g.hist_n - 1;
+    uint64_t seen = 0;
+    for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+        seen += g.hist[i];
+        if (seen > rank) return (double)hist_value(i) / 1000.0;
+    }
+    return (double)g.hist_max / 1000.0;
+}
+
+/* ---- payloads ------------------------------------------------------------------------------ */
+
+static const char hexdig[] = "0123456789abcdef";
+static int8_t hexval[256];
+
+static void hex_put(uint8_t *out, uint64_t v, int digits)
+{
+    for (int i = digits - 1; i >= 0; i--, v >>= 4)
+        out[i] = (uint8_t)hexdig[v & 15];
+}
+
+/* Returns false when a character is not a lower-case hex digit. */
+static bool hex_get(const uint8_t *p, int digits, uint64_t *out)
+{
+    uint64_t acc = 0;
+    int bad = 0;
+    for (int i = 0; i < digits; i++) {
+        int v = hexval[p[i]];
+        bad |= v;
+        acc = acc << 4 | (uint64_t)(v & 15);
+    }
+    *out = acc;
+    return bad >= 0;
+}
+
+/* Writes `digits` hex characters of v into c's masked frame at payload offset off. */
+static void patch_hex(bconn *c, size_t off, uint64_t v, int digits)
+{
+    uint8_t tmp[16];
+    hex_put(tmp, v, digits);
+    uint8_t *mask = c->frame + g.hdr_len - 4;
+    uint8_t *p = c->frame + g.hdr_len + off;
+    for (int i = 0; i < digits; i++)
+        p[i] = tmp[i] ^ mask[(off + (size_t)i) & 3];
+}
+
+static void patch_seq(bconn *c, uint64_t v)
+{
+    if (g.tr_len == TRAILER) patch_hex(c, g.size - TRAILER + 9, v, 8);
+    if (g.tr_len == TRAILER_LAT) patch_hex(c, g.size - TRAILER_LAT + 9, v, 16);
+}
+
+static uint32_t xorshift(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return (uint32_t)(*s >> 16);
+}
+
+static int build_frames(void)
+{
+    uint8_t hdr[WSL_FRAME_HDR_MAX], mask[4] = {0, 0, 0, 0};
+    g.hdr_len = wsl_frame_header_masked(hdr, g.opcode, true, g.size, mask);
+    g.frame_len = g.hdr_len + g.size;
+    size_t nframes = g.mode == M_CONNECT || g.mode == M_IDLE ? 0 : g.n;
+    g.frames = malloc(nframes * g.frame_len + WSL_FRAME_HDR_MAX);
+    g.filler = malloc(g.size + 1);
+    if (!g.frames || !g.filler) return -1;
+    for (size_t i = 0; i < g.size; i++)
+        g.filler[i] = (uint8_t)('a' + i % 26);
+    uint64_t seed = uv_hrtime() | 1;
+    for (size_t i = 0; i < nframes; i++) {
+        bconn *c = &g.conns[i];
+        c->frame = g.frames + i * g.frame_len;
+        uint32_t m = xorshift(&seed);
+        memcpy(mask, &m, 4);
+        wsl_frame_header_masked(c->frame, g.opcode, true, g.size, mask);
+        uint8_t *p = c->frame + g.hdr_len;
+        memcpy(p, g.filler, g.size);
+        if (g.tr_len) {
+            uint8_t *t = p + g.size - g.tr_len;
+            t[0] = '[';
+            hex_put(t + 1, i, 8);
+            hex_put(t + 9, 0, (int)g.tr_len - 10);
+            t[g.tr_len - 1] = ']';
+        }
+        wsl_frame_mask(p, g.size, mask, 0);
+    }
+    /* Control frames are shared read-only buffers; a fixed mask is enough for a benchmark. */
+    static const uint8_t cmask[4] = {0x37, 0xfa, 0x21, 0x3d};
+    size_t h = wsl_frame_header_masked(g.close_frame, WSL_OP_CLOSE, true, 2, cmask);
+    g.close_frame[h] = 1000 >> 8;
+    g.close_frame[h + 1] = 1000 & 0xff;
+    wsl_frame_mask(g.close_frame + h, 2, cmask, 0);
+    g.close_len = h + 2;
+    g.ping_len = wsl_frame_header_masked(g.ping_frame, WSL_OP_PING, true, 0, cmask);
+    return 0;
+}
+
+static void build_request(void)
+{
+    uint8_t raw[16];
+    uint64_t seed = uv_hrtime() ^ 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < 16; i += 4) {
+        uint32_t r = xorshift(&seed);
+        memcpy(raw + i, &r, 4);
+    }
+    char key[32];
+    size_t klen = wsl_base64_encode(raw, 16, key);
+    wsl_handshake_accept(key, klen, g.accept);
+    int n = snprintf(g.request, sizeof g.request,
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n",
+                     g.path, g.host, g.port, key);
+    g.request_len = n > 0 && (size_t)n < sizeof g.request ? (size_t)n : 0;
+}
+
+/* ---- writing ------------------------------------------------------------------------------- */
+
+static void on_write(uv_write_t *req, int status);
+
+static void on_cwrite(uv_write_t *req, int status)
+{
+    ((bconn *)req->handle->data)->control_pending = 0;
+    if (status < 0 && status != UV_ECANCELED && !g.stopping) fail("write: %s", uv_strerror(status));
+}
+
+/* Sends a frame or request from memory that stays valid and unchanged until the write is done. */
+static void send_bytes(bconn *c, const uint8_t *p, size_t n)
+{
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    int r = c->write_pending ? UV_EAGAIN : uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (r == (int)n) return;
+    if (r < 0 && r != UV_EAGAIN) {
+        fail("write on connection %u: %s", c->id, uv_strerror(r));
+        return;
+    }
+    size_t off = r > 0 ? (size_t)r : 0;
+    b = uv_buf_init((char *)p + off, (unsigned)(n - off));
+    c->write_pending = 1;
+    r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (r) fail("write on connection %u: %s", c->id, uv_strerror(r));
+}
+
+/* Control frames go through their own request so they can queue behind a pending data write. */
+static void send_control(bconn *c, const uint8_t *p, size_t n)
+{
+    if (c->control_pending) {
+        conn_close(c); /* only at the end of a run: give up on a polite close */
+        return;
+    }
+    c->control_pending = 1;
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    int r = uv_write(&c->cwreq, (uv_stream_t *)&c->tcp, &b, 1, on_cwrite);
+    if (r) fail("write on connection %u: %s", c->id, uv_strerror(r));
+}
+
+static void send_frame(bconn *c)
+{
+    if (c->write_pending) {
+        c->send_again = 1; /* the frame is patched and sent once the pending write is done */
+        return;
+    }
+    send_bytes(c, c->frame, g.frame_len);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    bconn *c = req->handle->data;
+    c->write_pending = 0;
+    if (status < 0) {
+        if (status != UV_ECANCELED && !g.stopping)
+            fail("write on connection %u: %s", c->id, uv_strerror(status));
+        return;
+    }
+    if (c->send_again && c->state == C_OPEN) {
+        c->send_again = 0;
+        send_bytes(c, c->frame, g.frame_len);
+    }
+}
+
+/* ---- the modes ----------------------------------------------------------------------------- */
+
+static void echo_send(bconn *c)
+{
+    patch_seq(c, c->seq);
+    g.sent++;
+    send_frame(c);
+}
+
+static void start_round(void)
+{
+    g.round_t0 = uv_hrtime();
+    g.round++;
+    g.satisfied = 0;
+    for (uint32_t i = 0; i < g.n; i++) {
+        bconn *c = &g.conns[i];
+        c->got = 0;
+        c->sender_sum = 0;
+        patch_seq(c, g.round & 0xffffffffu);
+        send_frame(c);
+    }
+    g.sent += g.n;
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    (void)t;
+    if (g.sending_stopped) return;
+    uint64_t now = uv_hrtime();
+    uint64_t due = (uint64_t)((double)(now - g.t0) * g.rate / 1e9);
+    while (g.slots < due) {
+        bconn *c = &g.conns[g.slots++ % g.n];
+        if (c->write_pending) {
+            g.late++; /* the connection's previous message has not left yet: skip this slot */
+            continue;
+        }
+        patch_seq(c, uv_hrtime() - g.t0);
+        g.sent++;
+        send_frame(c);
+    }
+}
+
+static void stop_latency(void)
+{
+    g.sending_stopped = true;
+    uv_timer_stop(&g.tick_timer);
+    end_measure();
+    if (g.delivered == g.sent * (g.n - 1)) finish();
+}
+
+static void on_phase(uv_timer_t *t)
+{
+    (void)t;
+    if (!g.m_t0) {
+        /* warm-up over: measure from here for --duration */
+        begin_measure();
+        if (g.mode == M_LATENCY) memset(g.hist, 0, sizeof g.hist), g.hist_n = 0, g.hist_max = 0;
+        uv_timer_start(&g.phase_timer, on_phase, (uint64_t)(g.duration * 1000), 0);
+        return;
+    }
+    if (g.mode == M_LATENCY) {
+        stop_latency();
+        return;
+    }
+    end_measure();
+    finish();
+}
+
+static void start_mode(void)
+{
+    if (g.mode == M_IDLE) {
+        for (uint32_t i = 0; i < g.n; i++)
+            send_control(&g.conns[i], g.ping_frame, g.ping_len);
+        return;
+    }
+    if (g.limit) {
+        begin_measure();
+    } else if (g.warmup > 0) {
+        uv_timer_start(&g.phase_timer, on_phase, (uint64_t)(g.warmup * 1000), 0);
+    } else {
+        begin_measure();
+        uv_timer_start(&g.phase_timer, on_phase, (uint64_t)(g.duration * 1000), 0);
+    }
+    if (g.mode == M_ECHO) {
+        for (uint32_t i = 0; i < g.n && (!g.limit || g.sent < g.limit); i++)
+            echo_send(&g.conns[i]);
+    } else if (g.mode == M_BROADCAST || g.mode == M_CHAT) {
+        start_round();
+    } else if (g.mode == M_LATENCY) {
+        g.t0 = uv_hrtime();
+        uv_timer_start(&g.tick_timer, on_tick, 1, 1);
+    }
+}
+
+static void on_upgraded(bconn *c)
+{
+    g.progress++;
+    if (g.mode == M_CONNECT) {
+        c->state = C_CLOSING; /* wait for the server's close and its FIN: no TIME_WAIT here */
+        send_control(c, g.close_frame, g.close_len);
+        return;
+    }
+    g.upgraded++;
+    if (g.started < g.n) conn_start(&g.conns[g.started]);
+    if (g.upgraded == g.n) start_mode();
+}
+
+/* A round trip through every connection proves the server has processed all upgrades. */
+static void on_pong(bconn *c)
+{
+    if (g.mode != M_IDLE || c->got_pong) return;
+    c->got_pong = 1;
+    g.progress++;
+    if (++g.pongs == g.n) {
+        if (g.pid > 0 && !proc_rss_kb(g.pid, &g.rss_after)) g.rss_after = 0;
+        g.measure_done = true;
+        finish();
+    }
+}
+
+/* Parses our trailer at the end of p[0..len); false if it is not there. */
+static bool read_trailer(const uint8_t *p, size_t len, uint64_t *sender, uint64_t *val)
+{
+    size_t t = g.tr_len;
+    if (len < g.size || p[len - t] != '[' || p[len - 1] != ']') return false;
+    return hex_get(p + len - t + 1, 8, sender) && hex_get(p + len - t + 9, (int)t - 10, val);
+}
+
+static bool filler_ok(const uint8_t *p, size_t len)
+{
+    return memcmp(p + len - g.size, g.filler, g.size - g.tr_len) == 0;
+}
+
+static void hist_add(uint64_t v)
+{
+    g.hist[hist_index(v)]++;
+    g.hist_n++;
+    if (v > g.hist_max) g.hist_max = v;
+}
+
+static void round_done(void)
+{
+    if (g.m_t0 && !g.measure_done) hist_add(uv_hrtime() - g.round_t0);
+    g.rounds++;
+    g.progress++;
+    if (g.limit && g.rounds >= g.limit) {
+        end_measure();
+        finish();
+        return;
+    }
+    if (!g.stopping) start_round();
+}
+
+static void on_data(bconn *c, int op, const uint8_t *p, size_t len)
+{
+    uint64_t sender = 0, val = 0;
+    bool tolerant = g.mode == M_CHAT || g.mode == M_LATENCY;
+    if (c->state != C_OPEN || g.stopping) return;
+    if (g.mode == M_CONNECT || g.mode == M_IDLE) {
+        g.foreign++; /* a greeting from the script, say: not ours to judge */
+        return;
+    }
+    bool ours = op == g.opcode && len >= g.size &&
+                (g.tr_len ? read_trailer(p, len, &sender, &val) : len == g.size);
+    if (!ours) {
+        if (tolerant) {
+            g.foreign++;
+            return;
+        }
+        fail("connection %u: unexpected %s frame of %zu bytes", c->id,
+             op == WSL_OP_TEXT ? "text" : "binary", len);
+        return;
+    }
+    if ((!tolerant && len != g.size) || !filler_ok(p, len)) {
+        fail("connection %u: corrupted payload (%zu bytes)", c->id, len);
+        return;
+    }
+    g.progress++;
+    switch (g.mode) {
+    case M_ECHO:
+        if (g.tr_len && (sender != c->id || val != c->seq)) {
+            fail("connection %u: echo of sender %" PRIu64 " seq %" PRIu64 ", expected %u seq %u",
+                 c->id, sender, val, c->id, c->seq);
+            return;
+        }
+        g.received++;
+        c->seq++;
+        if (g.limit) {
+            if (g.received >= g.limit) {
+                end_measure();
+                finish();
+            } else if (g.sent < g.limit) {
+                echo_send(c);
+            }
+        } else {
+            echo_send(c);
+        }
+        return;
+    case M_BROADCAST:
+    case M_CHAT: {
+        uint32_t expect = g.mode == M_CHAT ? g.n - 1 : g.n;
+        if (g.tr_len && (val != (g.round & 0xffffffffu) || sender >= g.n ||
+                         (g.mode == M_CHAT && sender == c->id))) {
+            fail("connection %u: round %" PRIu64 ": got sender %" PRIu64 " round %" PRIu64, c->id,
+                 g.round, sender, val);
+            return;
+        }
+        g.received++;
+        c->sender_sum += sender;
+        if (++c->got > expect) {
+            fail("connection %u: more than %u messages in round %" PRIu64, c->id, expect, g.round);
+            return;
+        }
+        if (c->got < expect) return;
+        uint64_t sum = (uint64_t)g.n * (g.n - 1) / 2 - (g.mode == M_CHAT ? c->id : 0);
+        if (g.tr_len && c->sender_sum != sum) {
+            fail("connection %u: round %" PRIu64 ": senders do not add up (duplicates?)", c->id,
+                 g.round);
+            return;
+        }
+        if (++g.satisfied == g.n) round_done();
+        return;
+    }
+    case M_LATENCY: {
+        if (sender >= g.n || sender == c->id) {
+            fail("connection %u: message from sender %" PRIu64, c->id, sender);
+            return;
+        }
+        g.delivered++;
+        if (g.m_t0 && g.t0 + val >= g.m_t0) {
+            hist_add(g.now_read > g.t0 + val ? g.now_read - (g.t0 + val) : 0);
+        }
+        if (g.sending_stopped && g.delivered == g.sent * (g.n - 1)) finish();
+        return;
+    }
+    }
+}
+
+static void on_control(bconn *c, int op, const uint8_t *p, size_t len)
+{
+    if (op == WSL_OP_PONG) {
+        on_pong(c);
+    } else if (op == WSL_OP_PING) {
+        /* keepalive from the server: answer when the socket is free, else skip (rare) */
+        uint8_t pong[WSL_FRAME_HDR_MAX + WSL_CONTROL_MAX];
+        static const uint8_t m[4] = {0, 0, 0, 0};
+        size_t h = wsl_frame_header_masked(pong, WSL_OP_PONG, true, len, m);
+        memcpy(pong + h, p, len);
+        uv_buf_t b = uv_buf_init((char *)pong, (unsigned)(h + len));
+        if (!c->write_pending) (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    } else if (op == WSL_OP_CLOSE) {
+        if (c->state == C_CLOSING || g.stopping) return; /* its answer to ours; FIN follows */
+        unsigned code = len >= 2 ? (unsigned)p[0] << 8 | p[1] : 1005;
+        fail("connection %u: server closed it with %u %.*s", c->id, code,
+             len > 2 ? (int)(len - 2) : 0, (const char *)p + 2);
+    }
+}
+
+/* ---- reading ------------------------------------------------------------------------------- */
+
+/* Validates the 101 response in p[0..n) (ending with the blank line). */
+static bool response_ok(bconn *c, const uint8_t *p, size_t n)
+{
+    if (n < 12 || memcmp(p, "HTTP/1.1 101", 12) != 0) {
+        const uint8_t *eol = memchr(p, '\r', n);
+        fail("connection %u: upgrade refused: %.*s", c->id, (int)(eol ? eol - p : 40), p);
+        return false;
+    }
+    static const char name[] = "\r\nSec-WebSocket-Accept:";
+    for (size_t i = 0; i + sizeof name - 1 < n; i++) {
+        if (p[i] != '\r' || strncasecmp((const char *)p + i, name, sizeof name - 1)) continue;
+        const uint8_t *v = p + i + sizeof name - 1;
+        while (*v == ' ')
+            v++;
+        if ((size_t)(p + n - v) >= WSL_ACCEPT_LEN && !memcmp(v, g.accept, WSL_ACCEPT_LEN))
+            return true;
+        break;
+    }
+    fail("connection %u: wrong or missing Sec-WebSocket-Accept", c->id);
+    return false;
+}
+
+/* Consumes whole frames (and first the HTTP response) from p[0..n); returns bytes used. */
+static size_t consume(bconn *c, uint8_t *p, size_t n)
+{
+    size_t off = 0;
+    if (c->state == C_HANDSHAKE) {
+        uint8_t *end = memmem(p, n, "\r\n\r\n", 4);
+        if (!end) {
+            if (n > RESPONSE_MAX) fail("connection %u: response header too long", c->id);
+            return 0;
+        }
+        off = (size_t)(end - p) + 4;
+        if (!response_ok(c, p, off)) return n;
+        c->state = C_OPEN;
+        on_upgraded(c);
+    }
+    while (n - off >= 2 && (c->state == C_OPEN || c->state == C_CLOSING)) {
+        uint8_t b0 = p[off], b1 = p[off + 1];
+        uint64_t len = b1 & 0x7f;
+        size_t hdr = 2;
+        if (b1 & 0x80) {
+            fail("connection %u: the server sent a masked frame", c->id);
+            return n;
+        }
+        if (len == 126) {
+            if (n - off < 4) break;
+            len = (uint64_t)p[off + 2] << 8 | p[off + 3];
+            hdr = 4;
+        } else if (len == 127) {
+            if (n - off < 10) break;
+            len = 0;
+            for (int i = 0; i < 8; i++)
+                len = len << 8 | p[off + 2 + i];
+            hdr = 10;
+        }
+        if (len > g.rbuf_size / 2) {
+            fail("connection %u: a %" PRIu64 "-byte frame is too big for the generator", c->id,
+                 len);
+            return n;
+        }
+        if (n - off < hdr + len) break;
+        int op = b0 & 0x0f;
+        uint8_t *payload = p + off + hdr;
+        off += hdr + (size_t)len;
+        if (op >= WSL_OP_CLOSE) {
+            on_control(c, op, payload, (size_t)len);
+        } else if (!(b0 & 0x80) || op == WSL_OP_CONT) {
+            fail("connection %u: fragmented messages are not supported by the generator", c->id);
+            return n;
+        } else {
+            on_data(c, op, payload, (size_t)len);
+        }
+        if (g.failed) return n;
+    }
+    return off;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    bconn *c = h->data;
+    /* Bytes of a partial frame go first, so every frame is parsed from one contiguous buffer. */
+    if (c->carry_len) memcpy(g.rbuf, c->carry, c->carry_len);
+    *buf = uv_buf_init((char *)g.rbuf + c->carry_len, (unsigned)(g.rbuf_size - c->carry_len));
+}
+
+static void keep_carry(bconn *c, const uint8_t *p, size_t n)
+{
+    if (n > c->carry_cap) {
+        size_t cap = n < 256 ? 256 : n * 2;
+        uint8_t *q = realloc(c->carry, cap);
+        if (!q) {
+            fail("out of memory");
+            return;
+        }
+        c->carry = q;
+        c->carry_cap = (uint32_t)cap;
+    }
+    memmove(c->carry, p, n);
+    c->carry_len = (uint32_t)n;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    bconn *c = s->data;
+    if (nread == 0) return;
+    if (nread < 0) {
+        if (c->state == C_CLOSING || g.stopping) {
+            conn_close(c);
+        } else if (c->state != C_CLOSED) {
+            fail("connection %u: %s before %s", c->id,
+                 nread == UV_EOF ? "the server closed the connection" : uv_strerror((int)nread),
+                 c->state == C_HANDSHAKE ? "the upgrade" : "the end of the run");
+        }
+        return;
+    }
+    if (g.mode == M_LATENCY) g.now_read = uv_hrtime();
+    if (g.quickack) {
+        uv_os_fd_t fd;
+        int one = 1;
+        if (!uv_fileno((uv_handle_t *)s, &fd))
+            setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+    }
+    size_t n = c->carry_len + (size_t)nread;
+    c->carry_len = 0;
+    size_t used = consume(c, g.rbuf, n);
+    if (used < n && (c->state == C_HANDSHAKE || c->state == C_OPEN || c->state == C_CLOSING))
+        keep_carry(c, g.rbuf + used, n - used);
+}
+
+/* ---- connections --------------------------------------------------------------------------- */
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    bconn *c = req->data;
+    if (status < 0) {
+        if (status != UV_ECANCELED) fail("connect: %s", uv_strerror(status));
+        return;
+    }
+    if (c->state != C_CONNECTING) return;
+    int r = uv_tcp_nodelay(&c->tcp, 1);
+    if (!r) r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (r) {
+        fail("connection %u: %s", c->id, uv_strerror(r));
+        return;
+    }
+    g.progress++;
+    c->state = C_HANDSHAKE;
+    send_bytes(c, (const uint8_t *)g.request, g.request_len);
+}
+
+static void conn_start(bconn *c)
+{
+    c->state = C_CONNECTING;
+    c->carry_len = 0;
+    c->write_pending = c->send_again = c->got_pong = c->control_pending = 0;
+    int r = uv_tcp_init(g.loop, &c->tcp);
+    c->tcp.data = c;
+    c->creq.data = c;
+    if (!r) r = uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&g.addr, on_connect);
+    g.started++;
+    g.open_now++;
+    if (r) fail("connect: %s", uv_strerror(r));
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    bconn *c = h->data;
+    g.open_now--;
+    if (g.mode == M_CONNECT && !g.failed && !g.stopping) {
+        g.handshakes++;
+        g.progress++;
+        if (g.started < g.limit) {
+            conn_start(c);
+        } else if (g.handshakes == g.limit) {
+            end_measure();
+            finish();
+        }
+        return;
+    }
+    if (g.open_now == 0 && (g.stopping || g.failed)) close_timers();
+}
+
+static void on_close_timeout(uv_timer_t *t)
+{
+    (void)t;
+    uint32_t left = 0;
+    for (uint32_t i = 0; i < g.n; i++)
+        if (g.conns[i].state == C_CLOSING) left++, conn_close(&g.conns[i]);
+    if (left) fprintf(stderr, "wsluad-bench: %u connections did not finish closing\n", left);
+    close_timers();
+}
+
+/* Ends the run: a close frame to every open connection, then wait for each server's FIN. */
+static void finish(void)
+{
+    if (g.stopping) return;
+    g.stopping = true;
+    g.sending_stopped = true;
+    uv_timer_stop(&g.phase_timer);
+    uv_timer_stop(&g.tick_timer);
+    for (uint32_t i = 0; i < g.n; i++) {
+        bconn *c = &g.conns[i];
+        if (c->state == C_OPEN) {
+            c->state = C_CLOSING;
+            send_control(c, g.close_frame, g.close_len);
+        } else if (c->state == C_CONNECTING || c->state == C_HANDSHAKE) {
+            conn_close(c);
+        }
+    }
+    if (g.open_now == 0) {
+        close_timers();
+        return;
+    }
+    uv_timer_start(&g.close_timer, on_close_timeout, 5000, 0);
+}
+
+static void on_watch(uv_timer_t *t)
+{
+    (void)t;
+    if (g.progress != g.last_progress || g.stopping) {
+        g.last_progress = g.progress;
+        g.stalled_s = 0;
+        return;
+    }
+    if (++g.stalled_s < g.timeout) return;
+    if (g.mode == M_IDLE)
+        fail("stalled: %u of %u connections upgraded, %u pongs", g.upgraded, g.n, g.pongs);
+    else if (g.mode == M_CONNECT)
+        fail("stalled: %" PRIu64 " of %" PRIu64 " handshakes", g.handshakes, g.limit);
+    else
+        fail("stalled for %u s: %u of %u upgraded, %" PRIu64 " messages sent, %" PRIu64
+             " received, round %" PRIu64 " (%" PRIu64 " of %u clients satisfied)",
+             g.stalled_s, g.upgraded, g.n, g.sent, g.received, g.round, g.satisfied, g.n);
+}
+
+/* ---- report -------------------------------------------------------------------------------- */
+
+static void report(void)
+{
+    double secs = (double)(g.m_t1 - g.m_t0) / 1e9;
+    double tick = (double)sysconf(_SC_CLK_TCK);
+    double scpu = g.m_cpu_ok ? (double)(g.m_cpu1 - g.m_cpu0) / tick : -1;
+    double ccpu = g.m_ccpu1 - g.m_ccpu0;
+    uint64_t msgs = 0, frames = 0, rounds = g.rounds - g.m_rounds0;
+    const char *unit = "msgs";
+    double work = 0;
+    switch (g.mode) {
+    case M_ECHO:
+        msgs = frames = g.received - g.m_recv0;
+        break;
+    case M_BROADCAST:
+    case M_CHAT:
+        msgs = rounds * g.n;
+        frames = rounds * g.n * (g.mode == M_CHAT ? g.n - 1 : g.n);
+        unit = "rounds";
+        break;
+    case M_CONNECT:
+        msgs = g.handshakes - g.m_hs0;
+        unit = "handshakes";
+        break;
+    case M_LATENCY:
+        msgs = g.sent - g.m_sent0;
+        frames = msgs * (g.n - 1);
+        break;
+    default:
+        break;
+    }
+    work = g.mode == M_BROADCAST || g.mode == M_CHAT ? (double)rounds : (double)msgs;
+    double rate = secs > 0 ? work / secs : 0;
+    double us_msg = scpu >= 0 && msgs ? scpu * 1e6 / (double)msgs : -1;
+    double ns_frame = scpu >= 0 && frames ? scpu * 1e9 / (double)frames : -1;
+    double per_conn =
+        g.rss_after && g.rss_before ? ((double)g.rss_after - (double)g.rss_before) * 1024 / g.n : 0;
+    if (g.json) {
+        printf("{\"mode\":\"%s\",\"connections\":%u,\"size\":%zu", mode_names[g.mode], g.n, g.size);
+        if (g.mode == M_IDLE) {
+            printf(",\"rss_before_kb\":%" PRIu64 ",\"rss_after_kb\":%" PRIu64
+                   ",\"bytes_per_connection\":%.0f",
+                   g.rss_before, g.rss_after, per_conn);
+        } else {
+            printf(",\"seconds\":%.3f,\"%s\":%" PRIu64 ",\"%s_per_s\":%.2f", secs, unit,
+                   (uint64_t)work, unit, rate);
+            if (frames)
+                printf(",\"frames\":%" PRIu64 ",\"frames_per_s\":%.1f", frames,
+                       secs > 0 ? (double)frames / secs : 0);
+            printf(",\"messages\":%" PRIu64, msgs);
+            if (scpu >= 0)
+                printf(",\"server_cpu_s\":%.3f,\"server_cpu_pct\":%.1f", scpu,
+                       secs > 0 ? scpu * 100 / secs : 0);
+            if (us_msg >= 0) printf(",\"server_cpu_us_per_msg\":%.3f", us_msg);
+            if (ns_frame >= 0) printf(",\"server_cpu_ns_per_frame\":%.1f", ns_frame);
+            printf(",\"client_cpu_s\":%.3f,\"client_cpu_pct\":%.1f", ccpu,
+                   secs > 0 ? ccpu * 100 / secs : 0);
+            if (g.rss_end) printf(",\"server_rss_kb\":%" PRIu64, g.rss_end);
+        }
+        if (g.mode == M_LATENCY)
+            printf(",\"rate\":%.0f,\"samples\":%" PRIu64 ",\"p50_us\":%.1f,\"p99_us\":%.1f,"
+                   "\"p999_us\":%.1f,\"max_us\":%.1f,\"late\":%" PRIu64,
+                   g.rate, g.hist_n, hist_pct(0.5), hist_pct(0.99), hist_pct(0.999),
+                   (double)g.hist_max / 1000, g.late);
+        if (g.mode == M_BROADCAST || g.mode == M_CHAT)
+            printf(",\"round_p50_ms\":%.3f,\"round_p99_ms\":%.3f,\"round_max_ms\":%.3f",
+                   hist_pct(0.5) / 1000, hist_pct(0.99) / 1000, (double)g.hist_max / 1e6);
+        printf(",\"foreign_frames\":%" PRIu64 "}\n", g.foreign);
+        return;
+    }
+    printf("%s: %u connections, %zu-byte messages\n", mode_names[g.mode], g.n, g.size);
+    if (g.mode == M_IDLE) {
+        if (g.pid > 0)
+            printf("  server RSS %" PRIu64 " kB -> %" PRIu64 " kB: %.0f bytes per connection\n",
+                   g.rss_before, g.rss_after, per_conn);
+        else
+            printf("  all connections upgraded and answered a ping (no --server-pid: no RSS)\n");
+        return;
+    }
+    printf("  %.2f s: %" PRIu64 " %s, %.1f %s/s", secs, (uint64_t)work, unit, rate, unit);
+    if (frames && g.mode != M_ECHO) printf(", %.0f frames/s", (double)frames / secs);
+    printf("\n");
+    if (scpu >= 0) {
+        printf("  server CPU %.2f s (%.0f%%)", scpu, secs > 0 ? scpu * 100 / secs : 0);
+        if (us_msg >= 0) printf(", %.2f us per message", us_msg);
+        if (ns_frame >= 0 && g.mode != M_ECHO) printf(", %.0f ns per frame", ns_frame);
+        if (g.rss_end) printf(", RSS %" PRIu64 " kB", g.rss_end);
+        printf("\n");
+    }
+    printf("  generator CPU %.2f s (%.0f%%)\n", ccpu, secs > 0 ? ccpu * 100 / secs : 0);
+    if (g.mode == M_LATENCY)
+        printf("  latency over %" PRIu64 " deliveries: p50 %.1f us, p99 %.1f us, p99.9 %.1f us, "
+               "max %.1f us (%" PRIu64 " send slots skipped)\n",
+               g.hist_n, hist_pct(0.5), hist_pct(0.99), hist_pct(0.999), (double)g.hist_max / 1000,
+               g.late);
+    if ((g.mode == M_BROADCAST || g.mode == M_CHAT) && g.hist_n)
+        printf("  round time: p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", hist_pct(0.5) / 1000,
+               hist_pct(0.99) / 1000, (double)g.hist_max / 1e6);
+    if (g.foreign) printf("  %" PRIu64 " frames not from the generator ignored\n", g.foreign);
+}
+
+/* ---- options ------------------------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    fputs("usage: wsluad-bench --mode MODE [options]\n"
+          "modes: echo, broadcast, chat, connect-rate, idle-memory, latency\n"
+          "  --connections N     clients (connect-rate: handshakes in flight)  [100]\n"
+          "  --size BYTES        payload size (K/M suffixes)                     [20]\n"
+          "  --duration S        measured seconds                                [10]\n"
+          "  --warmup S          seconds before measuring starts                 [0]\n"
+          "  --messages N        bounded run instead: echo messages, broadcast/chat rounds,\n"
+          "                      connect-rate handshakes [connect-rate: 10000]\n"
+          "  --rate N            latency: messages per second in total          [1000]\n"
+          "  --host ADDR --port N --path P                 [127.0.0.1 8080 /]\n"
+          "  --server-pid PID    report the server's CPU time and memory from /proc\n"
+          "  --open-concurrency N  connects in flight while opening           [256]\n"
+          "  --timeout S         fail when nothing progresses for S seconds     [10]\n"
+          "  --binary            binary frames instead of text\n"
+          "  --quickack          ACK every read at once (TCP_QUICKACK) instead of delaying\n"
+          "  --json              one JSON object on stdout\n",
+          f);
+}
+
+static bool parse_num(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno) return false;
+    if (*end == 'k' || *end == 'K')
+        v *= 1024, end++;
+    else if (*end == 'm' || *end == 'M')
+        v *= 1024 * 1024, end++;
+    if (*end || v < 0) return false;
+    *out = v;
+    return true;
+}
+
+static int parse_args(int argc, char **argv)
+{
+    static const struct option opts[] = {{"mode", required_argument, 0, 'm'},
+                                         {"connections", required_argument, 0, 'c'},
+                                         {"size", required_argument, 0, 's'},
+                                         {"duration", required_argument, 0, 'd'},
+                                         {"warmup", required_argument, 0, 'w'},
+                                         {"messages", required_argument, 0, 'n'},
+                                         {"count", required_argument, 0, 'n'},
+                                         {"rate", required_argument, 0, 'r'},
+                                         {"host", required_argument, 0, 'H'},
+                                         {"port", required_argument, 0, 'p'},
+                                         {"path", required_argument, 0, 'P'},
+                                         {"server-pid", required_argument, 0, 'S'},
+                                         {"open-concurrency", required_argument, 0, 'o'},
+                                         {"timeout", required_argument, 0, 't'},
+                                         {"binary", no_argument, 0, 'b'},
+                                         {"quickack", no_argument, 0, 'q'},
+                                         {"json", no_argument, 0, 'j'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    g.mode = -1;
+    g.n = 100;
+    g.size = 20;
+    g.duration = 10;
+    g.timeout = 10;
+    g.rate = 1000;
+    g.host = "127.0.0.1";
+    g.path = "/";
+    g.port = 8080;
+    g.open_conc = 256;
+    int ch;
+    double v;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (ch == 'h') {
+            usage(stdout);
+            exit(0);
+        }
+        if (ch == 'b' || ch == 'j' || ch == 'q') {
+            *(ch == 'b' ? &g.binary : ch == 'j' ? &g.json : &g.quickack) = true;
+            continue;
+        }
+        if (ch == '?') return -1;
+        if (ch == 'm') {
+            for (int i = 0; i < 6; i++)
+                if (!strcmp(optarg, mode_names[i])) g.mode = i;
+            if (g.mode < 0) {
+                fprintf(stderr, "wsluad-bench: unknown mode %s\n", optarg);
+                return -1;
+            }
+            continue;
+        }
+        if (ch == 'H' || ch == 'P') {
+            *(ch == 'H' ? &g.host : &g.path) = optarg;
+            continue;
+        }
+        if (!parse_num(optarg, &v)) {
+            fprintf(stderr, "wsluad-bench: bad number %s\n", optarg);
+            return -1;
+        }
+        switch (ch) {
+        case 'c':
+            g.n = (uint32_t)v;
+            break;
+        case 's':
+            g.size = (size_t)v;
+            break;
+        case 'd':
+            g.duration = v;
+            break;
+        case 'w':
+            g.warmup = v;
+            break;
+        case 'n':
+            g.limit = (uint64_t)v;
+            break;
+        case 'r':
+            g.rate = v;
+            break;
+        case 'p':
+            g.port = (int)v;
+            break;
+        case 'S':
+            g.pid = (int)v;
+            break;
+        case 'o':
+            g.open_conc = (uint32_t)v;
+            break;
+        case 't':
+            g.timeout = v;
+            break;
+        }
+    }
+    if (g.mode < 0 || optind != argc) return -1;
+    if (g.n < 1 || g.open_conc < 1 || g.duration <= 0 || g.rate <= 0 || g.size > (1u << 20)) {
+        fprintf(stderr, "wsluad-bench: connections, duration and rate must be positive; size at "
+                        "most 1M\n");
+        return -1;
+    }
+    if ((g.mode == M_CHAT || g.mode == M_LATENCY) && g.n < 2) {
+        fprintf(stderr, "wsluad-bench: chat and latency need at least 2 connections\n");
+        return -1;
+    }
+    if (g.mode == M_CONNECT) {
+        if (!g.limit) g.limit = 10000;
+        if (g.n > g.limit) g.n = (uint32_t)g.limit;
+    }
+    if (g.mode == M_LATENCY) {
+        if (g.size < TRAILER_LAT) g.size = TRAILER_LAT;
+        g.limit = 0;
+    }
+    g.tr_len = g.mode == M_LATENCY ? TRAILER_LAT : g.size >= TRAILER ? TRAILER : 0;
+    g.opcode = g.binary ? WSL_OP_BINARY : WSL_OP_TEXT;
+    return 0;
+}
+
+static int resolve(void)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    char port[16];
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(port, sizeof port, "%d", g.port);
+    int r = getaddrinfo(g.host, port, &hints, &res);
+    if (r || !res) {
+        fprintf(stderr, "wsluad-bench: %s: %s\n", g.host, gai_strerror(r));
+        return -1;
+    }
+    memcpy(&g.addr, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return 0;
+}
+
+/* 10,000 connections need more descriptors than the usual soft limit of 1024. */
+static int raise_nofile(void)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)g.n + 64;
+    if (getrlimit(RLIMIT_NOFILE, &rl)) return -1;
+    if (rl.rlim_cur >= want) return 0;
+    if (rl.rlim_max < want) rl.rlim_max = want; /* root may raise the hard limit too */
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) && getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < want) {
+        fprintf(stderr, "wsluad-bench: need %lu file descriptors, the limit is %lu\n",
+                (unsigned long)want, (unsigned long)rl.rlim_cur);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (parse_args(argc, argv)) {
+        usage(stderr);
+        return 2;
+    }
+    memset(hexval, -1, sizeof hexval);
+    for (int i = 0; i < 16; i++)
+        hexval[(unsigned char)hexdig[i]] = (int8_t)i;
+    if (resolve() || raise_nofile()) return 1;
+    g.loop = uv_default_loop();
+    g.conns = calloc(g.n, sizeof *g.conns);
+    g.rbuf_size = (size_t)4 << 20;
+    g.rbuf = malloc(g.rbuf_size);
+    if (!g.conns || !g.rbuf || build_frames()) {
+        fprintf(stderr, "wsluad-bench: out of memory\n");
+        return 1;
+    }
+    for (uint32_t i = 0; i < g.n; i++)
+        g.conns[i].id = i;
+    build_request();
+    uv_timer_init(g.loop, &g.phase_timer);
+    uv_timer_init(g.loop, &g.tick_timer);
+    uv_timer_init(g.loop, &g.watch_timer);
+    uv_timer_init(g.loop, &g.close_timer);
+    uv_timer_start(&g.watch_timer, on_watch, 1000, 1000);
+    if (g.mode == M_IDLE && g.pid > 0 && !proc_rss_kb(g.pid, &g.rss_before)) {
+        fprintf(stderr, "wsluad-bench: cannot read /proc/%d/status\n", g.pid);
+        return 1;
+    }
+    if (g.mode == M_CONNECT) begin_measure();
+    uint32_t first = g.mode == M_CONNECT || g.open_conc > g.n ? g.n : g.open_conc;
+    for (uint32_t i = 0; i < first && !g.failed; i++)
+        conn_start(&g.conns[i]);
+    uv_run(g.loop, UV_RUN_DEFAULT);
+    if (!g.failed && g.mode != M_IDLE && !g.measure_done) fail("the run ended early");
+    if (!g.failed) report();
+    for (uint32_t i = 0; i < g.n; i++)
+        free(g.conns[i].carry);
+    free(g.conns);
+    free(g.frames);
+    free(g.filler);
+    free(g.rbuf);
+    uv_loop_close(g.loop);
+    return g.failed ? 1 : 0;
+}
