@@ -1,0 +1,11 @@
+// Node `ws` broadcast server for scripts/bench: every message to every client, sender included.
+// usage: node ws-broadcast.js PORT  (ws is found through NODE_PATH)
+'use strict';
+const { WebSocketServer } = require('ws');
+const wss = new WebSocketServer({ host: '127.0.0.1', port: +process.argv[2] || 0, perMessageDeflate: false });
+wss.on('listening', () => console.error(`listening on 127.0.0.1:${wss.address().port}`));
+wss.on('connection', (ws) => {
+  ws.on('message', (data, isBinary) => {
+    for (const client of wss.clients) client.send(data, { binary: isBinary });
+  });
+});
