@@ -125,8 +125,8 @@ export class Client {
           err.status = res.statusCode;
           err.body = body;
           reject(err);
+          req.destroy();
         });
-        req.destroy();
       });
       this.ws.once("error", reject);
       this.ws.once("close", () => reject(new Error("closed before opening")));
