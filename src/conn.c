@@ -243,6 +243,7 @@ static void http_error(wsl_conn *c, int status, const char *why, const char *bod
 /* The connection left OPEN: the script hears about it once. */
 static void closed(wsl_conn *c, unsigned code, const char *reason, size_t len)
 {
+    if (c->state == WSL_CONN_OPEN) c->state = WSL_CONN_CLOSING; /* is_open() is false in on_close */
     c->close_code = (uint16_t)code;
     if (!c->opened) return;
     c->opened = 0;
@@ -583,15 +584,9 @@ static void read_request(wsl_conn *c)
         wsl_conn_destroy(c); /* vanished mid-handshake */
         return;
     }
-    size_t old = b->len;
     b->len += (uint32_t)r;
 
-    /* Parse only once the head can have ended: a trickling client costs a scan of its new bytes,
-     * not of the whole request every time. */
-    size_t from = old > 3 ? old - 3 : 0;
-    bool ended = memmem(b->data + from, b->len - from, "\r\n\r\n", 4) != NULL;
-    if (!ended && b->len <= WSL_HTTP_MAX_HEAD) return;
-
+    /* Re-examined on every read (a scan of at most 8 KiB) so garbage is refused at once. */
     wsl_request req;
     switch (wsl_http_parse(&req, (const char *)b->data, b->len)) {
     case WSL_REQ_INCOMPLETE:

@@ -312,9 +312,25 @@ static size_t head_end(const char *buf, size_t len)
     return 0;
 }
 
+/* Bytes that can never begin a request (a TLS hello, random data, CR-only line ends, NUL) are
+ * refused as soon as they arrive instead of waiting for a blank line that will not come. */
+static const char *garbage(const char *buf, size_t len)
+{
+    size_t i = 0;
+    while (i < len && i < 24 && buf[i] >= 'A' && buf[i] <= 'Z')
+        i++;
+    if (i < len && (i == 0 || i == 24 || buf[i] != ' ')) return "not an HTTP request";
+    if (memchr(buf, '\0', len)) return "NUL byte in the request head";
+    for (const char *p = buf, *end = buf + len; (p = memchr(p, '\r', (size_t)(end - p))); p++)
+        if (p + 1 < end && p[1] != '\n') return "bare CR in the request head";
+    return NULL;
+}
+
 wsl_req_kind wsl_http_parse(wsl_request *req, const char *buf, size_t len)
 {
     memset(req, 0, sizeof *req);
+    const char *bad = garbage(buf, len < WSL_HTTP_MAX_HEAD ? len : WSL_HTTP_MAX_HEAD);
+    if (bad) return refuse(req, 400, bad);
     size_t end = head_end(buf, len);
     if (end == SIZE_MAX) return refuse(req, 400, "bare LF in the request head");
     if (end == 0) {
@@ -329,14 +345,14 @@ wsl_req_kind wsl_http_parse(wsl_request *req, const char *buf, size_t len)
     llhttp_init(&parser, HTTP_REQUEST, &settings);
     parser.data = &st;
     llhttp_errno_t err = llhttp_execute(&parser, buf, end);
-    if (st.too_many) return refuse(req, 431, "too many header lines");
+    for (size_t i = 0; i < req->nheaders; i++)
+        req->headers[i].value = trim(req->headers[i].value);
+    if (st.too_many) return refuse(req, 400, "too many header lines");
     if (err == HPE_INVALID_VERSION || err == HPE_PAUSED_H2_UPGRADE)
         return refuse(req, 505, "HTTP version not supported");
     if ((err != HPE_OK && err != HPE_PAUSED_UPGRADE) || !st.complete || st.messages != 1 ||
         st.split)
         return refuse(req, 400, "malformed request");
-    for (size_t i = 0; i < req->nheaders; i++)
-        req->headers[i].value = trim(req->headers[i].value);
     return classify(req, &st);
 }
 

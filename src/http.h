@@ -9,7 +9,7 @@
 #include <stddef.h>
 
 #define WSL_HTTP_MAX_HEAD 8192  /* request line and headers; a longer head is answered 431 */
-#define WSL_HTTP_MAX_HEADERS 64 /* more header lines than this is answered 431 */
+#define WSL_HTTP_MAX_HEADERS 64 /* more header lines than this is answered 400 */
 
 typedef struct wsl_span {
     const char *p;
@@ -32,7 +32,7 @@ typedef enum {
  * must stay unchanged while the request is used. Lives on the stack of whoever parses. */
 typedef struct wsl_request {
     wsl_req_kind kind;
-    int status;        /* ERROR: 400, 405, 426, 431 or 505 */
+    int status;        /* ERROR: 400, 405, 426, 431 (head over 8 KiB) or 505 */
     const char *error; /* ERROR: a short static sentence for the body and the log */
     wsl_span method;
     wsl_span path;      /* the request target before '?', still percent-encoded */
