@@ -49,7 +49,18 @@ def run(*args, cwd=None, env=None, timeout=DEFAULT_TIMEOUT, stdin=subprocess.DEV
                           timeout=timeout, text=True, errors="replace")
 
 
+def connect_id(server, path="/", **kw):
+    """Connect and learn the server's id for this connection from the script's on_open log
+    line ("on_open id=N ... remote=IP:PORT"), found by the client's own port."""
+    c = server.connect(path, **kw)
+    port = c.sock.getsockname()[1]
+    m = server.wait_for_log(rf"on_open id=(\d+) .*remote=127\.0\.0\.1:{port}$")
+    return c, int(m.group(1))
+
+
 class Server:
+    live = []  # servers not yet stopped, so conftest.py can attach their logs to a failure
+
     def __init__(self, script, *args, env=None, listen="127.0.0.1:0", cwd=None,
                  timeout=DEFAULT_TIMEOUT):
         self.script = script_path(script)
@@ -70,6 +81,7 @@ class Server:
         self.returncode = None
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=e, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        Server.live.append(self)
         self._eof = 0
         self._threads = [threading.Thread(target=self._reader, args=(f,), daemon=True)
                          for f in (self.proc.stderr, self.proc.stdout)]
@@ -210,6 +222,8 @@ class Server:
                 pass
         died = self.returncode is None and self.proc.poll() is not None
         self.kill()
+        if self in Server.live:
+            Server.live.remove(self)
         problem = None
         if exc_type is None:
             if died:

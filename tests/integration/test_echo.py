@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from harness import Server
+from harness import Server, connect_id
 from wsclient import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT
 
 SIZES = [0, 125, 126, 65535, 65536, 1 << 20]
@@ -15,13 +15,6 @@ SIZES = [0, 125, 126, 65535, 65536, 1 << 20]
 def server():
     with Server("echo.lua") as s:
         yield s
-
-
-def connect_id(server):
-    """Connect and learn the server's id for this connection (from echo.lua's on_open line)."""
-    mark = server.mark()
-    c = server.connect()
-    return c, int(server.wait_for_log(r"on_open id=(\d+)", after=mark).group(1))
 
 
 def text_of(n):

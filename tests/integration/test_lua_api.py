@@ -186,13 +186,15 @@ def test_broadcast_except_and_count(server):
     assert ev1(a, "return ws.broadcast('to the others', 'text', conn)") == "2"
     assert b.recv_message() == (OP_TEXT, b"to the others")
     assert c.recv_message() == (OP_TEXT, b"to the others")
-    assert ev1(b, "return ws.broadcast('\\1\\2\\255', 'binary')") == "3"
-    assert a.recv_message() == (OP_BINARY, b"\x01\x02\xff")
-    assert b.recv_message() == (OP_BINARY, b"\x01\x02\xff")
-    assert c.recv_message() == (OP_BINARY, b"\x01\x02\xff")
-    assert ev1(c, "return ws.broadcast('everyone')") == "3"
+    # Without except the sender gets its copy too, before the reply.
+    b.send_frame(OP_TEXT, "return ws.broadcast('\\1\\2\\255', 'binary')")
+    for x in (a, b, c):
+        assert x.recv_message() == (OP_BINARY, b"\x01\x02\xff")
+    assert b.recv_text() == "ok 3"
+    c.send_frame(OP_TEXT, "return ws.broadcast('everyone')")
     for x in (a, b, c):
         assert x.recv_message() == (OP_TEXT, b"everyone")
+    assert c.recv_text() == "ok 3"
 
 
 def test_broadcast_skips_closed(server):
@@ -200,8 +202,9 @@ def test_broadcast_skips_closed(server):
     ids = open_ids(server, 3)
     c.close_handshake()
     server.wait_for_log(rf"on_close id={ids[2]} ")
-    assert ev1(a, "return ws.broadcast('two left')") == "2"
+    a.send_frame(OP_TEXT, "return ws.broadcast('two left')")
     assert a.recv_message() == (OP_TEXT, b"two left")
+    assert a.recv_text() == "ok 2"
     assert b.recv_message() == (OP_TEXT, b"two left")
 
 
@@ -258,3 +261,20 @@ def test_bad_arguments_raise_and_server_survives(server):
     assert ev1(c, "return conn:is_open()") == "true"
     d = server.connect()
     assert ev1(d, "return ws.count()") == "2"
+
+
+@pytest.mark.parametrize("how", ["close", "drop", "server_close"])
+def test_is_open_false_in_on_close(server, how):
+    # on_close runs when the connection has left the open state, however it ended.
+    c = server.connect()
+    cid = ev1(c, "return conn.id")
+    if how == "close":
+        c.close_handshake(1000)
+    elif how == "drop":
+        c.shutdown()
+    else:
+        c.send_frame(OP_TEXT, "conn:close(4003)")
+        assert c.expect_close(skip_data=True)[0] == 4003
+        c.close(4003)
+    m = server.wait_for_log(rf"on_close id={cid} code=(\d+) reason=\[.*\] open=(\w+)")
+    assert m.group(2) == "false", m.string

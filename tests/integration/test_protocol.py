@@ -4,7 +4,7 @@ connection then ends, and the code the script's on_close sees."""
 
 import pytest
 
-from harness import Server
+from harness import Server, connect_id
 from wsclient import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT, build_frame
 
 
@@ -18,12 +18,6 @@ def server():
 def small():
     with Server("echo.lua", "--max-message", "1000") as s:
         yield s
-
-
-def connect_id(server):
-    mark = server.mark()
-    c = server.connect()
-    return c, int(server.wait_for_log(r"on_open id=(\d+)", after=mark).group(1))
 
 
 def expect_server_close(server, c, cid, code):

@@ -56,8 +56,9 @@ def test_subscribe_twice_counts_once(server):
     a = server.connect()
     ev(a, "conn:subscribe('t') conn:subscribe('t') return true")
     assert ev1(a, "return ws.subscribers('t')") == "1"
-    assert ev1(a, "return ws.publish('t', 'once')") == "1"
+    a.send_frame(OP_TEXT, "return ws.publish('t', 'once')")
     assert a.recv_message() == (OP_TEXT, b"once")
+    assert a.recv_text() == "ok 1"
     nothing_pending(a)
 
 
@@ -78,8 +79,9 @@ def test_unsubscribe_ends_delivery(server):
         ev(x, "conn:subscribe('news') return true")
     ev(b, "conn:unsubscribe('news') return true")
     assert ev1(a, "return ws.subscribers('news')") == "1"
-    assert ev1(a, "return ws.publish('news', 'only a')") == "1"
+    a.send_frame(OP_TEXT, "return ws.publish('news', 'only a')")
     assert a.recv_message() == (OP_TEXT, b"only a")
+    assert a.recv_text() == "ok 1"
     nothing_pending(b)
     # Unsubscribing from a topic one is not in is harmless.
     assert ev1(b, "conn:unsubscribe('never-joined') return 'fine'") == "fine"
@@ -92,11 +94,18 @@ def test_close_ends_delivery(server):
         ev(x, "conn:subscribe('r1') conn:subscribe('r2') return true")
     b.close_handshake()
     server.wait_for_log(rf"on_close id={ids[1]} ")
+    # Once on_close has run, the connection is out of every topic.
+    assert ev(a, "return ws.subscribers('r1'), ws.subscribers('r2')") == ["2", "2"]
+    a.send_frame(OP_TEXT, "return ws.publish('r1', 'two of us')")
+    assert a.recv_message() == (OP_TEXT, b"two of us")
+    assert a.recv_text() == "ok 2"
+    assert c.recv_message() == (OP_TEXT, b"two of us")
     c.shutdown()  # an abnormal end ends subscriptions too
     server.wait_for_log(rf"on_close id={ids[2]} ")
     assert ev(a, "return ws.subscribers('r1'), ws.subscribers('r2')") == ["1", "1"]
-    assert ev1(a, "return ws.publish('r1', 'alone')") == "1"
+    a.send_frame(OP_TEXT, "return ws.publish('r1', 'alone')")
     assert a.recv_message() == (OP_TEXT, b"alone")
+    assert a.recv_text() == "ok 1"
 
 
 def test_subscribe_on_closed_conn_is_harmless(server):

@@ -6,7 +6,7 @@ seen = {} -- conn -> id, filled by on_open: checks that the same object comes ba
 
 function on_open(conn)
   seen[conn] = conn.id
-  ws.log(string.format("on_open id=%d path=%s", conn.id, conn.path))
+  ws.log(string.format("on_open id=%d path=%s remote=%s", conn.id, conn.path, conn.remote))
 end
 
 function on_message(conn, data, kind)

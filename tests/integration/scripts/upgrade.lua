@@ -55,7 +55,7 @@ function on_upgrade(req)
 end
 
 function on_open(conn)
-  ws.log("on_open path=" .. conn.path)
+  ws.log("on_open path=" .. conn.path .. " remote=" .. conn.remote)
 end
 
 function on_message(conn, data)
