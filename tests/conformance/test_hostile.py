@@ -203,6 +203,59 @@ def test_unmasked_client_frame_fails_1002(srv):
         cu.check_serving(srv)
 
 
+def test_frames_pipelined_with_the_handshake_are_served(srv):
+    """A client may send its first frames in the same write as the upgrade request."""
+    with cu.log_on_failure(srv):
+        with cu.raw_connect(srv) as s:
+            raw, key = wsclient.handshake_request(srv.host, srv.port)
+            s.sendall(raw + cu.build_frame(OP_TEXT, b"early one") +
+                      cu.build_frame(OP_BINARY, b"early two"))
+            status, headers, _, rest = wsclient.read_http_response(s)
+            assert status == 101
+            c = wsclient.WSClient(s, status, headers, rest)
+            assert c.recv_message() == (OP_TEXT, b"early one")
+            assert c.recv_message() == (OP_BINARY, b"early two")
+            cu.finish_clean(c)
+
+
+def test_unanswered_server_close_still_ends_the_connection(srv):
+    """The server closes (1011 after a Lua error); the client never answers and never closes:
+    the server hangs up anyway after its grace period, and on_close runs once."""
+    mark = srv.mark()
+    with cu.log_on_failure(srv):
+        with srv.connect() as c:
+            c.send_text("error")
+            code, _ = c.expect_close()
+            assert code == 1011
+            c.expect_eof(timeout=15)
+        cu.wait_all_closed(srv, mark)
+        cu.check_serving(srv)
+
+
+def test_client_keeping_tcp_open_after_the_close_handshake_is_dropped(srv):
+    """Close handshake done, but the client never sends its FIN: the server must not hold the
+    connection forever (it has already sent its FIN; it must end the socket on its own)."""
+    mark = srv.mark()
+    with cu.log_on_failure(srv):
+        c = srv.connect()
+        cid = int(srv.wait_for_log(cu.OPEN_RX, after=mark).group(1))
+        c.close(1000)
+        assert c.expect_close() == (1000, "")
+        c.expect_eof()
+        srv.wait_for_log(rf"on_close id={cid} ", after=mark)
+        # We keep our end open: the kernel will reset it once the server closes its socket
+        # fully; a further send then fails. Poll for that with a failure guard.
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                c.sock.send(b"\x00")
+            except OSError:
+                break
+            assert time.monotonic() < deadline, "server still holds the closed connection"
+            time.sleep(0.1)
+        c.sock.close()
+
+
 # --- random bytes, truncation, vanishing clients -------------------------------------------------
 
 def test_random_bytes_after_upgrade(srv):
@@ -263,7 +316,7 @@ def test_client_vanishes_mid_frame(srv, cut):
         cu.recv_until_eof(c.sock)  # the server may or may not say goodbye; it must hang up
         c.sock.close()
         cu.wait_all_closed(srv, mark)
-        assert [code for i, code in cu.closes(srv, mark) if i == cid] == [1006]
+        assert [code for i, code in cu.closes(srv) if i == cid] == [1006]
         cu.check_serving(srv)
 
 
