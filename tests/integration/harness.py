@@ -220,19 +220,25 @@ class Server:
                 c.sock.close()
             except OSError:
                 pass
-        died = self.returncode is None and self.proc.poll() is not None
+        problem = None
+        if self.returncode is None and self.proc.poll() is not None:
+            problem = f"server exited on its own with status {self.proc.returncode}"
+        elif self.returncode is None and exc_type is None:
+            # A clean stop, so that a sanitizer build gets to report leaks at exit.
+            try:
+                rc = self.stop(_signal.SIGTERM)
+                if rc != 0:
+                    problem = f"server exited with status {rc} after SIGTERM"
+            except AssertionError as e:
+                problem = str(e)
         self.kill()
         if self in Server.live:
             Server.live.remove(self)
-        problem = None
-        if exc_type is None:
-            if died:
-                problem = f"server exited on its own with status {self.proc.returncode}"
-            elif self.find_logs(r"AddressSanitizer|LeakSanitizer|runtime error:"):
-                problem = "sanitizer report in the server log"
+        if problem is None and self.find_logs(r"AddressSanitizer|LeakSanitizer|runtime error:"):
+            problem = "sanitizer report in the server log"
         if exc_type is not None or problem:
             sys.stdout.write(f"\n--- server log ({' '.join(self.cmd)}), "
                              f"exit {self.proc.returncode} ---\n{self.log()}\n--- end ---\n")
-        if problem:
+        if problem and exc_type is None:
             raise AssertionError(problem)
         return False
