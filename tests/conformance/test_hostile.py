@@ -10,6 +10,7 @@ a SIGTERM stop (which must exit 0 with no sanitizer report).
 import os
 import random
 import select
+import signal
 import socket
 import struct
 import time
@@ -90,6 +91,7 @@ MALFORMED = {
     "duplicate_sec_websocket_key": (req(extra=["Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA=="]),
                                     (400,)),
     "duplicate_identical_sec_websocket_key": (req(extra=[f"Sec-WebSocket-Key: {KEY}"]), (400,)),
+    "duplicate_sec_websocket_key_other_case": (req(extra=[f"sec-websocket-key: {KEY}"]), (400,)),
     "sec_websocket_key_too_short": (req(headers=without("Sec-WebSocket-Key"),
                                         extra=["Sec-WebSocket-Key: c2hvcnQ="]), (400,)),
     "sec_websocket_key_not_base64": (req(headers=without("Sec-WebSocket-Key"),
@@ -254,6 +256,39 @@ def test_client_keeping_tcp_open_after_the_close_handshake_is_dropped(srv):
             assert time.monotonic() < deadline, "server still holds the closed connection"
             time.sleep(0.1)
         c.sock.close()
+
+
+def test_extension_offers_are_declined_and_rsv1_still_fails(srv):
+    """No extension is implemented, so an offered permessage-deflate must not be accepted, and
+    a compressed (RSV1) frame is then a protocol error."""
+    with cu.log_on_failure(srv):
+        c = srv.connect(headers=[("Sec-WebSocket-Extensions",
+                                  "permessage-deflate; client_max_window_bits")])
+        with c:
+            assert "sec-websocket-extensions" not in c.headers, c.headers
+            c.send_frame(OP_TEXT, b"\xf2\x48\xcd\xc9\xc9\x07\x00", rsv=4)
+            cu.expect_fail(c, 1002)
+
+
+def test_ping_flood_from_a_client_that_never_reads(srv):
+    """Pongs are queued like any output: a client flooding pings without reading is closed as a
+    slow consumer (1008) instead of growing the server's memory."""
+    mark = srv.mark()
+    with cu.log_on_failure(srv):
+        c = srv.connect(rcvbuf=4096)
+        batch = cu.build_frame(OP_PING, b"p" * 125) * 1000
+        c.sock.settimeout(2)
+        try:
+            for _ in range(400):  # up to 400,000 pings, 53 MB of pongs
+                c.sock.sendall(batch)
+        except (socket.timeout, OSError):
+            pass  # the server stopped reading us: expected once it gave up on us
+        c.sock.close()
+        srv.wait_for_log(r"on_close id=\d+ code=1008", after=mark)
+        if not cu.is_sanitized():
+            assert cu.proc_rss_kib(srv.proc.pid) < 64 * 1024
+        cu.wait_all_closed(srv, mark)
+        cu.check_serving(srv)
 
 
 # --- random bytes, truncation, vanishing clients -------------------------------------------------
@@ -448,3 +483,51 @@ def test_idle_timeout_pings_silent_client_then_closes_it():
 
 
 # --- the server survives everything above: the module fixture checks a clean SIGTERM exit ----
+
+
+# --- shutdown with connections in every state ----------------------------------------------
+
+def test_sigterm_with_connections_in_every_state():
+    """SIGTERM while connections are handshaking, open and idle, mid-frame, mid-message,
+    lingering after a close, slow readers with output queued, and one inside a spinning
+    handler: exit 0 within seconds, open ones get close 1001, on_close exactly once each."""
+    srv = cu.start_server(cu.script("runaway.lua"), "--static", "none",
+                          "--handler-timeout", "1", "--max-backpressure", "64M")
+    with srv:
+        mark = srv.mark()
+        idle = [srv.connect() for _ in range(10)]
+        mid_frame = [srv.connect() for _ in range(5)]
+        for c in mid_frame:
+            c.send_raw(cu.build_frame(OP_BINARY, b"z" * 500)[:100])
+        mid_message = [srv.connect() for _ in range(5)]
+        for c in mid_message:
+            c.send_frame(OP_TEXT, b"part one", fin=False)
+        closing = [srv.connect() for _ in range(5)]
+        for c in closing:
+            c.close(1000)
+            assert c.expect_close() == (1000, "")
+        slow = [srv.connect(rcvbuf=4096) for _ in range(5)]
+        for c in slow:
+            c.send_binary(os.urandom(4 * MI))  # echoed into a reader that does not read
+        handshaking = [cu.raw_connect(srv) for _ in range(5)]
+        for s in handshaking:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        opened = len(idle) + len(mid_frame) + len(mid_message) + len(closing) + len(slow) + 1
+        spinner = srv.connect()
+        srv.wait_for_logs(cu.OPEN_RX, opened, after=mark)
+        spinner.send_text("spin")
+        for c in idle:  # everything before the spin has been read once these answer... or not:
+            c.send_text("ping")  # they queue behind the spinning handler
+        srv.signal(signal.SIGTERM)
+        rc = srv.wait_exit(timeout=20)
+        assert rc == 0, f"exit status {rc} after SIGTERM"
+        bad = [l for l in srv.lines if cu.SANITIZER_RX.search(l)]
+        assert not bad, "\n".join(bad[:20])
+        cu.check_open_close_balance(srv)
+        for c in idle:
+            op, data = c.recv_message()
+            if op == OP_TEXT:  # the echo may come first if it was read before the stop
+                assert data == b"ping"
+                op, data = c.recv_message()
+            assert op == wsclient.OP_CLOSE and data[:2] == struct.pack("!H", 1001), \
+                (op, data[:20])
