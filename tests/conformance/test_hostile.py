@@ -205,18 +205,22 @@ def test_unmasked_client_frame_fails_1002(srv):
         cu.check_serving(srv)
 
 
-def test_frames_pipelined_with_the_handshake_are_served(srv):
-    """A client may send its first frames in the same write as the upgrade request."""
+@pytest.mark.parametrize("size", [9, 5000, 12000, 70000, 900000])
+def test_frames_pipelined_with_the_handshake_are_served(srv, size):
+    """A client may send its first frames in the same write as the upgrade request. Frame bytes
+    are arbitrary: the mask keys here hold NUL and CR bytes, which belong to the frames, not to
+    the request head."""
     with cu.log_on_failure(srv):
         with cu.raw_connect(srv) as s:
             raw, key = wsclient.handshake_request(srv.host, srv.port)
-            s.sendall(raw + cu.build_frame(OP_TEXT, b"early one") +
-                      cu.build_frame(OP_BINARY, b"early two"))
-            status, headers, _, rest = wsclient.read_http_response(s)
-            assert status == 101
+            payload = bytes(range(256)) * (size // 256) + b"\r\x00x" * 3
+            s.sendall(raw + cu.build_frame(OP_BINARY, payload, mask_key=b"\x00\r\x00\r") +
+                      cu.build_frame(OP_TEXT, b"early two", mask_key=b"\r\x00\x00\x00"))
+            status, headers, body, rest = wsclient.read_http_response(s)
+            assert status == 101, f"valid upgrade answered {status} {body[:100]!r}"
             c = wsclient.WSClient(s, status, headers, rest)
-            assert c.recv_message() == (OP_TEXT, b"early one")
-            assert c.recv_message() == (OP_BINARY, b"early two")
+            assert c.recv_message(30) == (OP_BINARY, payload)
+            assert c.recv_message() == (OP_TEXT, b"early two")
             cu.finish_clean(c)
 
 
