@@ -76,13 +76,25 @@ def protocol_error(srv, i):
         cu.expect_fail(c, 1002)
 
 
+def error_in_on_open(srv, i):
+    with srv.connect("/err-open") as c:
+        cu.expect_fail(c, 1011)
+
+
+def error_in_on_close(srv, i):
+    with srv.connect("/err-close") as c:
+        c.send_text("x")
+        assert c.recv_message() == (OP_TEXT, b"x")
+        cu.finish_clean(c)
+
+
 def plain_http(srv, i):
     status, _, _ = srv.get("/nothing-here")
     assert status == 404
 
 
 KINDS = [clean, abrupt, lua_error, mid_frame, mid_handshake, big_binary, reset, protocol_error,
-         plain_http]
+         plain_http, error_in_on_open, error_in_on_close]
 
 
 def churn(srv, n, start=0):

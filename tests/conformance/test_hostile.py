@@ -295,6 +295,22 @@ def test_ping_flood_from_a_client_that_never_reads(srv):
         cu.check_serving(srv)
 
 
+def test_close_echo_comes_after_output_already_queued(srv):
+    """A slow reader asks for 768 KiB and closes at once: it still gets every queued message,
+    then the close echo, then EOF."""
+    with cu.log_on_failure(srv):
+        for _ in range(3):
+            with srv.connect(rcvbuf=4096) as c:
+                c.send_text("flood 12")
+                c.close(1000)
+                for i in range(12):
+                    op, data = c.recv_message(30)
+                    assert (op, len(data)) == (OP_BINARY, 65536), f"message {i}: {op} {len(data)}"
+                assert c.expect_close() == (1000, "")
+                c.expect_eof()
+        cu.check_serving(srv)
+
+
 # --- random bytes, truncation, vanishing clients -------------------------------------------------
 
 def test_random_bytes_after_upgrade(srv):
