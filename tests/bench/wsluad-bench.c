@@ -31,6 +31,7 @@ enum { C_FREE, C_CONNECTING, C_HANDSHAKE, C_OPEN, C_CLOSING, C_CLOSED };
 #define TRAILER      18 /* "[" sender(8 hex) seq(8 hex) "]" at the end of every payload */
 #define TRAILER_LAT  26 /* "[" sender(8 hex) send time in ns(16 hex) "]" in latency mode */
 #define RESPONSE_MAX 8192
+#define DRAIN_MS     5000 /* latency: how long to wait for the last deliveries */
 #define HIST_SUB     64
 #define HIST_BUCKETS (HIST_SUB + 40 * HIST_SUB)
 
@@ -100,7 +101,9 @@ static struct {
     /* measurement window */
     uint64_t m_t0, m_t1, m_recv0, m_rounds0, m_hs0, m_sent0, m_cpu0, m_cpu1;
     double m_ccpu0, m_ccpu1;
-    bool m_cpu_ok;
+    bool m_cpu_ok, m_busy_ok;
+    uint64_t m_busy0, m_busy1;
+    uint64_t undelivered; /* latency: deliveries still missing when the drain time ran out */
     uint64_t rss_before, rss_after, rss_end;
     uint64_t hist[HIST_BUCKETS];
     uint64_t hist_n, hist_max;
@@ -196,6 +199,20 @@ static bool proc_rss_kb(int pid, uint64_t *kb)
     return ok;
 }
 
+/* Busy time of the whole machine, to tell how much other processes took during a run. */
+static bool machine_busy_ticks(uint64_t *ticks)
+{
+    unsigned long long v[8] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f) return false;
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (n < 8) return false;
+    *ticks = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]; /* all but idle and iowait */
+    return true;
+}
+
 static double self_cpu_s(void)
 {
     struct rusage ru;
@@ -215,6 +232,7 @@ static void begin_measure(void)
     g.m_sent0 = g.sent;
     g.m_ccpu0 = self_cpu_s();
     g.m_cpu_ok = g.pid > 0 && proc_cpu_ticks(g.pid, &g.m_cpu0);
+    g.m_busy_ok = machine_busy_ticks(&g.m_busy0);
 }
 
 static void end_measure(void)
@@ -224,6 +242,7 @@ static void end_measure(void)
     g.m_t1 = uv_hrtime();
     g.m_ccpu1 = self_cpu_s();
     if (g.m_cpu_ok) g.m_cpu_ok = proc_cpu_ticks(g.pid, &g.m_cpu1);
+    if (g.m_busy_ok) g.m_busy_ok = machine_busy_ticks(&g.m_busy1);
     if (g.pid > 0 && !proc_rss_kb(g.pid, &g.rss_end)) g.rss_end = 0;
 }
 
@@ -245,11 +264,13 @@ static uint64_t hist_value(unsigned idx)
     return (HIST_SUB + sub) << (e - 6);
 }
 
+/* Percentile in microseconds; -1 when it falls among deliveries that never came. */
 static double hist_pct(double q)
 {
-    if (!g.hist_n) return 0;
-    uint64_t rank = (uint64_t)(q * (double)g.hist_n);
-    if (rank >= g.hist_n) rank = g.hist_n - 1;
+    uint64_t total = g.hist_n + g.undelivered;
+    if (!total) return 0;
+    uint64_t rank = (uint64_t)(q * (double)total);
+    if (rank >= g.hist_n) return -1;
     uint64_t seen = 0;
     for (unsigned i = 0; i < HIST_BUCKETS; i++) {
         seen += g.hist[i];
@@ -433,6 +454,8 @@ static void on_write(uv_write_t *req, int status)
 
 /* ---- the modes ----------------------------------------------------------------------------- */
 
+/* Patching the frame while a write of it is pending is safe here: an echo or a finished round
+ * means the server had the whole frame, so libuv no longer reads it. */
 static void echo_send(bconn *c)
 {
     patch_seq(c, c->seq);
@@ -473,12 +496,24 @@ static void on_tick(uv_timer_t *t)
     }
 }
 
+/* A server that cannot keep up would make the drain last minutes: what is still missing after
+ * a few seconds counts as beyond every percentile. */
+static void on_drain_timeout(uv_timer_t *t)
+{
+    (void)t;
+    g.undelivered = g.sent * (g.n - 1) - g.delivered;
+    finish();
+}
+
 static void stop_latency(void)
 {
     g.sending_stopped = true;
     uv_timer_stop(&g.tick_timer);
     end_measure();
-    if (g.delivered == g.sent * (g.n - 1)) finish();
+    if (g.delivered == g.sent * (g.n - 1))
+        finish();
+    else
+        uv_timer_start(&g.phase_timer, on_drain_timeout, DRAIN_MS, 0);
 }
 
 static void on_phase(uv_timer_t *t)
@@ -965,6 +1000,11 @@ static void report(void)
     double rate = secs > 0 ? work / secs : 0;
     double us_msg = scpu >= 0 && msgs ? scpu * 1e6 / (double)msgs : -1;
     double ns_frame = scpu >= 0 && frames ? scpu * 1e9 / (double)frames : -1;
+    /* CPU taken by processes other than the server and us, in % of one core */
+    double other = -1;
+    if (g.m_busy_ok && g.m_cpu_ok && secs > 0)
+        other = ((double)(g.m_busy1 - g.m_busy0) / tick - scpu - ccpu) * 100 / secs;
+    if (other < 0 && other > -5) other = 0; /* tick rounding */
     double per_conn =
         g.rss_after && g.rss_before ? ((double)g.rss_after - (double)g.rss_before) * 1024 / g.n : 0;
     if (g.json) {
@@ -988,12 +1028,22 @@ static void report(void)
             printf(",\"client_cpu_s\":%.3f,\"client_cpu_pct\":%.1f", ccpu,
                    secs > 0 ? ccpu * 100 / secs : 0);
             if (g.rss_end) printf(",\"server_rss_kb\":%" PRIu64, g.rss_end);
+            if (other >= 0) printf(",\"other_cpu_pct\":%.1f", other);
         }
-        if (g.mode == M_LATENCY)
-            printf(",\"rate\":%.0f,\"samples\":%" PRIu64 ",\"p50_us\":%.1f,\"p99_us\":%.1f,"
-                   "\"p999_us\":%.1f,\"max_us\":%.1f,\"late\":%" PRIu64,
-                   g.rate, g.hist_n, hist_pct(0.5), hist_pct(0.99), hist_pct(0.999),
-                   (double)g.hist_max / 1000, g.late);
+        if (g.mode == M_LATENCY) {
+            printf(",\"rate\":%.0f,\"samples\":%" PRIu64 ",\"undelivered\":%" PRIu64, g.rate,
+                   g.hist_n, g.undelivered);
+            static const char *const names[] = {"p50_us", "p99_us", "p999_us"};
+            static const double qs[] = {0.5, 0.99, 0.999};
+            for (int i = 0; i < 3; i++) {
+                double v = hist_pct(qs[i]);
+                if (v < 0)
+                    printf(",\"%s\":null", names[i]); /* beyond the drain time */
+                else
+                    printf(",\"%s\":%.1f", names[i], v);
+            }
+            printf(",\"max_us\":%.1f,\"late\":%" PRIu64, (double)g.hist_max / 1000, g.late);
+        }
         if (g.mode == M_BROADCAST || g.mode == M_CHAT)
             printf(",\"round_p50_ms\":%.3f,\"round_p99_ms\":%.3f,\"round_max_ms\":%.3f",
                    hist_pct(0.5) / 1000, hist_pct(0.99) / 1000, (double)g.hist_max / 1e6);
@@ -1020,11 +1070,24 @@ static void report(void)
         printf("\n");
     }
     printf("  generator CPU %.2f s (%.0f%%)\n", ccpu, secs > 0 ? ccpu * 100 / secs : 0);
-    if (g.mode == M_LATENCY)
-        printf("  latency over %" PRIu64 " deliveries: p50 %.1f us, p99 %.1f us, p99.9 %.1f us, "
-               "max %.1f us (%" PRIu64 " send slots skipped)\n",
-               g.hist_n, hist_pct(0.5), hist_pct(0.99), hist_pct(0.999), (double)g.hist_max / 1000,
-               g.late);
+    if (other >= 0) printf("  other processes CPU %.0f%%\n", other);
+    if (g.mode == M_LATENCY) {
+        printf("  latency over %" PRIu64 " deliveries:", g.hist_n);
+        static const char *const names[] = {"p50", "p99", "p99.9"};
+        static const double qs[] = {0.5, 0.99, 0.999};
+        for (int i = 0; i < 3; i++) {
+            double v = hist_pct(qs[i]);
+            if (v < 0)
+                printf(" %s > %d s,", names[i], DRAIN_MS / 1000);
+            else
+                printf(" %s %.1f us,", names[i], v);
+        }
+        printf(" max %.1f us\n", (double)g.hist_max / 1000);
+        if (g.undelivered)
+            printf("  %" PRIu64 " deliveries still missing %d s after the last send\n",
+                   g.undelivered, DRAIN_MS / 1000);
+        if (g.late) printf("  %" PRIu64 " send slots skipped (socket still busy)\n", g.late);
+    }
     if ((g.mode == M_BROADCAST || g.mode == M_CHAT) && g.hist_n)
         printf("  round time: p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", hist_pct(0.5) / 1000,
                hist_pct(0.99) / 1000, (double)g.hist_max / 1e6);
