@@ -508,18 +508,9 @@ static bool process(wsl_conn *c, uint8_t *p, size_t n)
 static bool offered(wsl_span list, const char *proto)
 {
     size_t pl = strlen(proto);
-    const char *p = list.p, *end = list.p + list.len;
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
-            p++;
-        const char *s = p;
-        while (p < end && *p != ',')
-            p++;
-        const char *e = p;
-        while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-            e--;
-        if ((size_t)(e - s) == pl && memcmp(s, proto, pl) == 0) return true;
-    }
+    wsl_span tok;
+    while (wsl_http_next_token(&list, &tok))
+        if (tok.len == pl && memcmp(tok.p, proto, pl) == 0) return true;
     return false;
 }
 

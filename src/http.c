@@ -169,14 +169,9 @@ static wsl_span trim(wsl_span s)
  * Upgrade values are (RFC 9110 section 5.6.1). */
 static bool has_token(wsl_span v, const char *token)
 {
-    const char *p = v.p, *end = v.p + v.len;
-    while (p < end) {
-        const char *comma = memchr(p, ',', (size_t)(end - p));
-        const char *stop = comma ? comma : end;
-        wsl_span item = trim((wsl_span){p, (size_t)(stop - p)});
+    wsl_span item;
+    while (wsl_http_next_token(&v, &item))
         if (span_ieq(item, token)) return true;
-        p = comma ? comma + 1 : end;
-    }
     return false;
 }
 
@@ -356,6 +351,20 @@ wsl_req_kind wsl_http_parse(wsl_request *req, const char *buf, size_t len)
     return classify(req, &st);
 }
 
+bool wsl_http_next_token(wsl_span *list, wsl_span *token)
+{
+    while (list->len > 0) {
+        const char *p = list->p, *end = p + list->len;
+        const char *comma = memchr(p, ',', list->len);
+        const char *stop = comma ? comma : end;
+        list->p = comma ? comma + 1 : end;
+        list->len = (size_t)(end - list->p);
+        *token = trim((wsl_span){p, (size_t)(stop - p)});
+        if (token->len) return true;
+    }
+    return false;
+}
+
 const char *wsl_http_reason(int status)
 {
     switch (status) {
@@ -373,20 +382,34 @@ const char *wsl_http_reason(int status)
         return "Not Modified";
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 402:
+        return "Payment Required";
     case 403:
         return "Forbidden";
     case 404:
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 406:
+        return "Not Acceptable";
     case 408:
         return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 410:
+        return "Gone";
     case 413:
         return "Content Too Large";
     case 414:
         return "URI Too Long";
     case 426:
         return "Upgrade Required";
+    case 422:
+        return "Unprocessable Content";
+    case 423:
+        return "Locked";
     case 429:
         return "Too Many Requests";
     case 431:
@@ -395,8 +418,12 @@ const char *wsl_http_reason(int status)
         return "Internal Server Error";
     case 501:
         return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
     case 503:
         return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
     case 505:
         return "HTTP Version Not Supported";
     default:

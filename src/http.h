@@ -49,6 +49,10 @@ typedef struct wsl_request {
 /* Classify the bytes received so far (buf[0..len), from the first byte of the connection). */
 wsl_req_kind wsl_http_parse(wsl_request *req, const char *buf, size_t len);
 
+/* Take the next element of a comma-separated header value (surrounding whitespace removed,
+ * empty elements skipped) and advance *list past it; false when none is left. */
+bool wsl_http_next_token(wsl_span *list, wsl_span *token);
+
 /* Case-insensitive lookup of a header by name; NULL when absent. */
 const wsl_header *wsl_http_header(const wsl_request *req, const char *name);
 

@@ -1152,21 +1152,10 @@ static int upgrade_body(lua_State *L)
     }
     lua_setfield(L, -2, "headers");
     lua_newtable(L); /* the offered subprotocols, in order */
-    const char *p = req->protocols.p, *end = p + req->protocols.len;
-    int n = 0;
-    while (p && p < end) {
-        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
-            p++;
-        const char *start = p;
-        while (p < end && *p != ',')
-            p++;
-        const char *stop = p;
-        while (stop > start && (stop[-1] == ' ' || stop[-1] == '\t'))
-            stop--;
-        if (stop > start) {
-            lua_pushlstring(L, start, (size_t)(stop - start));
-            lua_rawseti(L, -2, ++n);
-        }
+    wsl_span list = req->protocols, tok;
+    for (int n = 1; wsl_http_next_token(&list, &tok); n++) {
+        push_span(L, tok);
+        lua_rawseti(L, -2, n);
     }
     lua_setfield(L, -2, "protocols");
     lua_newtable(L);
