@@ -117,7 +117,7 @@ static size_t data_piece(wsl_rx *rx, uint8_t *p, size_t n, wsl_rx_event *ev)
     if (rx->msg_op == WSL_OP_TEXT) {
         rx->utf8 = wsl_utf8_feed(rx->utf8, p, k);
         if (rx->utf8 == WSL_UTF8_REJECT)
-            return fail(rx, ev, 0, 1007, "invalid UTF-8 in a text message");
+            return fail(rx, ev, k, 1007, "invalid UTF-8 in a text message");
     }
     ev->kind = WSL_RX_DATA;
     ev->opcode = rx->msg_op;
@@ -133,7 +133,7 @@ static size_t data_piece(wsl_rx *rx, uint8_t *p, size_t n, wsl_rx_event *ev)
         rx->offset = 0;
         if (rx->fin) {
             if (rx->msg_op == WSL_OP_TEXT && rx->utf8 != WSL_UTF8_ACCEPT)
-                return fail(rx, ev, 0, 1007, "text message ends inside a UTF-8 sequence");
+                return fail(rx, ev, k, 1007, "text message ends inside a UTF-8 sequence");
             ev->last = true;
             end_message(rx);
         }
@@ -156,12 +156,13 @@ static size_t control_frame(wsl_rx *rx, uint8_t *p, size_t hdr, size_t len, int 
         if (len == 0) {
             ev->code = 1005;
         } else if (len == 1) {
-            return fail(rx, ev, 0, 1002, "close frame with a 1-byte payload");
+            return fail(rx, ev, hdr + len, 1002, "close frame with a 1-byte payload");
         } else {
             unsigned code = (unsigned)payload[0] << 8 | payload[1];
-            if (!wsl_close_code_valid(code)) return fail(rx, ev, 0, 1002, "invalid close code");
+            if (!wsl_close_code_valid(code))
+                return fail(rx, ev, hdr + len, 1002, "invalid close code");
             if (!wsl_utf8_valid(payload + 2, len - 2))
-                return fail(rx, ev, 0, 1007, "close reason is not valid UTF-8");
+                return fail(rx, ev, hdr + len, 1007, "close reason is not valid UTF-8");
             ev->code = (uint16_t)code;
             ev->reason = (const char *)payload + 2;
             ev->reason_len = len - 2;
@@ -178,8 +179,7 @@ size_t wsl_rx_next(wsl_rx *rx, uint8_t *p, size_t n, uint64_t max_message, wsl_r
     size_t used = 0;
     for (;;) {
         if (rx->in_frame) {
-            size_t k = data_piece(rx, p + used, n - used, ev);
-            return ev->kind == WSL_RX_ERROR ? used : used + k;
+            return used + data_piece(rx, p + used, n - used, ev);
         }
         uint8_t *q = p + used;
         size_t m = n - used;
@@ -252,7 +252,7 @@ size_t wsl_rx_next(wsl_rx *rx, uint8_t *p, size_t n, uint64_t max_message, wsl_r
         }
         /* An empty final frame: the message ends here, possibly empty as a whole. */
         if (rx->msg_op == WSL_OP_TEXT && rx->utf8 != WSL_UTF8_ACCEPT)
-            return fail(rx, ev, used - hdr, 1007, "text message ends inside a UTF-8 sequence");
+            return fail(rx, ev, used, 1007, "text message ends inside a UTF-8 sequence");
         ev->kind = WSL_RX_DATA;
         ev->opcode = rx->msg_op;
         ev->first = rx->msg_len == 0;

@@ -38,7 +38,7 @@ void wsl_frame_mask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t offset
  * it): 1000-1003, 1007-1014, 3000-4999. */
 bool wsl_close_code_valid(unsigned code);
 
-/* Receive state of one connection. Zero-initialise it; 32 bytes, no pointers. */
+/* Receive state of one connection, owned by it (embed it). Zero-initialise it; no pointers. */
 typedef struct wsl_rx {
     uint64_t remaining; /* payload bytes of the current data frame still to come */
     uint64_t msg_len;   /* payload bytes of the current message so far */
@@ -75,9 +75,24 @@ typedef struct wsl_rx_event {
 /* Consume bytes from p[0..n) and describe what they held in *ev. Returns how many bytes were
  * consumed; the caller advances by that and calls again until it gets WSL_RX_MORE (then keeps
  * the unconsumed bytes for later), an ERROR, or a close CONTROL. Payload bytes are unmasked in
- * place, so p must be writable. A text message's bytes are UTF-8-checked as they arrive: the
- * first impossible byte is an ERROR 1007 even in the middle of a frame. A message whose size
- * would pass max_message is an ERROR 1009 as soon as a frame header announces it. */
+ * place, so p must be writable; bytes not consumed are never modified. A text message's bytes
+ * are UTF-8-checked as they arrive: the first impossible byte is an ERROR 1007 even in the
+ * middle of a frame. A message whose size would pass max_message is an ERROR 1009 as soon as a
+ * frame header announces it (control frames do not count; UINT64_MAX means no limit).
+ *
+ * Details the caller can rely on:
+ * - MORE may still consume bytes (a data frame header whose payload has not arrived, or empty
+ *   non-final fragments): always advance by the return value. `need` counts from there; for a
+ *   header whose length field has not arrived it is a lower bound (2, then the header size),
+ *   for a control frame it is the whole frame (at most 6 + 125).
+ * - DATA: `first` is set on the first piece of a message, `last` on its final piece; a message
+ *   fed whole in one frame is one event with both set. Only a last piece can be empty: an empty
+ *   message is one DATA event (first, last, len 0), and empty fragments that do not end a
+ *   message produce no event. Control frames may come between the pieces of a message.
+ * - CONTROL close: `code` is the received code or 1005 for an empty payload; `reason` points
+ *   to the (valid UTF-8) reason in the input, reason_len may be 0. rx->done is then set.
+ * - ERROR: rx->done is set; the return value counts the bytes examined (nothing after them
+ *   matters). Once done, every further call returns 0 and an ERROR. */
 size_t wsl_rx_next(wsl_rx *rx, uint8_t *p, size_t n, uint64_t max_message, wsl_rx_event *ev);
 
 #endif

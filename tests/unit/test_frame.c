@@ -90,7 +90,8 @@ static void drive(const stream *st, const size_t *cuts, size_t ncuts, uint64_t m
     memset(r, 0, sizeof *r);
     uint8_t *buf = malloc(st->len + 1);
     uint8_t *msg = malloc(st->len + 1);
-    if (!buf || !msg) abort();
+    uint8_t *before = malloc(st->len + 1);
+    if (!buf || !msg || !before) abort();
     size_t have = 0, fed = 0, msg_len = 0, need = 0;
     bool in_msg = false, stop = false;
     uint8_t msg_op = 0;
@@ -104,6 +105,7 @@ static void drive(const stream *st, const size_t *cuts, size_t ncuts, uint64_t m
         bool first_call = true;
         for (;;) {
             wsl_rx_event ev;
+            memcpy(before, buf, have);
             size_t used = wsl_rx_next(&rx, buf, have, max, &ev);
             r->events++;
             CHECK(used <= have);
@@ -111,6 +113,8 @@ static void drive(const stream *st, const size_t *cuts, size_t ncuts, uint64_t m
                 stop = true;
                 break;
             }
+            /* Bytes not consumed are kept for the next call exactly as they came. */
+            CHECK(memcmp(buf + used, before + used, have - used) == 0);
             /* After MORE(need), once `need` bytes are there, the next call makes progress:
              * consumes, reports something, or (a header whose size the first 2 bytes tell)
              * asks for more than before. */
@@ -193,6 +197,7 @@ static void drive(const stream *st, const size_t *cuts, size_t ncuts, uint64_t m
     }
     free(buf);
     free(msg);
+    free(before);
 }
 
 static void run(const stream *st, uint64_t max, result *r)

@@ -275,8 +275,15 @@ static void test_malformed(void)
     EXPECT_STATUS(wsl_http_parse(&req, nul, sizeof nul - 1), 400);
     static const char nul_name[] = "GET / HTTP/1.1\r\nHo\0st: h\r\n\r\n";
     EXPECT_STATUS(wsl_http_parse(&req, nul_name, sizeof nul_name - 1), 400);
-    /* A bare LF is refused before the head ends, not waited on. */
+    /* Garbage is refused as soon as it shows, not waited on: a bare LF or CR, a TLS hello. */
     EXPECT_STATUS(parse("GET / HTTP/1.1\nHost"), 400);
+    EXPECT_STATUS(parse("GET / HTTP/1.1\rHost"), 400);
+    EXPECT_STATUS(wsl_http_parse(&req, "\x16\x03\x01\x02\x00\x01", 6), 400);
+    EXPECT_STATUS(parse("\r\nGET / HTTP/1.1\r\n"), 400);
+    EXPECT_STATUS(parse("get"), 400);
+    CHECK_EQ(parse("GET / HTTP/1.1\r"), WSL_REQ_INCOMPLETE); /* the LF may still come */
+    CHECK_EQ(parse("GE"), WSL_REQ_INCOMPLETE);
+    CHECK_EQ(parse(""), WSL_REQ_INCOMPLETE);
 }
 
 static void test_limits(void)
