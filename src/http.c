@@ -324,9 +324,11 @@ static const char *garbage(const char *buf, size_t len)
 wsl_req_kind wsl_http_parse(wsl_request *req, const char *buf, size_t len)
 {
     memset(req, 0, sizeof *req);
-    const char *bad = garbage(buf, len < WSL_HTTP_MAX_HEAD ? len : WSL_HTTP_MAX_HEAD);
-    if (bad) return refuse(req, 400, bad);
     size_t end = head_end(buf, len);
+    /* Only the head: what follows it is the client's first frames. */
+    size_t scan = end && end != SIZE_MAX ? end : len < WSL_HTTP_MAX_HEAD ? len : WSL_HTTP_MAX_HEAD;
+    const char *bad = garbage(buf, scan);
+    if (bad) return refuse(req, 400, bad);
     if (end == SIZE_MAX) return refuse(req, 400, "bare LF in the request head");
     if (end == 0) {
         if (len >= WSL_HTTP_MAX_HEAD) return refuse(req, 431, "request head too large");
