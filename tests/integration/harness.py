@@ -8,6 +8,7 @@ failed) on exit. Test scripts live in scripts/ next to this file.
 import os
 import re
 import signal as _signal
+import socket
 import subprocess
 import sys
 import threading
@@ -49,6 +50,13 @@ def run(*args, cwd=None, env=None, timeout=DEFAULT_TIMEOUT, stdin=subprocess.DEV
                           timeout=timeout, text=True, errors="replace")
 
 
+def free_port():
+    """A port that was free a moment ago (for servers that do not log theirs)."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
 def connect_id(server, path="/", **kw):
     """Connect and learn the server's id for this connection from the script's on_open log
     line ("on_open id=N ... remote=IP:PORT"), found by the client's own port."""
@@ -62,8 +70,12 @@ class Server:
     live = []  # servers not yet stopped, so conftest.py can attach their logs to a failure
 
     def __init__(self, script, *args, env=None, listen="127.0.0.1:0", cwd=None,
-                 timeout=DEFAULT_TIMEOUT):
+                 timeout=DEFAULT_TIMEOUT, quiet_port=None):
+        """quiet_port: for servers that do not log their "listening on" line (-q): listen on
+        that port and wait until it accepts a connection instead."""
         self.script = script_path(script)
+        if quiet_port is not None:
+            listen = f"{HOST}:{quiet_port}"
         cmd = [binary()]
         if listen is not None:
             cmd += ["-l", listen]
@@ -88,12 +100,33 @@ class Server:
         for t in self._threads:
             t.start()
         try:
-            m = self.wait_for_log(r"listening on (\S+):(\d+)", timeout)
+            if quiet_port is None:
+                m = self.wait_for_log(r"listening on (\S+):(\d+)", timeout)
+                self.port = int(m.group(2))
+            else:
+                self._wait_accepting(quiet_port, timeout)
+                self.port = quiet_port
         except BaseException:
             self.kill()
+            Server.live.remove(self)
             sys.stderr.write(f"server did not start: {' '.join(cmd)}\n{self.log()}\n")
             raise
-        self.port = int(m.group(2))
+
+    def _wait_accepting(self, port, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection((HOST, port), timeout=timeout).close()
+                return
+            except ConnectionRefusedError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing accepts on port {port} after {timeout}s")
+            try:
+                self.proc.wait(0.02)  # a failure guard between attempts: did it exit?
+                raise AssertionError(f"server exited with {self.proc.returncode}")
+            except subprocess.TimeoutExpired:
+                pass
 
     def _reader(self, f):
         for raw in iter(f.readline, b""):

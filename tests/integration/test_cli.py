@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from harness import SCRIPTS, Server, run, source_dir
+from harness import SCRIPTS, Server, connect_id, free_port, run, source_dir
 from wsclient import OP_TEXT
 
 
@@ -164,13 +164,36 @@ def test_local_file_wins_over_bundled(tmp_path):
 
 
 def test_verbose_logs_connection_open_and_close():
-    with Server("ok.lua", "-v") as s:
-        c = s.connect()
+    with Server("echo.lua", "-v") as s:
+        c, cid = connect_id(s)
         port = c.sock.getsockname()[1]
-        s.wait_for_log(rf"DEBUG.*127\.0\.0\.1:{port}")
+        opened = s.wait_for_log(rf"DEBUG .*127\.0\.0\.1:{port}\b").string
+        assert re.search(rf"\b{cid}\b", opened.split("DEBUG", 1)[1]), opened
         mark = s.mark()
         c.close_handshake()
-        s.wait_for_log(rf"DEBUG.*127\.0\.0\.1:{port}", after=mark)
+        closed = s.wait_for_log(rf"DEBUG .*127\.0\.0\.1:{port}\b", after=mark).string
+        assert re.search(rf"\b{cid}\b", closed.split("DEBUG", 1)[1]), closed
+
+
+def test_connections_not_logged_without_verbose():
+    with Server("echo.lua") as s:
+        c, cid = connect_id(s)
+        port = c.sock.getsockname()[1]
+        c.close_handshake()
+        s.wait_for_log(rf"on_close id={cid} ")
+        assert not s.find_logs(rf"DEBUG")
+
+
+def test_quiet_logs_only_warnings_and_errors():
+    with Server("probe.lua", "-q", quiet_port=free_port()) as s:
+        c = s.connect()
+        c.send_frame(OP_TEXT, "ws.log('info-marker') ws.log.warn('warn-marker') "
+                              "ws.log.error('error-marker') return true")
+        assert c.recv_text() == "ok true"
+        s.wait_for_log(r" WARN .*warn-marker")
+        s.wait_for_log(r" ERROR .*error-marker")
+        assert not s.find_logs(r"info-marker")
+        assert not s.find_logs(r" INFO ")
 
 
 def test_log_line_format():
