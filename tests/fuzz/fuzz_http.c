@@ -100,6 +100,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (cut == 0) break;
         }
     }
+    /* Every header value as a comma list: elements inside it, trimmed, never empty. */
+    for (size_t i = 0; i < req.nheaders; i++) {
+        wsl_span list = req.headers[i].value, tok;
+        const char *end = list.p + list.len;
+        size_t rounds = 0;
+        while (wsl_http_next_token(&list, &tok)) {
+            ASSERT(tok.len > 0 && tok.p >= req.headers[i].value.p && tok.p + tok.len <= end);
+            ASSERT(tok.p[0] != ' ' && tok.p[0] != '\t' && tok.p[0] != ',');
+            ASSERT(tok.p[tok.len - 1] != ' ' && tok.p[tok.len - 1] != '\t');
+            ASSERT(memchr(tok.p, ',', tok.len) == NULL);
+            ASSERT(++rounds <= req.headers[i].value.len);
+        }
+    }
     if (k == WSL_REQ_UPGRADE) {
         char accept[WSL_ACCEPT_LEN + 1];
         wsl_handshake_accept(req.key.p, req.key.len, accept);

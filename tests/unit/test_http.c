@@ -337,6 +337,33 @@ static void test_limits(void)
     TEST_CONTEXT("%s", "");
 }
 
+/* Joins the elements wsl_http_next_token finds with '|'. */
+static const char *tokens(const char *value)
+{
+    static char out[256];
+    size_t n = 0;
+    wsl_span list = {value, strlen(value)}, tok;
+    out[0] = 0;
+    while (wsl_http_next_token(&list, &tok)) {
+        CHECK(tok.len > 0 && tok.p >= value && tok.p + tok.len <= value + strlen(value));
+        n += (size_t)snprintf(out + n, sizeof out - n, "%s%.*s", n ? "|" : "", (int)tok.len, tok.p);
+    }
+    CHECK_EQ(list.len, 0);
+    return out;
+}
+
+static void test_token_lists(void)
+{
+    CHECK_STR(tokens("chat, superchat"), "chat|superchat");
+    CHECK_STR(tokens("keep-alive,Upgrade"), "keep-alive|Upgrade");
+    CHECK_STR(tokens(" a ,, b,\t c\t,"), "a|b|c");
+    CHECK_STR(tokens("single"), "single");
+    CHECK_STR(tokens(""), "");
+    CHECK_STR(tokens(" , ,\t"), "");
+    wsl_span none = {NULL, 0}, tok;
+    CHECK(!wsl_http_next_token(&none, &tok));
+}
+
 static void test_responses(void)
 {
     char out[1024];
@@ -403,6 +430,7 @@ int main(void)
     test_plain_requests();
     test_malformed();
     test_limits();
+    test_token_lists();
     test_responses();
     TEST_MAIN_END();
 }
