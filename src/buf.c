@@ -6,44 +6,63 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHUNK_CAP (WSL_CHUNK_SIZE - sizeof(wsl_buf))
-#define POOL_MAX  1024 /* free chunks (16 MiB) and nodes kept for reuse */
+/* Buffers up to WSL_CHUNK_SIZE come in power-of-two classes from 256 bytes, each class with a
+ * free list of at most POOL_BYTES: an idle connection's first small frame costs 256 bytes, a
+ * burst grows its chunks geometrically, and steady traffic reuses instead of calling malloc. */
+#define MIN_CLASS_SHIFT 8
+#define NCLASSES        7 /* 256 B .. 16 KiB */
+#define POOL_BYTES      (256 * 1024)
 
 typedef struct pool_item {
     struct pool_item *next;
 } pool_item;
 
-static pool_item *free_chunks, *free_segs;
-static unsigned n_free_chunks, n_free_segs;
+static pool_item *free_chunks[NCLASSES], *free_segs;
+static unsigned n_free_chunks[NCLASSES], n_free_segs;
+
+/* The class whose size (header included) holds cap bytes of data, or -1 for larger ones. */
+static int size_class(size_t cap)
+{
+    size_t total = cap + sizeof(wsl_buf);
+    for (int c = 0; c < NCLASSES; c++)
+        if (total <= (size_t)1 << (MIN_CLASS_SHIFT + c)) return c;
+    return -1;
+}
+
+static size_t class_cap(int c)
+{
+    return ((size_t)1 << (MIN_CLASS_SHIFT + c)) - sizeof(wsl_buf);
+}
 
 wsl_buf *wsl_buf_new(size_t cap)
 {
     wsl_buf *b;
-    if (cap <= CHUNK_CAP && free_chunks) {
-        b = (wsl_buf *)free_chunks;
-        free_chunks = free_chunks->next;
-        n_free_chunks--;
-        cap = CHUNK_CAP;
+    int c = size_class(cap);
+    if (c >= 0 && free_chunks[c]) {
+        b = (wsl_buf *)free_chunks[c];
+        free_chunks[c] = free_chunks[c]->next;
+        n_free_chunks[c]--;
     } else {
         if (cap > UINT32_MAX - WSL_CHUNK_SIZE) return NULL;
-        if (cap <= CHUNK_CAP) cap = CHUNK_CAP; /* every small buffer is a reusable chunk */
-        b = malloc(sizeof(wsl_buf) + cap);
+        b = malloc(sizeof(wsl_buf) + (c >= 0 ? class_cap(c) : cap));
         if (!b) return NULL;
     }
     b->refs = 1;
     b->len = 0;
-    b->cap = (uint32_t)cap;
+    b->cap = (uint32_t)(c >= 0 ? class_cap(c) : cap);
     return b;
 }
 
 void wsl_buf_unref(wsl_buf *b)
 {
     if (--b->refs > 0) return;
-    if (b->cap == CHUNK_CAP && n_free_chunks < POOL_MAX) {
+    int c = size_class(b->cap);
+    if (c >= 0 && b->cap == class_cap(c) &&
+        (size_t)(n_free_chunks[c] + 1) << (MIN_CLASS_SHIFT + c) <= POOL_BYTES) {
         pool_item *it = (pool_item *)b;
-        it->next = free_chunks;
-        free_chunks = it;
-        n_free_chunks++;
+        it->next = free_chunks[c];
+        free_chunks[c] = it;
+        n_free_chunks[c]++;
         return;
     }
     free(b);
@@ -66,7 +85,7 @@ static wsl_seg *seg_new(wsl_buf *b, uint8_t own)
 static void seg_free(wsl_seg *s)
 {
     wsl_buf_unref(s->buf);
-    if (n_free_segs < POOL_MAX) {
+    if (n_free_segs < POOL_BYTES / sizeof(wsl_seg)) {
         pool_item *it = (pool_item *)s;
         it->next = free_segs;
         free_segs = it;
@@ -91,9 +110,12 @@ int wsl_queue_copy(wsl_queue *q, const void *hdr, size_t hlen, const void *paylo
     size_t need = hlen + n;
     wsl_seg *t = q->tail;
     if (!t || !t->own || t->buf->cap - t->buf->len < need) {
-        wsl_buf *b = wsl_buf_new(need);
+        /* Each new chunk of a queue is twice the last, so a burst takes few chunks. */
+        size_t want = t && t->own ? 2 * (size_t)t->buf->cap : 0;
+        if (want > WSL_CHUNK_SIZE - sizeof(wsl_buf)) want = WSL_CHUNK_SIZE - sizeof(wsl_buf);
+        wsl_buf *b = wsl_buf_new(need > want ? need : want);
         if (!b) return -1;
-        wsl_seg *s = seg_new(b, b->cap == CHUNK_CAP);
+        wsl_seg *s = seg_new(b, size_class(b->cap) >= 0);
         if (!s) {
             wsl_buf_unref(b);
             return -1;
@@ -176,15 +198,18 @@ void wsl_queue_clear(wsl_queue *q)
 
 void wsl_buf_pool_drain(void)
 {
-    while (free_chunks) {
-        pool_item *it = free_chunks;
-        free_chunks = it->next;
-        free(it);
+    for (int c = 0; c < NCLASSES; c++) {
+        while (free_chunks[c]) {
+            pool_item *it = free_chunks[c];
+            free_chunks[c] = it->next;
+            free(it);
+        }
+        n_free_chunks[c] = 0;
     }
     while (free_segs) {
         pool_item *it = free_segs;
         free_segs = it->next;
         free(it);
     }
-    n_free_chunks = n_free_segs = 0;
+    n_free_segs = 0;
 }

@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#define WSL_CHUNK_SIZE 16384 /* bytes of a private chunk, header included */
+#define WSL_CHUNK_SIZE 16384 /* largest private chunk, header included */
 #define WSL_COPY_MAX   2048  /* frames up to this size are copied rather than shared */
 
 /* Owned by its references: whoever holds one calls wsl_buf_unref once; the last one frees it. */

@@ -559,63 +559,85 @@ static void upgrade(wsl_conn *c, const wsl_request *req)
     wsl_script_on_open(srv->script, c);
 }
 
-static void read_request(wsl_conn *c)
+static void serve_file(wsl_conn *c, const wsl_request *req)
 {
-    wsl_bytes *b = bytes_reserve(c->in, c->in ? (size_t)c->in->len + 1024 : 1024);
-    if (!b) {
-        wsl_conn_destroy(c);
+    wsl_server *srv = c->srv;
+    if (!srv->has_files) {
+        http_error(c, 404, "no such file (static files are off)", NULL);
         return;
     }
-    c->in = b;
-    size_t room = b->cap - b->len;
-    if (b->len + room > HEAD_READ_MAX) room = HEAD_READ_MAX - b->len;
-    ssize_t r = read(c->fd, b->data + b->len, room);
+    char *resp = NULL, peer[64];
+    size_t len = 0;
+    int status =
+        wsl_static_respond(&srv->files, req->path.p, req->path.len, req->head, &resp, &len);
+    if (status < 0) {
+        http_error(c, 500, "out of memory", NULL);
+        return;
+    }
+    wsl_debug("conn#%llu %s: %s %.*s %d", (unsigned long long)c->id,
+              wsl_conn_peer(c, peer, sizeof peer), req->head ? "HEAD" : "GET", (int)req->path.len,
+              req->path.p, status);
+    send_http(c, resp, len);
+    free(resp);
+}
+
+static void read_request(wsl_conn *c)
+{
+    /* A request usually arrives whole in one read: read into the shared buffer, and keep a
+     * private copy only while the request is incomplete. */
+    uint8_t *buf = c->srv->rbuf;
+    size_t have = 0;
+    wsl_bytes *b = c->in;
+    if (b) {
+        if (!(b = bytes_reserve(b, (size_t)b->len + 1024))) {
+            wsl_conn_destroy(c);
+            return;
+        }
+        c->in = b;
+        buf = b->data;
+        have = b->len;
+    }
+    size_t room = b ? b->cap - have : WSL_READ_BUF;
+    if (have + room > HEAD_READ_MAX) room = HEAD_READ_MAX - have;
+    ssize_t r = read(c->fd, buf + have, room);
     if (r <= 0) {
         if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
         wsl_conn_destroy(c); /* vanished mid-handshake */
         return;
     }
-    b->len += (uint32_t)r;
+    size_t len = have + (size_t)r;
+    if (b) b->len = (uint32_t)len;
 
     /* Re-examined on every read (a scan of at most 8 KiB) so garbage is refused at once. */
     wsl_request req;
-    switch (wsl_http_parse(&req, (const char *)b->data, b->len)) {
+    switch (wsl_http_parse(&req, (const char *)buf, len)) {
     case WSL_REQ_INCOMPLETE:
+        if (!b) {
+            if (!(b = bytes_reserve(NULL, len))) {
+                wsl_conn_destroy(c);
+                return;
+            }
+            memcpy(b->data, buf, len);
+            b->len = (uint32_t)len;
+            c->in = b;
+        }
         return;
     case WSL_REQ_ERROR:
         http_error(c, req.status, req.error, NULL);
         return;
-    case WSL_REQ_FILE: {
-        wsl_server *srv = c->srv;
-        char *resp = NULL, peer[64];
-        size_t len = 0;
-        int status = 404;
-        if (!srv->has_files) {
-            http_error(c, 404, "no such file (static files are off)", NULL);
-            return;
-        }
-        status = wsl_static_respond(&srv->files, req.path.p, req.path.len, req.head, &resp, &len);
-        if (status < 0) {
-            http_error(c, 500, "out of memory", NULL);
-            return;
-        }
-        wsl_debug("conn#%llu %s: %s %.*s %d", (unsigned long long)c->id,
-                  wsl_conn_peer(c, peer, sizeof peer), req.head ? "HEAD" : "GET", (int)req.path.len,
-                  req.path.p, status);
-        send_http(c, resp, len);
-        free(resp);
+    case WSL_REQ_FILE:
+        serve_file(c, &req);
         return;
-    }
     case WSL_REQ_UPGRADE:
         break;
     }
 
     upgrade(c, &req);
-    /* Frames the client sent right behind its request: move them to the shared buffer (the
-     * request buffer goes away now) and parse them as if just read. */
-    size_t extra = b->len - req.head_len;
+    /* Frames the client sent right behind its request: parse them from the shared buffer as if
+     * just read (the private request copy, if any, goes away now). */
+    size_t extra = len - req.head_len;
     uint8_t *rbuf = c->srv->rbuf;
-    if (extra) memcpy(rbuf, b->data + req.head_len, extra);
+    if (extra) memmove(rbuf, buf + req.head_len, extra);
     free(c->in);
     c->in = NULL;
     if (extra && c->state == WSL_CONN_OPEN) process(c, rbuf, extra);

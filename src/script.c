@@ -9,6 +9,7 @@
 #include <lua.h>
 #include <lualib.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -78,7 +79,10 @@ static void timeout_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
     /* Stay armed: if the script catches this error and keeps looping, it is raised again. */
-    luaL_error(L, "handler timeout: still running after %.3g s", handler_timeout);
+    char msg[96];
+    snprintf(msg, sizeof msg, "handler timeout: still running after %g s (--handler-timeout)",
+             handler_timeout);
+    luaL_error(L, "%s", msg);
 }
 
 static bool past(const struct timespec *t)
