@@ -62,6 +62,10 @@ typedef struct lhandle {
 /* Registry keys (their addresses). */
 static char conns_key, saved_key, errmsg_key;
 
+/* The conn metatable, anchored in the registry for the state's life, so its address identifies
+ * it: comparing with lua_topointer is far cheaper than luaL_checkudata's lookup by name. */
+static const void *conn_mt;
+
 /* ---- time limit ------------------------------------------------------------------------------
  * A count hook on every call would slow every handler down. Instead an interval timer (SIGALRM)
  * checks, at most every `timeout`, whether the same call is still running past its deadline and
@@ -229,9 +233,18 @@ static void push_conn(lua_State *L, wsl_conn *c)
     lua_remove(L, -2);
 }
 
+/* luaL_checkudata, minus the lookup of the metatable by name on every call: every method of
+ * every message goes through here. */
 static lconn *check_conn(lua_State *L, int i)
 {
-    return luaL_checkudata(L, i, CONN_MT);
+    void *u = lua_touserdata(L, i);
+    if (u && lua_getmetatable(L, i)) {
+        bool ok = lua_topointer(L, -1) == conn_mt;
+        lua_pop(L, 1);
+        if (ok) return u;
+    }
+    luaL_typeerror(L, i, CONN_MT);
+    return NULL;
 }
 
 /* The object's own table (created on first use) for data and remembered fields. */
@@ -287,7 +300,8 @@ static int conn_index(lua_State *L)
 {
     lconn *u = check_conn(L, 1);
     const char *k = luaL_checkstring(L, 2);
-    if (lua_getfield(L, lua_upvalueindex(1), k) != LUA_TNIL) return 1; /* a method */
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1; /* a method */
     lua_pop(L, 1);
     if (strcmp(k, "id") == 0) {
         lua_pushinteger(L, (lua_Integer)u->id);
@@ -341,10 +355,14 @@ static int conn_tostring(lua_State *L)
     return 1;
 }
 
+/* "text" (the default) or "binary". */
 static int kind_opcode(lua_State *L, int i)
 {
-    static const char *const kinds[] = {"text", "binary", NULL};
-    return luaL_checkoption(L, i, "text", kinds) == 0 ? WSL_OP_TEXT : WSL_OP_BINARY;
+    size_t len;
+    const char *k = lua_isnoneornil(L, i) ? "text" : lua_tolstring(L, i, &len);
+    if (k && strcmp(k, "text") == 0) return WSL_OP_TEXT;
+    if (k && strcmp(k, "binary") == 0) return WSL_OP_BINARY;
+    return luaL_argerror(L, i, "kind must be \"text\" or \"binary\"");
 }
 
 /* Check data and kind at stack positions i and i + 1, and encode the frame header. */
@@ -808,6 +826,7 @@ static int setup_body(lua_State *L)
     luaL_openlibs(L);
 
     luaL_newmetatable(L, CONN_MT);
+    conn_mt = lua_topointer(L, -1);
     luaL_newlib(L, conn_methods);
     lua_pushcclosure(L, conn_index, 1);
     lua_setfield(L, -2, "__index");
@@ -828,6 +847,9 @@ static int setup_body(lua_State *L)
 
     lua_newtable(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &conns_key);
+    /* Handlers make short-lived strings (every message is one): the generational collector
+     * handles those with far less work than the incremental one. */
+    lua_gc(L, LUA_GCGEN, 0, 0);
 
     luaL_requiref(L, "wsluad", open_ws, 0);
     lua_setglobal(L, "ws");
