@@ -32,17 +32,45 @@ static bool is_dir(const char *p)
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* The directory of this binary, from /proc/self/exe; false if unknown. */
+static bool exe_dir(char *out, size_t cap)
+{
+    ssize_t n = readlink("/proc/self/exe", out, cap - 1);
+    if (n <= 0) return false;
+    out[n] = '\0';
+    char *slash = strrchr(out, '/');
+    if (!slash) return false;
+    *slash = '\0';
+    return true;
+}
+
 /* True when this binary runs from the build tree it was compiled in. */
 static bool in_build_tree(void)
 {
     char exe[PATH_MAX], dir[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return false;
-    exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (!slash) return false;
-    *slash = '\0';
-    return realpath(WSLUAD_BUILD_DIR, dir) && strcmp(dir, exe) == 0;
+    return exe_dir(exe, sizeof exe) && realpath(WSLUAD_BUILD_DIR, dir) && strcmp(dir, exe) == 0;
+}
+
+/* Where the shipped scripts and pages are: the source tree when run from the build tree,
+ * otherwise share/wsluad next to the installed binary (so an install under any prefix works),
+ * otherwise the configured install location. */
+static const char *data_dir(void)
+{
+    static char dir[PATH_MAX];
+    if (dir[0]) return dir;
+    char exe[PATH_MAX];
+    if (in_build_tree()) {
+        snprintf(dir, sizeof dir, "%s", WSLUAD_SOURCE_DIR);
+        return dir;
+    }
+    if (exe_dir(exe, sizeof exe)) {
+        int n = snprintf(dir, sizeof dir, "%s/../share/wsluad", exe);
+        struct stat st;
+        if (n > 0 && (size_t)n < sizeof dir && stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
+            return dir;
+    }
+    snprintf(dir, sizeof dir, "%s", WSLUAD_DATA_DIR);
+    return dir;
 }
 
 /* The script as given if it exists; otherwise the shipped one of that name. */
@@ -53,22 +81,16 @@ static bool find_script(const char *name, char *out, size_t cap)
         return true;
     }
     if (strchr(name, '/')) return false;
-    const char *dirs[] = {in_build_tree() ? WSLUAD_SOURCE_DIR "/lua" : NULL,
-                          WSLUAD_DATA_DIR "/lua"};
-    for (size_t i = 0; i < 2; i++) {
-        if (!dirs[i]) continue;
-        snprintf(out, cap, "%s/%s", dirs[i], name);
-        if (is_file(out)) return true;
-    }
-    return false;
+    snprintf(out, cap, "%s/lua/%s", data_dir(), name);
+    return is_file(out);
 }
 
+/* The bundled pages: examples/www in the source tree, www once installed. */
 static const char *default_static(void)
 {
-    if (in_build_tree() && is_dir(WSLUAD_SOURCE_DIR "/examples/www"))
-        return WSLUAD_SOURCE_DIR "/examples/www";
-    if (is_dir(WSLUAD_DATA_DIR "/www")) return WSLUAD_DATA_DIR "/www";
-    return NULL;
+    static char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/%s", data_dir(), in_build_tree() ? "examples/www" : "www");
+    return is_dir(dir) ? dir : NULL;
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -124,8 +146,8 @@ int main(int argc, char **argv)
     char script_path[PATH_MAX];
     if (!find_script(opt.script, script_path, sizeof script_path)) {
         fprintf(stderr,
-                "wsluad: cannot find script '%s' (looked in the current directory and in %s)\n",
-                opt.script, WSLUAD_DATA_DIR "/lua");
+                "wsluad: cannot find script '%s' (looked in the current directory and in %s/lua)\n",
+                opt.script, data_dir());
         return EXIT_SCRIPT;
     }
 

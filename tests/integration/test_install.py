@@ -1,0 +1,50 @@
+"""`cmake --install` under a fresh prefix: the binary, the man page, lua/ and the web client land
+where they belong, and the installed binary finds chat.lua and the chat page from any directory
+(it looks in share/wsluad next to itself, so any prefix works)."""
+
+import os
+import subprocess
+
+import pytest
+
+import harness
+from harness import Server
+from wsclient import OP_TEXT
+
+
+@pytest.fixture(scope="module")
+def prefix(tmp_path_factory):
+    build = os.environ.get("WSLUAD_BUILD")
+    if not build:
+        pytest.fail("WSLUAD_BUILD is not set (run the tests through ctest)")
+    p = tmp_path_factory.mktemp("prefix")
+    r = subprocess.run(["cmake", "--install", build, "--prefix", str(p)],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert r.returncode == 0, r.stdout
+    return p
+
+
+def test_files_land_in_place(prefix):
+    for rel in ["bin/wsluad", "share/man/man1/wsluad.1", "share/wsluad/lua/chat.lua",
+                "share/wsluad/www/index.html"]:
+        assert (prefix / rel).is_file(), f"{rel} was not installed"
+    assert os.access(prefix / "bin/wsluad", os.X_OK)
+
+
+def test_man_page_renders(prefix):
+    r = subprocess.run(["man", "-M", str(prefix / "share/man"), "wsluad"],
+                       env={**os.environ, "MANPAGER": "cat", "MANWIDTH": "80"},
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "on_message" in r.stdout and "--listen" in r.stdout
+
+
+def test_installed_binary_runs_chat_from_anywhere(prefix, tmp_path, monkeypatch):
+    monkeypatch.setenv("WSLUAD_BIN", str(prefix / "bin/wsluad"))
+    with Server(None, "chat.lua", cwd=str(tmp_path)) as srv:
+        assert str(prefix / "share/wsluad/lua/chat.lua") in srv.log()
+        a, b = srv.connect(), srv.connect()
+        a.send_frame(OP_TEXT, b"from an installed server")
+        assert b.recv_message() == (OP_TEXT, b"from an installed server")
+        status, headers, body = srv.get("/")
+        assert status == 200 and b"<html" in body.lower()
