@@ -421,7 +421,9 @@ static bool on_data(wsl_conn *c, const wsl_rx_event *ev)
         return true;
     }
     size_t have = c->msg ? c->msg->len : 0;
-    wsl_bytes *b = bytes_reserve(c->msg, have + ev->len + (ev->last ? 0 : ev->frame_left));
+    /* Grow with what arrived, not with what a header announced: a client announcing large
+     * frames and sending nothing must not make us allocate them. */
+    wsl_bytes *b = bytes_reserve(c->msg, have + ev->len);
     if (!b) {
         wsl_error("conn#%llu: out of memory assembling a message", (unsigned long long)c->id);
         return false;

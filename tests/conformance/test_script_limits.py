@@ -37,6 +37,7 @@ def test_endless_handler_with_on_error_calls_it():
     with cu.server(RUNAWAY, "--static", "none", "--handler-timeout", "0.5",
                    env={"WSLUAD_TEST_ON_ERROR": "1"}) as srv:
         bystander = srv.connect()
+        srv.wait_for_log(cu.OPEN_RX)  # its line must not be taken for bad's below
         mark = srv.mark()
         bad = srv.connect()
         bad_id = int(srv.wait_for_log(cu.OPEN_RX, after=mark).group(1))
