@@ -725,8 +725,9 @@ static int readonly(lua_State *L)
     return luaL_error(L, "ws.options is read-only");
 }
 
-static void push_options(lua_State *L, const wsl_options *o)
+static void push_options(lua_State *L, const wsl_server *srv)
 {
+    const wsl_options *o = srv->opt;
     lua_newtable(L); /* the proxy */
     lua_newtable(L); /* its metatable */
     lua_newtable(L); /* the values */
@@ -746,7 +747,7 @@ static void push_options(lua_State *L, const wsl_options *o)
     } while (0)
     INT("max_message", o->max_message);
     INT("max_backpressure", o->max_backpressure);
-    INT("max_connections", o->max_connections);
+    INT("max_connections", srv->max_conns); /* the effective limit */
     INT("lua_memory", o->lua_memory);
     NUM("handshake_timeout", o->handshake_timeout);
     NUM("idle_timeout", o->idle_timeout);
@@ -793,7 +794,7 @@ static int open_ws(lua_State *L)
     lua_setmetatable(L, -2);
     lua_setfield(L, -2, "log");
 
-    push_options(L, s->srv->opt);
+    push_options(L, s->srv);
     lua_setfield(L, -2, "options");
     lua_pushliteral(L, WSLUAD_VERSION);
     lua_setfield(L, -2, "version");
