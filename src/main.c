@@ -64,10 +64,9 @@ static const char *data_dir(void)
         return dir;
     }
     if (exe_dir(exe, sizeof exe)) {
-        int n = snprintf(dir, sizeof dir, "%s/../share/wsluad", exe);
-        struct stat st;
-        if (n > 0 && (size_t)n < sizeof dir && stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
-            return dir;
+        char rel[PATH_MAX + 32];
+        snprintf(rel, sizeof rel, "%s/../share/wsluad", exe);
+        if (realpath(rel, dir) && is_dir(dir)) return dir;
     }
     snprintf(dir, sizeof dir, "%s", WSLUAD_DATA_DIR);
     return dir;
@@ -81,8 +80,11 @@ static bool find_script(const char *name, char *out, size_t cap)
         return true;
     }
     if (strchr(name, '/')) return false;
-    snprintf(out, cap, "%s/lua/%s", data_dir(), name);
-    return is_file(out);
+    char shipped[PATH_MAX];
+    snprintf(shipped, sizeof shipped, "%s/lua/%s", data_dir(), name);
+    if (!is_file(shipped)) return false;
+    if (!realpath(shipped, out)) snprintf(out, cap, "%s", shipped);
+    return true;
 }
 
 /* The bundled pages: examples/www in the source tree, www once installed. */
