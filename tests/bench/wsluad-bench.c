@@ -28,12 +28,15 @@ static const char *const mode_names[] = {"echo",         "broadcast",   "chat",
 
 enum { C_FREE, C_CONNECTING, C_HANDSHAKE, C_OPEN, C_CLOSING, C_CLOSED };
 
-#define TRAILER      18 /* "[" sender(8 hex) seq(8 hex) "]" at the end of every payload */
-#define TRAILER_LAT  26 /* "[" sender(8 hex) send time in ns(16 hex) "]" in latency mode */
-#define RESPONSE_MAX 8192
-#define DRAIN_MS     5000 /* latency: how long to wait for the last deliveries */
-#define HIST_SUB     64
-#define HIST_BUCKETS (HIST_SUB + 40 * HIST_SUB)
+#define TRAILER        18 /* "[" sender(8 hex) seq(8 hex) "]" at the end of every payload */
+#define TRAILER_LAT    26 /* "[" sender(8 hex) send time in ns(16 hex) "]" in latency mode */
+#define RESPONSE_MAX   8192
+#define DRAIN_MS       5000 /* latency: how long to wait for the last deliveries */
+#define SETTLE_STEP_MS 50   /* idle-memory: how often the server's CPU time is read */
+#define SETTLE_MS      300  /* ... and how long it must stay unchanged */
+#define SETTLE_MAX_MS  10000
+#define HIST_SUB       64
+#define HIST_BUCKETS   (HIST_SUB + 40 * HIST_SUB)
 
 /* One client connection. Lives in g.conns, allocated once before the loop starts and freed at
  * exit; `carry` (bytes of a partial frame or response) is malloc'ed on first need, kept for reuse
@@ -104,7 +107,9 @@ static struct {
     bool m_cpu_ok, m_busy_ok;
     uint64_t m_busy0, m_busy1;
     uint64_t undelivered; /* latency: deliveries still missing when the drain time ran out */
-    uint64_t rss_before, rss_after, rss_end;
+    uint64_t rss_before, rss_idle, rss_after, rss_end;
+    uint64_t settle_ticks;
+    unsigned settle_waited;
     uint64_t hist[HIST_BUCKETS];
     uint64_t hist_n, hist_max;
     uint64_t delivered;
@@ -534,11 +539,39 @@ static void on_phase(uv_timer_t *t)
     finish();
 }
 
+static void send_pings(void)
+{
+    for (uint32_t i = 0; i < g.n; i++)
+        send_control(&g.conns[i], g.ping_frame, g.ping_len);
+}
+
+/* Idle memory is read once the server has gone quiet after the last upgrade (its CPU time
+ * unchanged for SETTLE_MS), before anything is sent; then once more after a ping round trip,
+ * which makes the server write to every connection. */
+static void on_settle(uv_timer_t *t)
+{
+    uint64_t ticks = 0;
+    bool ok = proc_cpu_ticks(g.pid, &ticks);
+    g.settle_waited += SETTLE_STEP_MS;
+    if (ok && ticks == g.settle_ticks && g.settle_waited >= SETTLE_MS) {
+        uv_timer_stop(t);
+        if (!proc_rss_kb(g.pid, &g.rss_idle)) g.rss_idle = 0;
+        send_pings();
+    } else if (g.settle_waited >= SETTLE_MAX_MS) {
+        fail("the server did not go quiet within %d ms of the last upgrade", SETTLE_MAX_MS);
+    } else if (!ok || ticks != g.settle_ticks) {
+        g.settle_ticks = ticks;
+        g.settle_waited = 0;
+    }
+}
+
 static void start_mode(void)
 {
     if (g.mode == M_IDLE) {
-        for (uint32_t i = 0; i < g.n; i++)
-            send_control(&g.conns[i], g.ping_frame, g.ping_len);
+        if (g.pid > 0 && proc_cpu_ticks(g.pid, &g.settle_ticks))
+            uv_timer_start(&g.tick_timer, on_settle, SETTLE_STEP_MS, SETTLE_STEP_MS);
+        else
+            send_pings();
         return;
     }
     if (g.limit) {
@@ -1006,13 +1039,16 @@ static void report(void)
         other = ((double)(g.m_busy1 - g.m_busy0) / tick - scpu - ccpu) * 100 / secs;
     if (other < 0 && other > -5) other = 0; /* tick rounding */
     double per_conn =
+        g.rss_idle && g.rss_before ? ((double)g.rss_idle - (double)g.rss_before) * 1024 / g.n : 0;
+    double per_conn_ping =
         g.rss_after && g.rss_before ? ((double)g.rss_after - (double)g.rss_before) * 1024 / g.n : 0;
     if (g.json) {
         printf("{\"mode\":\"%s\",\"connections\":%u,\"size\":%zu", mode_names[g.mode], g.n, g.size);
         if (g.mode == M_IDLE) {
-            printf(",\"rss_before_kb\":%" PRIu64 ",\"rss_after_kb\":%" PRIu64
-                   ",\"bytes_per_connection\":%.0f",
-                   g.rss_before, g.rss_after, per_conn);
+            printf(",\"rss_before_kb\":%" PRIu64 ",\"rss_idle_kb\":%" PRIu64
+                   ",\"rss_after_ping_kb\":%" PRIu64 ",\"bytes_per_connection\":%.0f"
+                   ",\"bytes_per_connection_after_ping\":%.0f",
+                   g.rss_before, g.rss_idle, g.rss_after, per_conn, per_conn_ping);
         } else {
             printf(",\"seconds\":%.3f,\"%s\":%" PRIu64 ",\"%s_per_s\":%.2f", secs, unit,
                    (uint64_t)work, unit, rate);
@@ -1053,8 +1089,10 @@ static void report(void)
     printf("%s: %u connections, %zu-byte messages\n", mode_names[g.mode], g.n, g.size);
     if (g.mode == M_IDLE) {
         if (g.pid > 0)
-            printf("  server RSS %" PRIu64 " kB -> %" PRIu64 " kB: %.0f bytes per connection\n",
-                   g.rss_before, g.rss_after, per_conn);
+            printf("  server RSS %" PRIu64 " kB -> %" PRIu64 " kB once quiet: %.0f bytes per "
+                   "connection\n  after a ping round trip: %" PRIu64 " kB, %.0f bytes per "
+                   "connection\n",
+                   g.rss_before, g.rss_idle, per_conn, g.rss_after, per_conn_ping);
         else
             printf("  all connections upgraded and answered a ping (no --server-pid: no RSS)\n");
         return;
