@@ -901,7 +901,8 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     if (c->state != C_CONNECTING) return;
-    int r = uv_tcp_nodelay(&c->tcp, 1);
+    /* connect-rate writes only after an answer (no unacknowledged bytes): Nagle never waits */
+    int r = g.mode == M_CONNECT ? 0 : uv_tcp_nodelay(&c->tcp, 1);
     if (!r) r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (r) {
         fail("connection %u: %s", c->id, uv_strerror(r));
