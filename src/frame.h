@@ -19,9 +19,9 @@ enum {
     WSL_OP_PONG = 0xA,
 };
 
-#define WSL_FRAME_HDR_MAX 14   /* 2 + 8 length + 4 mask */
+#define WSL_FRAME_HDR_MAX  14  /* 2 + 8 length + 4 mask */
 #define WSL_SERVER_HDR_MAX 10  /* server frames are never masked */
-#define WSL_CONTROL_MAX 125    /* control frame payload limit */
+#define WSL_CONTROL_MAX    125 /* control frame payload limit */
 
 /* Header of an unmasked (server) frame; returns its length, 2 to 10 bytes. */
 size_t wsl_frame_header(uint8_t out[WSL_SERVER_HDR_MAX], int opcode, bool fin, uint64_t len);

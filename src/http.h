@@ -8,8 +8,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define WSL_HTTP_MAX_HEAD 8192  /* request line and headers; a longer head is answered 431 */
-#define WSL_HTTP_MAX_HEADERS 64 /* more header lines than this is answered 400 */
+#define WSL_HTTP_MAX_HEAD    8192 /* request line and headers; a longer head is answered 431 */
+#define WSL_HTTP_MAX_HEADERS 64   /* more header lines than this is answered 400 */
 
 typedef struct wsl_span {
     const char *p;
@@ -17,7 +17,7 @@ typedef struct wsl_span {
 } wsl_span;
 
 typedef struct wsl_header {
-    wsl_span name; /* as sent (compare case-insensitively) */
+    wsl_span name;  /* as sent (compare case-insensitively) */
     wsl_span value; /* without surrounding whitespace */
 } wsl_header;
 
