@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Keeps the documentation true to the program.
 
-    check_docs.py agreement    --help, the man page's OPTIONS and the real parser agree
+    check_docs.py agreement    --help, the man page's OPTIONS, README.md and the real parser agree
     check_docs.py man_lint     groff -man -ww -z and mandoc -Tlint report nothing
     check_docs.py man_example  the man page's EXAMPLES holds lua/chat.lua verbatim
     check_docs.py man_api      every handler, conn method and field, ws function and field,
@@ -194,6 +194,18 @@ def check_agreement():
             if default not in m["body"]:
                 fail("--%s: --help says the default is %s; the man page does not say %s" %
                      (name, default, default))
+
+    # The README names every option, and a limit's row in its table gives the same default.
+    with open(os.path.join(SRC, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    for name, h in sorted(helpopts.items()):
+        if "--" + name not in readme:
+            fail("--%s is in --help but not in README.md" % name)
+        for default in re.findall(r"\(default ([^;)\s]+)", h["desc"]):
+            rows = [l for l in readme.splitlines() if l.startswith("| `--%s " % name)]
+            if rows and not any("| %s |" % default in r for r in rows):
+                fail("--%s: --help says the default is %s; README.md's table says otherwise" %
+                     (name, default))
 
     # Every option of --help is accepted by the parser, in each spelling.
     with tempfile.TemporaryDirectory() as cwd:
