@@ -51,47 +51,51 @@ static bool in_build_tree(void)
     return exe_dir(exe, sizeof exe) && realpath(WSLUAD_BUILD_DIR, dir) && strcmp(dir, exe) == 0;
 }
 
-/* Where the shipped scripts and pages are: the source tree when run from the build tree,
- * otherwise share/wsluad next to the installed binary (so an install under any prefix works),
- * otherwise the configured install location. */
-static const char *data_dir(void)
+/* The installed share/wsluad: next to the binary (so an install under any prefix works), or
+ * else where the build was configured to install. */
+static const char *installed_dir(void)
 {
     static char dir[PATH_MAX];
-    if (dir[0]) return dir;
-    char exe[PATH_MAX];
-    if (in_build_tree()) {
-        snprintf(dir, sizeof dir, "%s", WSLUAD_SOURCE_DIR);
-        return dir;
-    }
+    char exe[PATH_MAX], rel[PATH_MAX + 32];
     if (exe_dir(exe, sizeof exe)) {
-        char rel[PATH_MAX + 32];
         snprintf(rel, sizeof rel, "%s/../share/wsluad", exe);
         if (realpath(rel, dir) && is_dir(dir)) return dir;
     }
-    snprintf(dir, sizeof dir, "%s", WSLUAD_DATA_DIR);
-    return dir;
+    return WSLUAD_DATA_DIR;
 }
 
-/* The script as given if it exists; otherwise the shipped one of that name. */
+/* The script as given if it exists; otherwise the shipped one of that name: from the source
+ * tree's lua/ when this binary runs from its build tree, then from the installed directory. */
 static bool find_script(const char *name, char *out, size_t cap)
 {
+    char path[2 * PATH_MAX];
     if (is_file(name)) {
         if (!realpath(name, out)) snprintf(out, cap, "%s", name);
         return true;
     }
     if (strchr(name, '/')) return false;
-    char shipped[PATH_MAX];
-    snprintf(shipped, sizeof shipped, "%s/lua/%s", data_dir(), name);
-    if (!is_file(shipped)) return false;
-    if (!realpath(shipped, out)) snprintf(out, cap, "%s", shipped);
-    return true;
+    const char *dirs[] = {in_build_tree() ? WSLUAD_SOURCE_DIR "/lua" : NULL, NULL};
+    char lua[PATH_MAX + 8];
+    snprintf(lua, sizeof lua, "%s/lua", installed_dir());
+    dirs[1] = lua;
+    for (size_t i = 0; i < 2; i++) {
+        if (!dirs[i]) continue;
+        snprintf(path, sizeof path, "%s/%s", dirs[i], name);
+        if (is_file(path)) {
+            if (!realpath(path, out)) return false;
+            return true;
+        }
+    }
+    return false;
 }
 
 /* The bundled pages: examples/www in the source tree, www once installed. */
 static const char *default_static(void)
 {
     static char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s/%s", data_dir(), in_build_tree() ? "examples/www" : "www");
+    if (in_build_tree() && is_dir(WSLUAD_SOURCE_DIR "/examples/www"))
+        return WSLUAD_SOURCE_DIR "/examples/www";
+    snprintf(dir, sizeof dir, "%s/www", installed_dir());
     return is_dir(dir) ? dir : NULL;
 }
 
@@ -149,7 +153,7 @@ int main(int argc, char **argv)
     if (!find_script(opt.script, script_path, sizeof script_path)) {
         fprintf(stderr,
                 "wsluad: cannot find script '%s' (looked in the current directory and in %s/lua)\n",
-                opt.script, data_dir());
+                opt.script, installed_dir());
         return EXIT_SCRIPT;
     }
 

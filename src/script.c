@@ -725,13 +725,27 @@ static int readonly(lua_State *L)
     return luaL_error(L, "ws.options is read-only");
 }
 
+/* ws.options.address: the address really bound (port 0 resolved), once listening. */
+static int options_index(lua_State *L)
+{
+    const char *k = lua_tostring(L, 2);
+    wsl_server *srv = script_of(L)->srv;
+    if (k && strcmp(k, "address") == 0 && srv->addr[0]) {
+        lua_pushstring(L, srv->addr);
+        return 1;
+    }
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    return 1;
+}
+
 static void push_options(lua_State *L, const wsl_server *srv)
 {
     const wsl_options *o = srv->opt;
     lua_newtable(L); /* the proxy */
     lua_newtable(L); /* its metatable */
     lua_newtable(L); /* the values */
-    lua_pushfstring(L, "%s:%d", o->host, o->port);
+    lua_pushfstring(L, strchr(o->host, ':') ? "[%s]:%d" : "%s:%d", o->host, o->port);
     lua_setfield(L, -2, "listen");
     lua_pushstring(L, o->static_dir ? o->static_dir : (o->static_off ? "none" : ""));
     lua_setfield(L, -2, "static");
@@ -758,6 +772,7 @@ static void push_options(lua_State *L, const wsl_server *srv)
     lua_setfield(L, -2, "reload");
     lua_pushinteger(L, o->verbosity);
     lua_setfield(L, -2, "verbosity");
+    lua_pushcclosure(L, options_index, 1);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, readonly);
     lua_setfield(L, -2, "__newindex");
