@@ -117,6 +117,7 @@ def test_req_fields(server):
         "path": "/req",
         "query": "x=1&y=2",
         "x-custom": "Custom Value",
+        "key": "true",
         "upper": "",
         "remote": f"127.0.0.1:{port}",
         "origin": "http://example.test",

@@ -43,6 +43,7 @@ function on_upgrade(req)
       "path=" .. tostring(req.path),
       "query=" .. tostring(req.query),
       "x-custom=" .. tostring(req.headers["x-custom"]),
+      "key=" .. tostring(req.headers["sec-websocket-key"] ~= nil),
       "upper=" .. table.concat(names, ","),
       "remote=" .. tostring(req.remote),
       "origin=" .. tostring(req.origin),
