@@ -298,11 +298,13 @@ static bool push_live_field(lua_State *L, const wsl_conn *c, const char *k)
 
 static int conn_index(lua_State *L)
 {
+    /* Methods first, and before any check: conn:send is looked up for every message, and
+     * the method itself checks its argument. */
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+    lua_pop(L, 1);
     lconn *u = check_conn(L, 1);
     const char *k = luaL_checkstring(L, 2);
-    lua_pushvalue(L, 2);
-    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1; /* a method */
-    lua_pop(L, 1);
     if (strcmp(k, "id") == 0) {
         lua_pushinteger(L, (lua_Integer)u->id);
         return 1;
