@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/uio.h>
 
 #define WSL_CHUNK_SIZE 16384 /* largest private chunk, header included */
@@ -46,6 +47,20 @@ typedef struct wsl_queue {
 
 /* Append hdr then payload, copied. 0, or -1 when out of memory (nothing was queued). */
 int wsl_queue_copy(wsl_queue *q, const void *hdr, size_t hlen, const void *payload, size_t n);
+/* wsl_queue_copy of one piece, inlined for the common case: room left in the private chunk at
+ * the tail (a broadcast appends one small frame to every recipient this way). */
+static inline int wsl_queue_append(wsl_queue *q, const void *p, size_t n)
+{
+    wsl_seg *t = q->tail;
+    if (t && t->own && t->buf->cap - t->buf->len >= n) {
+        memcpy(t->buf->data + t->buf->len, p, n);
+        t->buf->len += (uint32_t)n;
+        q->bytes += n;
+        return 0;
+    }
+    return wsl_queue_copy(q, p, n, NULL, 0);
+}
+
 /* Append all of b by reference (takes a new reference). 0 or -1. */
 int wsl_queue_share(wsl_queue *q, wsl_buf *b);
 /* Fill up to max iovecs with the queued bytes, oldest first; returns the count. */

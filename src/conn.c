@@ -191,6 +191,12 @@ void wsl_msg_init(wsl_msg *m, int opcode, const void *payload, size_t len)
     m->payload = payload;
     m->len = len;
     m->shared = NULL;
+    m->wire_len = 0;
+    if (m->hlen + len <= WSL_MSG_WIRE) {
+        memcpy(m->wire, m->hdr, m->hlen);
+        if (len) memcpy(m->wire + m->hlen, payload, len);
+        m->wire_len = m->hlen + len;
+    }
 }
 
 void wsl_msg_release(wsl_msg *m)
@@ -202,7 +208,9 @@ void wsl_msg_release(wsl_msg *m)
 static int queue_msg(wsl_conn *c, wsl_msg *m)
 {
     int r;
-    if (m->hlen + m->len <= WSL_COPY_MAX) {
+    if (m->wire_len) {
+        r = wsl_queue_append(&c->out, m->wire, m->wire_len);
+    } else if (m->hlen + m->len <= WSL_COPY_MAX) {
         r = wsl_queue_copy(&c->out, m->hdr, m->hlen, m->payload, m->len);
     } else {
         if (!m->shared) {

@@ -71,13 +71,18 @@ struct wsl_conn {
 };
 
 /* A frame encoded once and sent to any number of connections: small frames are copied into each
- * recipient's queue, large ones shared by reference (made on first use). */
+ * recipient's queue (the smallest from one contiguous copy of the whole frame), large ones shared
+ * by reference (made on first use). Lives on the stack of whoever sends. */
+#define WSL_MSG_WIRE 128
+
 typedef struct wsl_msg {
     uint8_t hdr[WSL_SERVER_HDR_MAX];
     uint8_t hlen;
     const uint8_t *payload;
     size_t len;
     wsl_buf *shared;
+    size_t wire_len;            /* bytes in wire; 0 when the frame does not fit */
+    uint8_t wire[WSL_MSG_WIRE]; /* header and payload together */
 } wsl_msg;
 
 void wsl_msg_init(wsl_msg *m, int opcode, const void *payload, size_t len);
