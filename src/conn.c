@@ -234,16 +234,33 @@ int wsl_conn_send(wsl_conn *c, wsl_msg *m)
     return queue_msg(c, m);
 }
 
+/* Output that is no broadcast (control frames, HTTP answers) is written at once when nothing is
+ * queued ahead of it: no chunk is taken for it, so a ping storm over many connections costs no
+ * memory. What the socket does not take is queued; the connection is marked dirty either way so
+ * the flush applies the state's next step (e.g. the lingering close). */
+static int send_now(wsl_conn *c, const void *p, size_t n)
+{
+    size_t done = 0;
+    if (c->out.bytes == 0) {
+        ssize_t w = write(c->fd, p, n);
+        if (w > 0) done = (size_t)w; /* an error shows again when the flush writes the rest */
+    }
+    int r = done < n ? wsl_queue_copy(&c->out, (const uint8_t *)p + done, n - done, NULL, 0) : 0;
+    wsl_server_mark_dirty(c->srv, c);
+    return r ? WSL_ENOMEM : 0;
+}
+
 static int send_control(wsl_conn *c, int opcode, const void *payload, size_t len)
 {
-    wsl_msg m;
-    wsl_msg_init(&m, opcode, payload, len);
-    return queue_msg(c, &m); /* control frames are small: always copied */
+    uint8_t frame[WSL_SERVER_HDR_MAX + WSL_CONTROL_MAX];
+    size_t h = wsl_frame_header(frame, opcode, true, len);
+    if (len) memcpy(frame + h, payload, len);
+    return send_now(c, frame, h + len);
 }
 
 static void send_http(wsl_conn *c, const char *resp, size_t len)
 {
-    if (wsl_queue_copy(&c->out, resp, len, NULL, 0) == 0) wsl_server_mark_dirty(c->srv, c);
+    send_now(c, resp, len);
     c->state = WSL_CONN_RESPONDING;
     wsl_server_track(c->srv, c, WSL_LIST_CLOSING, WSL_CLOSE_TIMEOUT_MS);
     set_events(c, 0); /* the request is all we read; the rest is the peer's problem */
@@ -573,11 +590,10 @@ static void upgrade(wsl_conn *c, const wsl_request *req)
     wsl_handshake_accept(req->key.p, req->key.len, accept);
     size_t n = wsl_http_upgrade_response(resp, sizeof resp, accept,
                                          up.protocol[0] ? up.protocol : NULL, strlen(up.protocol));
-    if (!c->info || n == 0 || wsl_queue_copy(&c->out, resp, n, NULL, 0) != 0) {
+    if (!c->info || n == 0 || send_now(c, resp, n) != 0) {
         http_error(c, 500, "out of memory", NULL);
         return;
     }
-    wsl_server_mark_dirty(srv, c);
     c->state = WSL_CONN_OPEN;
     c->opened = 1;
     wsl_server_track(srv, c, WSL_LIST_OPEN, srv->idle_ms);
