@@ -97,7 +97,8 @@ uint32_t wsl_utf8_feed(uint32_t state, const uint8_t *p, size_t n)
                 if (w & HIGH_BITS) break;
                 p += 8;
             }
-            while (p < end && *p < 0x80) p++; /* the ASCII tail, without the table */
+            while (p < end && *p < 0x80)
+                p++; /* the ASCII tail, without the table */
             if (p == end) break;
         }
         state = transition[state + byte_class[*p++]];
