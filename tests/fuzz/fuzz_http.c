@@ -8,15 +8,8 @@
 #include <string.h>
 
 #include "handshake.h"
+#include "fuzz.h"
 #include "http.h"
-
-#define ASSERT(c)                                                                                  \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__, #c);              \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static void span_inside(wsl_span s, const char *buf, size_t len)
 {
