@@ -7,6 +7,7 @@ resource limits for the server process, chopped sends, on_open/on_close bookkeep
 
 import contextlib
 import functools
+import itertools
 import os
 import re
 import resource
@@ -202,6 +203,17 @@ def nothing_arrives(c, within=0.1):
 # --- on_open / on_close bookkeeping (scripts log "on_open id=N" / "on_close id=N code=C") ------
 
 OPEN_RX = r"on_open id=(\d+)"
+_paths = itertools.count()
+
+
+def connect_id(srv, tag="c"):
+    """Connect on a path of its own and return (client, id), the id read from that connection's
+    own on_open line: a log mark alone can precede lines of earlier connections still on their
+    way through the pipe. (Needs a script that logs the path, like scripts/count.lua.)"""
+    path = f"/{tag}-{next(_paths)}"
+    c = srv.connect(path=path)
+    cid = int(srv.wait_for_log(rf"on_open id=(\d+) path={re.escape(path)}(\s|$)").group(1))
+    return c, cid
 CLOSE_RX = r"on_close id=(\d+) code=(\d+)"
 
 

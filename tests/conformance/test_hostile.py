@@ -243,8 +243,7 @@ def test_client_keeping_tcp_open_after_the_close_handshake_is_dropped(srv):
     connection forever (it has already sent its FIN; it must end the socket on its own)."""
     mark = srv.mark()
     with cu.log_on_failure(srv):
-        c = srv.connect()
-        cid = int(srv.wait_for_log(cu.OPEN_RX, after=mark).group(1))
+        c, cid = cu.connect_id(srv, "keep-tcp")
         c.close(1000)
         assert c.expect_close() == (1000, "")
         c.expect_eof()
@@ -364,8 +363,7 @@ def test_client_vanishes_mid_frame(srv, cut):
     }[cut]
     mark = srv.mark()
     with cu.log_on_failure(srv):
-        c = srv.connect()
-        cid = int(srv.wait_for_log(cu.OPEN_RX, after=mark).group(1))
+        c, cid = cu.connect_id(srv, "vanish")
         c.send_raw(partial)
         c.sock.shutdown(socket.SHUT_WR)
         cu.recv_until_eof(c.sock)  # the server may or may not say goodbye; it must hang up

@@ -5,7 +5,7 @@
 local chunk = string.rep("x", 65536)
 
 function on_open(conn)
-  ws.log(string.format("on_open id=%d", conn.id))
+  ws.log(string.format("on_open id=%d path=%s", conn.id, conn.path))
   if conn.path == "/err-open" then
     error("requested error in on_open")
   end
