@@ -290,6 +290,7 @@ static void closed(wsl_conn *c, unsigned code, const char *reason, size_t len)
     c->close_code = (uint16_t)code;
     if (!c->opened) return;
     c->opened = 0;
+    wsl_server_unindex(c->srv, c);
     if (wsl_log_enabled(WSL_LOG_DEBUG))
         wsl_debug("conn#%llu %s closed %u %.*s", (unsigned long long)c->id, wsl_conn_remote(c),
                   code, (int)len, reason);
@@ -590,7 +591,12 @@ static void upgrade(wsl_conn *c, const wsl_request *req)
     wsl_handshake_accept(req->key.p, req->key.len, accept);
     size_t n = wsl_http_upgrade_response(resp, sizeof resp, accept,
                                          up.protocol[0] ? up.protocol : NULL, strlen(up.protocol));
-    if (!c->info || n == 0 || send_now(c, resp, n) != 0) {
+    if (!c->info || n == 0 || wsl_server_index(srv, c) != 0) {
+        http_error(c, 500, "out of memory", NULL);
+        return;
+    }
+    if (send_now(c, resp, n) != 0) {
+        wsl_server_unindex(srv, c);
         http_error(c, 500, "out of memory", NULL);
         return;
     }

@@ -119,11 +119,68 @@ size_t wsl_server_publish(wsl_server *s, const char *topic, size_t len, wsl_msg 
     return n;
 }
 
+/* ---- open connections by id ---------------------------------------------------------------- */
+
+static size_t id_slot(uint64_t id, size_t cap)
+{
+    return (size_t)(id * 0x9E3779B97F4A7C15ull >> 17) & (cap - 1); /* Fibonacci hashing */
+}
+
 wsl_conn *wsl_server_get(wsl_server *s, uint64_t id)
 {
-    for (wsl_conn *c = s->lists[WSL_LIST_OPEN].head; c; c = c->next)
-        if (c->id == id) return c;
-    return NULL;
+    if (!s->by_id_cap) return NULL;
+    for (size_t i = id_slot(id, s->by_id_cap);; i = (i + 1) & (s->by_id_cap - 1)) {
+        wsl_conn *c = s->by_id[i];
+        if (!c || c->id == id) return c;
+    }
+}
+
+static int by_id_grow(wsl_server *s)
+{
+    size_t cap = s->by_id_cap ? s->by_id_cap * 2 : 64;
+    wsl_conn **slots = calloc(cap, sizeof *slots);
+    if (!slots) return -1;
+    for (size_t i = 0; i < s->by_id_cap; i++) {
+        wsl_conn *c = s->by_id[i];
+        if (!c) continue;
+        size_t j = id_slot(c->id, cap);
+        while (slots[j])
+            j = (j + 1) & (cap - 1);
+        slots[j] = c;
+    }
+    free(s->by_id);
+    s->by_id = slots;
+    s->by_id_cap = cap;
+    return 0;
+}
+
+int wsl_server_index(wsl_server *s, wsl_conn *c)
+{
+    /* Kept at most half full, so probes stay short. */
+    if (2 * (s->lists[WSL_LIST_OPEN].n + 1) > s->by_id_cap && by_id_grow(s) != 0) return -1;
+    size_t i = id_slot(c->id, s->by_id_cap);
+    while (s->by_id[i])
+        i = (i + 1) & (s->by_id_cap - 1);
+    s->by_id[i] = c;
+    return 0;
+}
+
+void wsl_server_unindex(wsl_server *s, wsl_conn *c)
+{
+    size_t mask = s->by_id_cap - 1, i;
+    if (!s->by_id_cap) return;
+    for (i = id_slot(c->id, s->by_id_cap); s->by_id[i] != c; i = (i + 1) & mask)
+        if (!s->by_id[i]) return; /* not indexed */
+    /* Backward-shift deletion: move later entries of the probe run into the hole, so lookups
+     * never need tombstones. */
+    for (size_t j = (i + 1) & mask; s->by_id[j]; j = (j + 1) & mask) {
+        size_t home = id_slot(s->by_id[j]->id, s->by_id_cap);
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            s->by_id[i] = s->by_id[j];
+            i = j;
+        }
+    }
+    s->by_id[i] = NULL;
 }
 
 /* ---- accept ----------------------------------------------------------------------------- */
@@ -354,5 +411,6 @@ void wsl_server_free(wsl_server *s)
     if (s->has_files) wsl_static_close(&s->files);
     if (s->spare_fd >= 0) close(s->spare_fd);
     wsl_topics_free(s->topics);
+    free(s->by_id);
     free(s->rbuf);
 }

@@ -51,7 +51,9 @@ typedef struct wsl_server {
      * connections; deadline = close timeout). */
     wsl_conn_list lists[4];
     wsl_conn *dirty;
-    size_t nconns; /* every accepted socket not yet closed */
+    wsl_conn **by_id; /* open connections by id: open addressing, linear probing */
+    size_t by_id_cap; /* a power of two, or 0 */
+    size_t nconns;    /* every accepted socket not yet closed */
     unsigned max_conns;
     uint64_t next_id;
 
@@ -80,6 +82,10 @@ void wsl_server_mark_dirty(wsl_server *s, wsl_conn *c);
 size_t wsl_server_broadcast(wsl_server *s, wsl_msg *m, const wsl_conn *except);
 size_t wsl_server_publish(wsl_server *s, const char *topic, size_t len, wsl_msg *m,
                           const wsl_conn *except);
+/* The open connection with that id, or NULL. Connections enter the index when they open and
+ * leave it when they stop being open. */
 wsl_conn *wsl_server_get(wsl_server *s, uint64_t id);
+int wsl_server_index(wsl_server *s, wsl_conn *c);
+void wsl_server_unindex(wsl_server *s, wsl_conn *c);
 
 #endif

@@ -282,3 +282,18 @@ def test_is_open_false_in_on_close(server, how):
         c.close(4003)
     m = server.wait_for_log(rf"on_close id={cid} code=(\d+) reason=\[.*\] open=(\w+)")
     assert m.group(2) == "false", m.string
+
+
+def test_ws_get_many_connections_some_closed():
+    """ws.get finds every open connection and none of the closed ones, across the growth of its
+    index and many removals (ids are given in accept order by a fresh server)."""
+    with Server("get.lua") as srv:
+        clients = [srv.connect() for _ in range(300)]
+        closed = set(range(1, 301, 3))
+        for i in sorted(closed):
+            clients[i - 1].close_handshake()
+        probe = srv.connect()  # id 301
+        for i in list(range(1, 302)) + [0, 302, 10**9]:
+            probe.send_frame(OP_TEXT, str(i).encode())
+            want = "nil" if i in closed or not 1 <= i <= 301 else str(i)
+            assert probe.recv_text() == want, f"ws.get({i})"
