@@ -60,7 +60,7 @@ typedef struct lhandle {
 } lhandle;
 
 /* Registry keys (their addresses). */
-static char conns_key, saved_key, errmsg_key;
+static char conns_key, saved_key, errmsg_key, chunk_key;
 
 /* The conn metatable, anchored in the registry for the state's life, so its address identifies
  * it: comparing with lua_topointer is far cheaper than luaL_checkudata's lookup by name. */
@@ -257,22 +257,33 @@ static void push_fields(lua_State *L, int ud)
     lua_setiuservalue(L, ud, 1);
 }
 
+/* Add one header to the headers table on top of the stack, the name in lower case. A repeated
+ * header reads as one, its values joined as HTTP allows. */
+static void add_header(lua_State *L, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    luaL_Buffer b;
+    char *lower = luaL_buffinitsize(L, &b, nlen);
+    for (size_t k = 0; k < nlen; k++)
+        lower[k] = (name[k] >= 'A' && name[k] <= 'Z') ? (char)(name[k] + 32) : name[k];
+    luaL_pushresultsize(&b, nlen);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TSTRING) {
+        lua_pushliteral(L, ", ");
+        lua_pushlstring(L, value, vlen);
+        lua_concat(L, 3);
+    } else {
+        lua_pop(L, 1);
+        lua_pushlstring(L, value, vlen);
+    }
+    lua_rawset(L, -3);
+}
+
 static void push_headers(lua_State *L, const wsl_conn *c)
 {
     lua_newtable(L);
     const char *name, *value;
-    for (size_t i = 0; wsl_conn_header(c, i, &name, &value); i++) {
-        /* A repeated header reads as one, values joined as HTTP allows. */
-        if (lua_getfield(L, -1, name) == LUA_TSTRING) {
-            lua_pushliteral(L, ", ");
-            lua_pushstring(L, value);
-            lua_concat(L, 3);
-        } else {
-            lua_pop(L, 1);
-            lua_pushstring(L, value);
-        }
-        lua_setfield(L, -2, name);
-    }
+    for (size_t i = 0; wsl_conn_header(c, i, &name, &value); i++)
+        add_header(L, name, strlen(name), value, strlen(value));
 }
 
 /* Field values come from the connection while it lives; afterwards from the copies that
@@ -709,13 +720,15 @@ static int timer_active(lua_State *L)
     return 1;
 }
 
-/* Stop the timers of generations other than (keep_gen) or, with all, every one. */
-static void stop_timers(wsl_script *s, bool all, unsigned gen)
+/* Which timers stop_timers stops: every one, those of one load of the script, or the others. */
+enum { STOP_ALL, STOP_GEN, STOP_OTHER_GENS };
+
+static void stop_timers(wsl_script *s, int which, unsigned gen)
 {
     ltimer *t = s->timers;
     while (t) {
         ltimer *next = t->next;
-        if (all || t->gen == gen) timer_stop(s->L, t);
+        if (which == STOP_ALL || (t->gen == gen) == (which == STOP_GEN)) timer_stop(s->L, t);
         t = next;
     }
 }
@@ -875,10 +888,22 @@ static int setup_body(lua_State *L)
     return 0;
 }
 
-static int load_body(lua_State *L)
+/* Loading is two protected steps, so a reload can tell "does not compile" (nothing changed) from
+ * "its top level raised" (handlers to restore): compile keeps the chunk in the registry, run
+ * takes it from there. */
+static int compile_body(lua_State *L)
 {
     wsl_script *s = lua_touserdata(L, 1);
     if (luaL_loadfile(L, s->path) != LUA_OK) return lua_error(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &chunk_key);
+    return 0;
+}
+
+static int run_body(lua_State *L)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &chunk_key);
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &chunk_key);
     lua_call(L, 0, 0);
     return 0;
 }
@@ -918,7 +943,9 @@ wsl_script *wsl_script_new(wsl_server *srv, const char *path)
 int wsl_script_load(wsl_script *s)
 {
     if (!s->L) return -1;
-    return protect(s, load_body, s, s->path, NULL) ? 0 : -1;
+    return protect(s, compile_body, s, s->path, NULL) && protect(s, run_body, NULL, s->path, NULL)
+               ? 0
+               : -1;
 }
 
 /* ---- reload ------------------------------------------------------------------------------- */
@@ -949,33 +976,23 @@ static int restore_handlers_body(lua_State *L)
     return 0;
 }
 
-static int compile_body(lua_State *L)
-{
-    wsl_script *s = lua_touserdata(L, 1);
-    if (luaL_loadfile(L, s->path) != LUA_OK) return lua_error(L);
-    return 0;
-}
-
 int wsl_script_reload(wsl_script *s)
 {
     /* Compile first: a syntax error changes nothing at all. */
-    if (!protect(s, compile_body, s, "reload", NULL)) {
+    if (!protect(s, compile_body, s, s->path, NULL)) {
         wsl_warn("reload of %s failed: keeping the running code", s->path);
         return -1;
     }
     if (!protect(s, save_handlers_body, NULL, "reload", NULL)) return -1;
     unsigned old = s->gen++;
-    if (!protect(s, load_body, s, s->path, NULL)) {
-        stop_timers(s, false, s->gen); /* whatever the failed top level started */
+    if (!protect(s, run_body, NULL, s->path, NULL)) {
+        stop_timers(s, STOP_GEN, s->gen); /* whatever the failed top level started */
         s->gen = old;
         protect(s, restore_handlers_body, NULL, "reload", NULL);
         wsl_warn("reload of %s failed: keeping the running handlers", s->path);
         return -1;
     }
-    for (ltimer *t = s->timers, *next; t; t = next) {
-        next = t->next;
-        if (t->gen != s->gen) timer_stop(s->L, t);
-    }
+    stop_timers(s, STOP_OTHER_GENS, s->gen);
     lua_pushnil(s->L);
     lua_rawsetp(s->L, LUA_REGISTRYINDEX, &saved_key);
     wsl_info("reloaded %s", s->path);
@@ -1024,7 +1041,7 @@ int wsl_script_watch(wsl_script *s)
 
 void wsl_script_stop(wsl_script *s)
 {
-    if (s->L) stop_timers(s, true, 0);
+    if (s->L) stop_timers(s, STOP_ALL, 0);
     if (s->watching) uv_close((uv_handle_t *)&s->watch, NULL);
     s->watching = false;
     if (!uv_is_closing((uv_handle_t *)&s->debounce)) uv_close((uv_handle_t *)&s->debounce, NULL);
@@ -1176,23 +1193,7 @@ static int upgrade_body(lua_State *L)
     lua_newtable(L);
     for (size_t i = 0; i < req->nheaders; i++) {
         const wsl_header *h = &req->headers[i];
-        luaL_Buffer b;
-        char *lower = luaL_buffinitsize(L, &b, h->name.len);
-        for (size_t k = 0; k < h->name.len; k++) {
-            char ch = h->name.p[k];
-            lower[k] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
-        }
-        luaL_pushresultsize(&b, h->name.len);
-        lua_pushvalue(L, -1);
-        if (lua_rawget(L, -3) == LUA_TSTRING) {
-            lua_pushliteral(L, ", ");
-            push_span(L, h->value);
-            lua_concat(L, 3);
-        } else {
-            lua_pop(L, 1);
-            push_span(L, h->value);
-        }
-        lua_rawset(L, -3);
+        add_header(L, h->name.p, h->name.len, h->value.p ? h->value.p : "", h->value.len);
     }
     lua_setfield(L, -2, "headers");
     lua_newtable(L); /* the offered subprotocols, in order */
