@@ -1,12 +1,14 @@
 /* One connection from accept to close: HTTP request -> upgrade (or a plain answer) -> frames ->
  * close handshake -> lingering close. Reads land in the server's shared buffer; a connection
  * keeps private bytes only for what is partial. Output goes to its queue and leaves in one write
- * per loop iteration (wsl_conn_flush, called by the server). */
+ * per loop iteration (wsl_conn_flush, called by the server). What happens is reported through the
+ * server's event table (wsl_conn_events). */
 #include "conn.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +19,6 @@
 #include "handshake.h"
 #include "http.h"
 #include "log.h"
-#include "script.h"
 #include "server.h"
 #include "utf8.h"
 
@@ -25,6 +26,10 @@
 #define HEAD_READ_MAX (WSL_HTTP_MAX_HEAD + 4096) /* head plus frames a client may pipeline */
 
 static void on_poll(uv_poll_t *h, int status, int events);
+
+/* The owner of the events (see wsl_conn_events) and its pointer. */
+#define EVENTS(c) ((c)->srv->events)
+#define EV_UD(c)  ((c)->srv->events_ud)
 
 /* ---- small helpers -------------------------------------------------------------------------- */
 
@@ -78,42 +83,37 @@ const char *wsl_conn_peer(const wsl_conn *c, char *buf, size_t cap)
     return buf;
 }
 
+void wsl_conn_log(const wsl_conn *c, wsl_log_level level, const char *fmt, ...)
+{
+    if (!wsl_log_enabled(level)) return;
+    char msg[4096], peer[64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    /* Before the upgrade there is no info yet: ask the socket. */
+    const char *who = c->info ? wsl_conn_remote(c) : wsl_conn_peer(c, peer, sizeof peer);
+    wsl_log(level, "conn#%llu %s: %s", (unsigned long long)c->id, who, msg);
+}
+
 /* Where an info string starts: remote, path, query, protocol, then the headers. */
-static const char *info_at(const wsl_conn_info *in, int which)
+static const char *info_at(const wsl_conn_info *in, wsl_info_field which)
 {
     const char *p = in->data;
-    const uint16_t lens[] = {in->remote_len, in->path_len, in->query_len, in->protocol_len};
-    for (int i = 0; i < which; i++)
-        p += lens[i] + 1;
+    for (int i = 0; i < (int)which; i++)
+        p += in->len[i] + 1;
     return p;
 }
 
-static const char *info_str(const wsl_conn *c, int which)
+const char *wsl_conn_info_str(const wsl_conn *c, wsl_info_field which)
 {
     return c->info ? info_at(c->info, which) : "";
-}
-
-const char *wsl_conn_remote(const wsl_conn *c)
-{
-    return info_str(c, 0);
-}
-const char *wsl_conn_path(const wsl_conn *c)
-{
-    return info_str(c, 1);
-}
-const char *wsl_conn_query(const wsl_conn *c)
-{
-    return info_str(c, 2);
-}
-const char *wsl_conn_protocol(const wsl_conn *c)
-{
-    return info_str(c, 3);
 }
 
 bool wsl_conn_header(const wsl_conn *c, size_t i, const char **name, const char **value)
 {
     if (!c->info || i >= c->info->nheaders) return false;
-    const char *p = info_at(c->info, 4);
+    const char *p = info_at(c->info, WSL_INFO_HEADERS);
     for (size_t k = 0; k < i; k++) {
         p += strlen(p) + 1;
         p += strlen(p) + 1;
@@ -151,12 +151,11 @@ static wsl_conn_info *info_new(const char *remote, const wsl_request *req, const
         return NULL;
     wsl_conn_info *in = malloc(sizeof *in + total + hl);
     if (!in) return NULL;
-    in->remote_len = (uint16_t)rl;
-    in->path_len = (uint16_t)req->path.len;
-    in->query_len = (uint16_t)req->query.len;
-    in->protocol_len = (uint16_t)pl;
+    in->len[WSL_INFO_REMOTE] = (uint16_t)rl;
+    in->len[WSL_INFO_PATH] = (uint16_t)req->path.len;
+    in->len[WSL_INFO_QUERY] = (uint16_t)req->query.len;
+    in->len[WSL_INFO_PROTOCOL] = (uint16_t)pl;
     in->nheaders = (uint16_t)nh;
-    in->headers_len = (uint32_t)hl;
     char *p = in->data;
 #define PUT(s, n)                                                                                  \
     do {                                                                                           \
@@ -171,10 +170,7 @@ static wsl_conn_info *info_new(const char *remote, const wsl_request *req, const
     for (size_t i = 0; i < req->nheaders; i++) {
         const wsl_header *h = &req->headers[i];
         if (handshake_only(h->name)) continue;
-        for (size_t k = 0; k < h->name.len; k++) {
-            char ch = h->name.p[k];
-            p[k] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
-        }
+        wsl_ascii_lower(p, h->name.p, h->name.len);
         p[h->name.len] = '\0';
         p += h->name.len + 1;
         PUT(h->value.p, h->value.len);
@@ -268,34 +264,31 @@ static void send_http(wsl_conn *c, const char *resp, size_t len)
 
 static void http_error(wsl_conn *c, int status, const char *why, const char *body)
 {
-    char resp[1024], peer[64], line[256];
-    const char *extra = status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL;
+    char resp[1024], line[256];
     if (!body) {
         snprintf(line, sizeof line, "%s\n", why);
         body = line;
     }
-    size_t n = wsl_http_error_response(resp, sizeof resp, status, extra, body);
-    if (n == 0) n = wsl_http_error_response(resp, sizeof resp, status, extra, NULL);
-    wsl_log(status >= 500 ? WSL_LOG_WARN : WSL_LOG_INFO, "conn#%llu %s: HTTP %d: %s",
-            (unsigned long long)c->id, wsl_conn_peer(c, peer, sizeof peer), status, why);
+    /* wsl_http_error_response adds the header a 426 needs by itself. */
+    size_t n = wsl_http_error_response(resp, sizeof resp, status, NULL, body);
+    if (n == 0) n = wsl_http_error_response(resp, sizeof resp, status, NULL, NULL);
+    wsl_conn_log(c, status >= 500 ? WSL_LOG_WARN : WSL_LOG_INFO, "HTTP %d: %s", status, why);
     send_http(c, resp, n);
 }
 
 /* ---- closing ------------------------------------------------------------------------------ */
 
-/* The connection left OPEN: the script hears about it once. */
-static void closed(wsl_conn *c, unsigned code, const char *reason, size_t len)
+/* The connection left OPEN: the owner hears about it once. */
+static void report_close(wsl_conn *c, unsigned code, const char *reason, size_t len)
 {
     if (c->state == WSL_CONN_OPEN) c->state = WSL_CONN_CLOSING; /* is_open() is false in on_close */
     c->close_code = (uint16_t)code;
     if (!c->opened) return;
     c->opened = 0;
     wsl_server_unindex(c->srv, c);
-    if (wsl_log_enabled(WSL_LOG_DEBUG))
-        wsl_debug("conn#%llu %s closed %u %.*s", (unsigned long long)c->id, wsl_conn_remote(c),
-                  code, (int)len, reason);
-    wsl_script_on_close(c->srv->script, c, code, reason, len);
-    /* After on_close, which may still want conn:topics(): publish no longer reaches it. */
+    wsl_conn_log(c, WSL_LOG_DEBUG, "closed %u %.*s", code, (int)len, reason);
+    if (EVENTS(c)->close) EVENTS(c)->close(EV_UD(c), c, code, reason, len);
+    /* After the event, which may still want the topics: publish no longer reaches it. */
     wsl_topics_leave_all(c->srv->topics, &c->subs);
 }
 
@@ -322,35 +315,46 @@ static void start_close(wsl_conn *c, unsigned code, const char *reason, size_t l
     if (fail) set_events(c, c->events & UV_WRITABLE);
 }
 
-int wsl_conn_close(wsl_conn *c, unsigned code, const char *reason, size_t len)
+int wsl_conn_close_begin(wsl_conn *c, unsigned code, const char *reason, size_t len)
 {
     if (c->state != WSL_CONN_OPEN) return WSL_ECLOSED;
     start_close(c, code, reason, len, false);
-    closed(c, code, reason, len);
+    c->close_code = (uint16_t)code;
+    wsl_server_unindex(c->srv, c); /* ws.get finds open connections only */
     return 0;
+}
+
+void wsl_conn_close_finish(wsl_conn *c, const char *reason, size_t len)
+{
+    report_close(c, c->close_code, reason, len);
+}
+
+int wsl_conn_close(wsl_conn *c, unsigned code, const char *reason, size_t len)
+{
+    int r = wsl_conn_close_begin(c, code, reason, len);
+    if (r == 0) report_close(c, code, reason, len);
+    return r;
 }
 
 static void fail(wsl_conn *c, unsigned code, const char *why)
 {
-    char peer[64];
-    wsl_log(WSL_LOG_INFO, "conn#%llu %s: protocol error, closing %u: %s", (unsigned long long)c->id,
-            wsl_conn_peer(c, peer, sizeof peer), code, why);
+    wsl_conn_log(c, WSL_LOG_INFO, "protocol error, closing %u: %s", code, why);
     if (c->state != WSL_CONN_OPEN) {
         wsl_conn_destroy(c);
         return;
     }
     start_close(c, code, why, strlen(why), true);
-    closed(c, code, why, strlen(why));
+    report_close(c, code, why, strlen(why));
 }
 
 void wsl_conn_destroy(wsl_conn *c)
 {
     if (c->state == WSL_CONN_DEAD) return;
-    closed(c, 1006, "", 0);
+    report_close(c, 1006, "", 0);
     wsl_server *srv = c->srv;
     c->state = WSL_CONN_DEAD;
     wsl_server_track(srv, c, WSL_LIST_NONE, 0);
-    wsl_script_release(srv->script, c);
+    if (srv->events->release) srv->events->release(srv->events_ud, c);
     wsl_queue_clear(&c->out);
     free(c->in);
     free(c->msg);
@@ -374,11 +378,9 @@ static void linger(wsl_conn *c)
 
 void wsl_conn_expire(wsl_conn *c)
 {
-    char peer[64];
     switch (c->state) {
     case WSL_CONN_HANDSHAKE:
-        wsl_info("conn#%llu %s: handshake timeout", (unsigned long long)c->id,
-                 wsl_conn_peer(c, peer, sizeof peer));
+        wsl_conn_log(c, WSL_LOG_INFO, "handshake timeout");
         wsl_conn_destroy(c);
         break;
     case WSL_CONN_OPEN:
@@ -387,8 +389,8 @@ void wsl_conn_expire(wsl_conn *c)
             send_control(c, WSL_OP_PING, NULL, 0);
             wsl_server_track(c->srv, c, WSL_LIST_OPEN, c->srv->idle_ms);
         } else {
-            wsl_info("conn#%llu %s: idle timeout", (unsigned long long)c->id, wsl_conn_remote(c));
-            closed(c, 1006, "idle timeout", 12);
+            wsl_conn_log(c, WSL_LOG_INFO, "idle timeout");
+            report_close(c, 1006, "idle timeout", 12);
             wsl_conn_destroy(c);
         }
         break;
@@ -402,12 +404,11 @@ void wsl_conn_expire(wsl_conn *c)
 
 static void slow_consumer(wsl_conn *c)
 {
-    wsl_warn("conn#%llu %s: slow consumer, %zu bytes queued (limit %llu): closing 1008",
-             (unsigned long long)c->id, wsl_conn_remote(c), c->out.bytes,
-             (unsigned long long)c->srv->opt->max_backpressure);
+    wsl_conn_log(c, WSL_LOG_WARN, "slow consumer, %zu bytes queued (limit %llu): closing 1008",
+                 c->out.bytes, (unsigned long long)c->srv->opt->max_backpressure);
     wsl_queue_truncate(&c->out); /* keep only the frames already being written */
     start_close(c, 1008, "slow consumer", 13, true);
-    closed(c, 1008, "slow consumer", 13);
+    report_close(c, 1008, "slow consumer", 13);
 }
 
 void wsl_conn_flush(wsl_conn *c)
@@ -420,7 +421,7 @@ void wsl_conn_flush(wsl_conn *c)
         if (w < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-            wsl_debug("conn#%llu write: %s", (unsigned long long)c->id, strerror(errno));
+            wsl_conn_log(c, WSL_LOG_DEBUG, "write: %s", strerror(errno));
             wsl_conn_destroy(c);
             return;
         }
@@ -441,8 +442,8 @@ void wsl_conn_flush(wsl_conn *c)
 
     if (c->drain_armed && c->state == WSL_CONN_OPEN) {
         c->drain_armed = 0;
-        wsl_script_on_drain(c->srv->script, c);
-        return; /* the handler may have queued more: it marked us dirty again */
+        if (EVENTS(c)->drain) EVENTS(c)->drain(EV_UD(c), c);
+        return; /* the owner may have queued more: that marked us dirty again */
     }
     if (c->lingering) return;
     if (c->state == WSL_CONN_RESPONDING ||
@@ -454,7 +455,7 @@ void wsl_conn_flush(wsl_conn *c)
 
 static void deliver(wsl_conn *c, const uint8_t *p, size_t n, int opcode)
 {
-    wsl_script_on_message(c->srv->script, c, p, n, opcode == WSL_OP_BINARY);
+    if (EVENTS(c)->message) EVENTS(c)->message(EV_UD(c), c, p, n, opcode == WSL_OP_BINARY);
 }
 
 static bool on_data(wsl_conn *c, const wsl_rx_event *ev)
@@ -469,7 +470,7 @@ static bool on_data(wsl_conn *c, const wsl_rx_event *ev)
      * frames and sending nothing must not make us allocate them. */
     wsl_bytes *b = bytes_reserve(c->msg, have + ev->len);
     if (!b) {
-        wsl_error("conn#%llu: out of memory assembling a message", (unsigned long long)c->id);
+        wsl_conn_log(c, WSL_LOG_ERROR, "out of memory assembling a message");
         return false;
     }
     c->msg = b;
@@ -496,7 +497,7 @@ static void on_control(wsl_conn *c, const wsl_rx_event *ev)
         if (c->state == WSL_CONN_OPEN) {
             /* Echo the code (RFC 6455 5.5.1); an empty close gets an empty close. */
             start_close(c, ev->code, "", 0, false);
-            closed(c, ev->code, ev->reason, ev->reason_len);
+            report_close(c, ev->code, ev->reason, ev->reason_len);
         }
         set_events(c, c->events & UV_WRITABLE);
         if (c->out.bytes == 0) linger(c);
@@ -505,7 +506,7 @@ static void on_control(wsl_conn *c, const wsl_rx_event *ev)
 }
 
 /* Parse frames from p[0..n). Returns false when the connection must not be read further now. */
-static bool process(wsl_conn *c, uint8_t *p, size_t n)
+static bool parse_frames(wsl_conn *c, uint8_t *p, size_t n)
 {
     uint64_t max = c->srv->opt->max_message;
     while (n > 0) {
@@ -567,16 +568,16 @@ static void upgrade(wsl_conn *c, const wsl_request *req)
     char peer[64];
     wsl_conn_peer(c, peer, sizeof peer);
 
-    if (wsl_script_has_upgrade(srv->script)) {
-        wsl_script_on_upgrade(srv->script, c, req, &up);
+    if (srv->events->upgrade) {
+        srv->events->upgrade(srv->events_ud, c, req, &up);
         if (up.status) {
             http_error(c, up.status, "refused by on_upgrade", up.body);
             return;
         }
         if (up.protocol[0] && !offered(req->protocols, up.protocol)) {
-            wsl_error("conn#%llu %s: on_upgrade chose subprotocol '%s', which the client did not "
-                      "offer",
-                      (unsigned long long)c->id, peer, up.protocol);
+            wsl_conn_log(c, WSL_LOG_ERROR,
+                         "on_upgrade chose subprotocol '%s', which the client did not offer",
+                         up.protocol);
             http_error(c, 500, "server chose a subprotocol the client did not offer", NULL);
             return;
         }
@@ -603,10 +604,9 @@ static void upgrade(wsl_conn *c, const wsl_request *req)
     c->state = WSL_CONN_OPEN;
     c->opened = 1;
     wsl_server_track(srv, c, WSL_LIST_OPEN, srv->idle_ms);
-    if (wsl_log_enabled(WSL_LOG_DEBUG))
-        wsl_debug("conn#%llu %s open %s%s%s", (unsigned long long)c->id, peer, wsl_conn_path(c),
-                  req->query.len ? "?" : "", wsl_conn_query(c));
-    wsl_script_on_open(srv->script, c);
+    wsl_conn_log(c, WSL_LOG_DEBUG, "open %s%s%s", wsl_conn_path(c), req->query.len ? "?" : "",
+                 wsl_conn_query(c));
+    if (srv->events->open) srv->events->open(srv->events_ud, c);
 }
 
 static void serve_file(wsl_conn *c, const wsl_request *req)
@@ -616,7 +616,7 @@ static void serve_file(wsl_conn *c, const wsl_request *req)
         http_error(c, 404, "no such file (static files are off)", NULL);
         return;
     }
-    char *resp = NULL, peer[64];
+    char *resp = NULL;
     size_t len = 0;
     int status =
         wsl_static_respond(&srv->files, req->path.p, req->path.len, req->head, &resp, &len);
@@ -624,9 +624,8 @@ static void serve_file(wsl_conn *c, const wsl_request *req)
         http_error(c, 500, "out of memory", NULL);
         return;
     }
-    wsl_debug("conn#%llu %s: %s %.*s %d", (unsigned long long)c->id,
-              wsl_conn_peer(c, peer, sizeof peer), req->head ? "HEAD" : "GET", (int)req->path.len,
-              req->path.p, status);
+    wsl_conn_log(c, WSL_LOG_DEBUG, "%s %.*s %d", req->head ? "HEAD" : "GET", (int)req->path.len,
+                 req->path.p, status);
     send_http(c, resp, len);
     free(resp);
 }
@@ -690,7 +689,7 @@ static void read_request(wsl_conn *c)
     if (extra) memmove(rbuf, buf + req.head_len, extra);
     free(c->in);
     c->in = NULL;
-    if (extra && c->state == WSL_CONN_OPEN) process(c, rbuf, extra);
+    if (extra && c->state == WSL_CONN_OPEN) parse_frames(c, rbuf, extra);
 }
 
 static void read_frames(wsl_conn *c)
@@ -706,7 +705,7 @@ static void read_frames(wsl_conn *c)
     ssize_t r = read(c->fd, buf + have, WSL_READ_BUF - have);
     if (r <= 0) {
         if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
-            if (have) process(c, buf, have); /* restore the stash */
+            if (have) parse_frames(c, buf, have); /* restore the stash */
             return;
         }
         wsl_conn_destroy(c); /* EOF or reset: 1006 if it was open */
@@ -717,7 +716,7 @@ static void read_frames(wsl_conn *c)
         c->pinged = 0;
         wsl_server_track(c->srv, c, WSL_LIST_OPEN, c->srv->idle_ms);
     }
-    process(c, buf, have + (size_t)r);
+    parse_frames(c, buf, have + (size_t)r);
 }
 
 static void on_poll(uv_poll_t *h, int status, int events)
@@ -744,6 +743,7 @@ wsl_conn *wsl_conn_new(wsl_server *srv, int fd)
         return NULL;
     }
     c->poll.data = c;
+    wsl_list_init(&c->link);
     c->srv = srv;
     c->fd = fd;
     c->id = ++srv->next_id;

@@ -1,6 +1,7 @@
 /* One client connection's life: the HTTP upgrade, frames in and out, the close handshake, the
  * output queue with back-pressure, and the timeouts (handshake, idle ping, close). It reads from
- * the server's shared buffer and keeps private memory only while something is partial. */
+ * the server's shared buffer and keeps private memory only while something is partial, and reports
+ * what happens through a table of event callbacks (wsl_conn_events): it knows nothing above it. */
 #ifndef WSL_CONN_H
 #define WSL_CONN_H
 
@@ -10,7 +11,11 @@
 #include <uv.h>
 
 #include "buf.h"
+#include "error.h"
 #include "frame.h"
+#include "http.h"
+#include "list.h"
+#include "log.h"
 #include "topic.h"
 
 typedef struct wsl_server wsl_server;
@@ -19,10 +24,38 @@ typedef struct wsl_conn wsl_conn;
 typedef enum {
     WSL_CONN_HANDSHAKE,  /* reading the HTTP request */
     WSL_CONN_RESPONDING, /* writing a plain HTTP answer; closes once it is written */
-    WSL_CONN_OPEN,       /* WebSocket open: the script sees it */
+    WSL_CONN_OPEN,       /* WebSocket open: the event owner sees it */
     WSL_CONN_CLOSING,    /* a close frame went one way or both; no more messages */
     WSL_CONN_DEAD,       /* socket closed; freed by libuv's close callback */
 } wsl_conn_state;
+
+/* What the upgrade event decided. Zeroed by the connection before it asks. */
+typedef struct wsl_upgrade {
+    int status;         /* 0: accept; otherwise refuse with this HTTP status */
+    char body[512];     /* refusal body */
+    char protocol[256]; /* chosen subprotocol, "" for none */
+} wsl_upgrade;
+
+/* How a connection reports to whoever owns its events (the server holds the table and passes
+ * `ud` back; main points it at the script). Every callback may run arbitrary code, including
+ * closing or sending on this or any other connection; none may free a connection (only the
+ * connection layer does, through wsl_conn_destroy). A NULL callback is skipped. */
+typedef struct wsl_conn_events {
+    /* A valid upgrade request arrived: accept it (leave *out zeroed, or choose a protocol) or
+     * refuse it (out->status). The connection is not open yet: sends fail. */
+    void (*upgrade)(void *ud, wsl_conn *c, const wsl_request *req, wsl_upgrade *out);
+    /* The 101 answer is queued: the connection is open. */
+    void (*open)(void *ud, wsl_conn *c);
+    /* A whole message; data is valid for the call only. */
+    void (*message)(void *ud, wsl_conn *c, const uint8_t *data, size_t len, bool binary);
+    /* The connection left the open state (exactly once for every open): the code and reason
+     * of the first close frame, 1005 for an empty one, 1006 when there was none. */
+    void (*close)(void *ud, wsl_conn *c, unsigned code, const char *reason, size_t len);
+    /* Output queued beyond half of --max-backpressure has been written. */
+    void (*drain)(void *ud, wsl_conn *c);
+    /* The connection is about to be freed: drop every pointer to it. Must not send or close. */
+    void (*release)(void *ud, wsl_conn *c);
+} wsl_conn_events;
 
 /* Growable bytes owned by one connection (the request being read, a partial frame header or
  * control frame, a message spanning reads). NULL while not needed. */
@@ -31,23 +64,34 @@ typedef struct wsl_bytes {
     uint8_t data[];
 } wsl_bytes;
 
-/* What the upgrade request said, kept for the script: one allocation made at the upgrade,
+/* The strings of wsl_conn_info, in the order they are stored. */
+typedef enum {
+    WSL_INFO_REMOTE,
+    WSL_INFO_PATH,
+    WSL_INFO_QUERY,
+    WSL_INFO_PROTOCOL,
+    WSL_INFO_HEADERS, /* where the headers start */
+} wsl_info_field;
+
+/* What the upgrade request said, kept for the event owner: one allocation made at the upgrade,
  * freed with the connection. Strings are NUL-terminated inside data. */
 typedef struct wsl_conn_info {
-    uint16_t remote_len, path_len, query_len, protocol_len, nheaders;
-    uint32_t headers_len;
+    uint16_t len[WSL_INFO_HEADERS]; /* of remote, path, query, protocol */
+    uint16_t nheaders;
     char data[]; /* remote, path, query, protocol, then nheaders x (lower-case name, value) */
 } wsl_conn_info;
 
-/* Created by the server on accept, freed by the libuv close callback after wsl_conn_destroy.
- * Everything it points to is its own, except srv. */
+/* Created by the server on accept (wsl_conn_new). wsl_conn_destroy closes the socket and marks
+ * it DEAD; the memory stays valid, DEAD, until libuv's close callback frees it later in the same
+ * loop iteration, so a caller that destroyed a connection may still read its state. Everything
+ * it points to is its own, except srv. */
 struct wsl_conn {
     uv_poll_t poll; /* poll.data == this connection */
     wsl_server *srv;
     uint64_t id;
-    wsl_conn *prev, *next; /* the server's list for this state (see server.h) */
-    wsl_conn *dirty_next;  /* the server's list of connections with output to write */
-    uint64_t deadline;     /* loop time (ms) when this state's timeout fires */
+    wsl_list link;        /* in the server's list for this state (see server.h) */
+    wsl_conn *dirty_next; /* the server's list of connections with output to write */
+    uint64_t deadline;    /* loop time (ms) when this state's timeout fires */
     wsl_rx rx;
     wsl_queue out;
     wsl_bytes *in;  /* unconsumed input: the request so far, or a partial frame */
@@ -55,13 +99,13 @@ struct wsl_conn {
     wsl_conn_info *info;
     wsl_sublist subs; /* topics, owned by the server's wsl_topics */
     int fd;
-    int lua_ref;         /* the script's reference to this connection's Lua object; 0: none */
+    uint32_t udata;      /* the event owner's slot (the script keeps its object's reference) */
     uint8_t state;       /* wsl_conn_state */
     uint8_t list;        /* which of the server's lists holds it (WSL_LIST_*) */
-    uint16_t close_code; /* reported to on_close */
+    uint16_t close_code; /* reported to the close event */
     unsigned events : 2; /* UV_READABLE | UV_WRITABLE currently polled */
     unsigned dirty : 1;  /* on the server's dirty list */
-    unsigned opened : 1; /* on_open ran: on_close must run exactly once */
+    unsigned opened : 1; /* the open event ran: the close event must run exactly once */
     unsigned close_sent : 1;
     unsigned close_rcvd : 1;
     unsigned failing : 1;   /* close without waiting for the peer's reply */
@@ -91,22 +135,31 @@ void wsl_msg_release(wsl_msg *m);
 /* Take over an accepted, non-blocking socket. NULL when out of memory (fd left open). */
 wsl_conn *wsl_conn_new(wsl_server *srv, int fd);
 
-/* 0, WSL_ECLOSED when the connection is not open, WSL_ENOMEM. */
-#define WSL_ECLOSED (-1)
-#define WSL_ENOMEM  (-2)
+/* Queue a message. 0, WSL_ECLOSED when the connection is not open, WSL_ENOMEM. Runs no event
+ * and never destroys the connection: it is written by the next flush. */
 int wsl_conn_send(wsl_conn *c, wsl_msg *m);
 
 /* Start the close handshake with code and reason (truncated to fit a control frame). 0, or
- * WSL_ECLOSED when it was not open. */
+ * WSL_ECLOSED when it was not open. Runs the close event; the connection stays allocated. */
 int wsl_conn_close(wsl_conn *c, unsigned code, const char *reason, size_t len);
 
-/* Close the socket now (on_close 1006 if the script saw the connection open). */
+/* wsl_conn_close in two steps, for a shutdown: the close frame (and the end of the open state)
+ * first, the close event later, so that the close handlers of a shutdown find no connection
+ * still open to send to. begin: 0 or WSL_ECLOSED; finish runs the close event if it is due. */
+int wsl_conn_close_begin(wsl_conn *c, unsigned code, const char *reason, size_t len);
+void wsl_conn_close_finish(wsl_conn *c, const char *reason, size_t len);
+
+/* Close the socket now: runs the close event (1006) if it was open, then the release event;
+ * c is DEAD afterwards (see struct wsl_conn). Harmless on a DEAD connection. */
 void wsl_conn_destroy(wsl_conn *c);
 
-/* Write what is queued; called by the server once per loop iteration for dirty connections. */
+/* Write what is queued; the server calls it once per loop iteration for dirty connections.
+ * May run the drain event, and may destroy c (a write error, or the end of a lingering close):
+ * check wsl_conn_is_dead afterwards before touching anything but its state. */
 void wsl_conn_flush(wsl_conn *c);
 
-/* A state timeout passed (the server's sweep calls this for expired connections). */
+/* A state timeout passed (the server's sweep calls this for expired connections). May run the
+ * close event and destroy c. */
 void wsl_conn_expire(wsl_conn *c);
 
 static inline bool wsl_conn_is_open(const wsl_conn *c)
@@ -114,15 +167,55 @@ static inline bool wsl_conn_is_open(const wsl_conn *c)
     return c->state == WSL_CONN_OPEN;
 }
 
-/* "ip:port" of the peer into buf (at least 64 bytes). */
+static inline bool wsl_conn_is_dead(const wsl_conn *c)
+{
+    return c->state == WSL_CONN_DEAD;
+}
+
+static inline uint64_t wsl_conn_id(const wsl_conn *c)
+{
+    return c->id;
+}
+
+/* Bytes queued and not yet handed to the kernel (what back-pressure counts). */
+static inline size_t wsl_conn_buffered(const wsl_conn *c)
+{
+    return c->out.bytes;
+}
+
+/* The topics c subscribes to: walk them with wsl_sub_next / wsl_sub_topic (topic.h). */
+static inline wsl_sub *wsl_conn_topics(const wsl_conn *c)
+{
+    return c->subs.head;
+}
+
+/* "ip:port" of the peer into buf (at least 64 bytes); a system call, so prefer
+ * wsl_conn_remote once the connection is open. */
 const char *wsl_conn_peer(const wsl_conn *c, char *buf, size_t cap);
 
 /* Info strings (valid while the connection exists; "" before the upgrade). */
-const char *wsl_conn_remote(const wsl_conn *c);
-const char *wsl_conn_path(const wsl_conn *c);
-const char *wsl_conn_query(const wsl_conn *c);
-const char *wsl_conn_protocol(const wsl_conn *c);
+const char *wsl_conn_info_str(const wsl_conn *c, wsl_info_field which);
+static inline const char *wsl_conn_remote(const wsl_conn *c)
+{
+    return wsl_conn_info_str(c, WSL_INFO_REMOTE);
+}
+static inline const char *wsl_conn_path(const wsl_conn *c)
+{
+    return wsl_conn_info_str(c, WSL_INFO_PATH);
+}
+static inline const char *wsl_conn_query(const wsl_conn *c)
+{
+    return wsl_conn_info_str(c, WSL_INFO_QUERY);
+}
+static inline const char *wsl_conn_protocol(const wsl_conn *c)
+{
+    return wsl_conn_info_str(c, WSL_INFO_PROTOCOL);
+}
 /* Headers: i from 0 while it returns true. */
 bool wsl_conn_header(const wsl_conn *c, size_t i, const char **name, const char **value);
+
+/* A log line about c: "conn#ID ADDR: message". */
+void wsl_conn_log(const wsl_conn *c, wsl_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -135,17 +135,12 @@ static const llhttp_settings_t settings = {
     .on_message_complete = on_message_complete,
 };
 
-static char lower(char c)
-{
-    return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
-}
-
 static bool span_ieq(wsl_span s, const char *lit)
 {
     size_t n = strlen(lit);
     if (s.len != n) return false;
     for (size_t i = 0; i < n; i++)
-        if (lower(s.p[i]) != lower(lit[i])) return false;
+        if (wsl_ascii_lower_char(s.p[i]) != wsl_ascii_lower_char(lit[i])) return false;
     return true;
 }
 
@@ -439,7 +434,7 @@ static bool extra_has(const char *extra, const char *name)
     size_t n = strlen(name);
     for (const char *line = extra; line && *line;) {
         size_t i = 0;
-        while (i < n && line[i] && lower(line[i]) == lower(name[i]))
+        while (i < n && line[i] && wsl_ascii_lower_char(line[i]) == wsl_ascii_lower_char(name[i]))
             i++;
         if (i == n) return true;
         const char *nl = strchr(line, '\n');

@@ -46,6 +46,18 @@ typedef struct wsl_request {
     wsl_header headers[WSL_HTTP_MAX_HEADERS];
 } wsl_request;
 
+/* ASCII lower case: header names are ASCII, and other bytes pass through unchanged. */
+static inline char wsl_ascii_lower_char(char c)
+{
+    return c >= 'A' && c <= 'Z' ? (char)(c + ('a' - 'A')) : c;
+}
+
+static inline void wsl_ascii_lower(char *dst, const char *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = wsl_ascii_lower_char(src[i]);
+}
+
 /* Classify the bytes received so far (buf[0..len), from the first byte of the connection). */
 wsl_req_kind wsl_http_parse(wsl_request *req, const char *buf, size_t len);
 

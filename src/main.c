@@ -1,5 +1,6 @@
 /* wsluad's entry point: options, finding the script and the bundled pages, signals (SIGINT and
- * SIGTERM shut down gracefully, SIGHUP reloads the script) and the exit status. */
+ * SIGTERM shut down gracefully, SIGHUP reloads the script), wiring the server's connection
+ * events to the script, and the exit status. */
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -18,7 +19,13 @@
 
 enum { EXIT_OK = 0, EXIT_SCRIPT = 1, EXIT_USAGE = 2, EXIT_LISTEN = 3 };
 
-static uv_signal_t sig_int, sig_term, sig_hup;
+/* SIGHUP reloads through a libuv watcher. SIGINT and SIGTERM have a handler of our own, since
+ * libuv's watchers only run when the loop turns, which a stuck handler prevents: the first one
+ * stops whatever Lua code is running and wakes the loop, which then shuts down gracefully; a
+ * second one ends the process at once. */
+static uv_signal_t sig_hup;
+static uv_async_t stop_async;
+static volatile sig_atomic_t stop_signal;
 
 static bool is_file(const char *p)
 {
@@ -99,24 +106,57 @@ static const char *default_static(void)
     return is_dir(dir) ? dir : NULL;
 }
 
-static void on_signal(uv_signal_t *h, int signum)
+static void on_hup(uv_signal_t *h, int signum)
 {
-    wsl_server *srv = h->data;
-    if (signum == SIGHUP) {
-        wsl_info("SIGHUP: reloading %s", srv->script ? "the script" : "");
-        wsl_script_reload(srv->script);
-        return;
-    }
-    wsl_info("%s: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
-    wsl_server_shutdown(srv);
+    (void)signum;
+    wsl_info("SIGHUP: reloading the script");
+    wsl_script_reload(h->data);
 }
 
+static void on_stop_signal(int sig)
+{
+    if (stop_signal) { /* the second one: no more waiting */
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    stop_signal = sig;
+    wsl_script_interrupt("interrupted: the server is shutting down");
+    uv_async_send(&stop_async);
+}
+
+static void on_stop(uv_async_t *h)
+{
+    wsl_info("%s: shutting down", stop_signal == SIGINT ? "SIGINT" : "SIGTERM");
+    wsl_server_shutdown(h->data);
+}
+
+/* The shutdown is over: release what keeps the loop alive. */
 static void on_stopped(wsl_server *srv)
 {
-    wsl_script_stop(srv->script);
-    uv_close((uv_handle_t *)&sig_int, NULL);
-    uv_close((uv_handle_t *)&sig_term, NULL);
+    wsl_script_stop(srv->events_ud);
     uv_close((uv_handle_t *)&sig_hup, NULL);
+    uv_close((uv_handle_t *)&stop_async, NULL);
+}
+
+/* Listen for signals, serve until the shutdown is over. */
+static void serve(uv_loop_t *loop, wsl_server *srv, wsl_script *script)
+{
+    srv->on_stopped = on_stopped;
+    uv_signal_init(loop, &sig_hup);
+    sig_hup.data = script;
+    uv_signal_start(&sig_hup, on_hup, SIGHUP);
+    uv_async_init(loop, &stop_async, on_stop);
+    stop_async.data = srv;
+    struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    /* Tests and supervisors take this line to mean "ready": signals are handled by now. */
+    wsl_info("wsluad %s listening on %s (script %s%s%s)", WSLUAD_VERSION, srv->addr,
+             wsl_script_path(script), srv->has_files ? ", files from " : "",
+             srv->has_files ? srv->files.root : "");
+    uv_run(loop, UV_RUN_DEFAULT);
 }
 
 static void close_all(uv_handle_t *h, void *arg)
@@ -168,49 +208,32 @@ int main(int argc, char **argv)
         int r = wsl_static_open(&srv.files, files);
         if (r != 0 && opt.static_dir) {
             fprintf(stderr, "wsluad: --static %s: %s\n", files, strerror(-r));
+            wsl_server_free(&srv);
             return EXIT_USAGE;
         }
         srv.has_files = r == 0;
     }
 
+    int status = EXIT_OK;
     wsl_script *script = wsl_script_new(&srv, script_path);
-    bool loaded = script && wsl_script_load(script) == 0;
-    if (!loaded || opt.check) {
-        if (loaded) printf("%s: OK\n", script_path);
-        if (script) wsl_script_stop(script);
-        drain_loop(loop);
-        wsl_script_free(script);
-        wsl_server_free(&srv);
-        wsl_buf_pool_drain();
-        return loaded ? EXIT_OK : EXIT_SCRIPT;
+    if (!script || wsl_script_load(script) != 0) {
+        status = EXIT_SCRIPT;
+    } else if (opt.check) {
+        printf("%s: OK\n", script_path);
+    } else if (wsl_server_listen(&srv) != 0) {
+        status = EXIT_LISTEN;
+    } else {
+        wsl_server_set_events(&srv, &wsl_script_events, script);
+        if (opt.reload) wsl_script_watch(script);
+        serve(loop, &srv, script);
     }
 
-    if (wsl_server_listen(&srv) != 0) {
-        wsl_script_stop(script);
-        drain_loop(loop);
-        wsl_script_free(script);
-        wsl_server_free(&srv);
-        return EXIT_LISTEN;
-    }
-    if (opt.reload) wsl_script_watch(script);
-
-    srv.on_stopped = on_stopped;
-    uv_signal_t *sigs[] = {&sig_int, &sig_term, &sig_hup};
-    int nums[] = {SIGINT, SIGTERM, SIGHUP};
-    for (int i = 0; i < 3; i++) {
-        uv_signal_init(loop, sigs[i]);
-        sigs[i]->data = &srv;
-        uv_signal_start(sigs[i], on_signal, nums[i]);
-    }
-
-    wsl_info("wsluad %s listening on %s (script %s%s%s)", WSLUAD_VERSION, srv.addr, script_path,
-             srv.has_files ? ", files from " : "", srv.has_files ? srv.files.root : "");
-    uv_run(loop, UV_RUN_DEFAULT);
-
+    /* The one way out. */
+    if (script) wsl_script_stop(script);
     drain_loop(loop);
     wsl_script_free(script);
     wsl_server_free(&srv);
     wsl_buf_pool_drain();
-    wsl_info("bye");
-    return EXIT_OK;
+    if (status == EXIT_OK && !opt.check) wsl_info("bye");
+    return status;
 }

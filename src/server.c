@@ -18,7 +18,6 @@
 
 #include "http.h"
 #include "log.h"
-#include "script.h"
 
 #define ACCEPT_BATCH 64   /* accepts per wakeup, so a connection storm cannot starve the rest */
 #define FD_HEADROOM  64   /* descriptors left for the script, logs and static files */
@@ -30,29 +29,33 @@
 void wsl_server_track(wsl_server *s, wsl_conn *c, int which, uint64_t ms)
 {
     if (c->list) {
-        wsl_conn_list *l = &s->lists[c->list];
-        if (c->prev)
-            c->prev->next = c->next;
-        else
-            l->head = c->next;
-        if (c->next)
-            c->next->prev = c->prev;
-        else
-            l->tail = c->prev;
-        c->prev = c->next = NULL;
-        l->n--;
+        wsl_list_remove(&c->link);
+        s->lists[c->list].n--;
     }
     c->list = (uint8_t)which;
     if (!which) return;
     wsl_conn_list *l = &s->lists[which];
     c->deadline = ms ? uv_now(s->loop) + ms : UINT64_MAX;
-    c->prev = l->tail;
-    if (l->tail)
-        l->tail->next = c;
-    else
-        l->head = c;
-    l->tail = c;
+    wsl_list_push_back(&l->head, &c->link);
     l->n++;
+}
+
+/* The connection at the head of list `which` (the oldest deadline), or NULL. */
+static wsl_conn *list_head(wsl_server *s, int which)
+{
+    wsl_list *h = &s->lists[which].head;
+    return wsl_list_empty(h) ? NULL : wsl_list_entry(h->next, wsl_conn, link);
+}
+
+wsl_conn *wsl_server_first_open(wsl_server *s)
+{
+    return list_head(s, WSL_LIST_OPEN);
+}
+
+wsl_conn *wsl_server_next_open(wsl_server *s, wsl_conn *c)
+{
+    wsl_list *n = c->link.next;
+    return n == &s->lists[WSL_LIST_OPEN].head ? NULL : wsl_list_entry(n, wsl_conn, link);
 }
 
 static void on_sweep(uv_timer_t *t)
@@ -64,7 +67,7 @@ static void on_sweep(uv_timer_t *t)
          * connection that re-arms itself with a deadline already past. */
         size_t budget = s->lists[i].n;
         wsl_conn *c;
-        while (budget-- > 0 && (c = s->lists[i].head) && c->deadline <= now)
+        while (budget-- > 0 && (c = list_head(s, i)) && c->deadline <= now)
             wsl_conn_expire(c);
     }
 }
@@ -102,8 +105,11 @@ static void on_prepare(uv_prepare_t *h)
 size_t wsl_server_broadcast(wsl_server *s, wsl_msg *m, const wsl_conn *except)
 {
     size_t n = 0;
-    for (wsl_conn *c = s->lists[WSL_LIST_OPEN].head; c; c = c->next)
+    wsl_list *h = &s->lists[WSL_LIST_OPEN].head;
+    for (wsl_list *l = h->next; l != h; l = l->next) {
+        wsl_conn *c = wsl_list_entry(l, wsl_conn, link);
         if (c != except && wsl_conn_send(c, m) == 0) n++;
+    }
     return n;
 }
 
@@ -116,6 +122,24 @@ size_t wsl_server_publish(wsl_server *s, const char *topic, size_t len, wsl_msg 
         wsl_conn *c = wsl_sub_who(subs[i]);
         if (c != except && wsl_conn_send(c, m) == 0) n++;
     }
+    return n;
+}
+
+int wsl_server_subscribe(wsl_server *s, wsl_conn *c, const char *topic, size_t len)
+{
+    if (!wsl_conn_is_open(c)) return WSL_ECLOSED;
+    return wsl_topics_subscribe(s->topics, &c->subs, c, topic, len);
+}
+
+int wsl_server_unsubscribe(wsl_server *s, wsl_conn *c, const char *topic, size_t len)
+{
+    return wsl_topics_unsubscribe(s->topics, &c->subs, topic, len);
+}
+
+size_t wsl_server_subscribers(const wsl_server *s, const char *topic, size_t len)
+{
+    size_t n;
+    wsl_topics_members(s->topics, topic, len, &n);
     return n;
 }
 
@@ -280,10 +304,13 @@ static unsigned default_max_conns(void)
 
 int wsl_server_init(wsl_server *s, uv_loop_t *loop, const wsl_options *opt)
 {
-    *s = (wsl_server){.loop = loop, .opt = opt, .listen_fd = -1, .spare_fd = -1};
+    static const wsl_conn_events nobody;
+    *s = (wsl_server){.loop = loop, .opt = opt, .events = &nobody, .listen_fd = -1, .spare_fd = -1};
+    for (int i = 0; i < 4; i++)
+        wsl_list_init(&s->lists[i].head);
     s->rbuf = malloc(WSL_READ_BUF);
     s->topics = wsl_topics_new();
-    if (!s->rbuf || !s->topics) return -ENOMEM;
+    if (!s->rbuf || !s->topics) return WSL_ENOMEM;
     s->handshake_ms = (uint64_t)(opt->handshake_timeout * 1000);
     s->idle_ms = (uint64_t)(opt->idle_timeout * 1000);
     s->max_conns = opt->max_connections ? opt->max_connections : default_max_conns();
@@ -309,6 +336,12 @@ int wsl_server_init(wsl_server *s, uv_loop_t *loop, const wsl_options *opt)
     uv_timer_start(&s->sweep, on_sweep, tick, tick);
     uv_unref((uv_handle_t *)&s->sweep);
     return 0;
+}
+
+void wsl_server_set_events(wsl_server *s, const wsl_conn_events *events, void *ud)
+{
+    s->events = events;
+    s->events_ud = ud;
 }
 
 int wsl_server_listen(wsl_server *s)
@@ -365,9 +398,10 @@ int wsl_server_listen(wsl_server *s)
 static void on_shutdown_timeout(uv_timer_t *t)
 {
     wsl_server *s = t->data;
+    wsl_conn *c;
     for (int i = WSL_LIST_HANDSHAKE; i <= WSL_LIST_CLOSING; i++)
-        while (s->lists[i].head)
-            wsl_conn_destroy(s->lists[i].head);
+        while ((c = list_head(s, i)))
+            wsl_conn_destroy(c);
 }
 
 /* Every connection is gone after a shutdown: release the loop. */
@@ -398,10 +432,18 @@ void wsl_server_shutdown(wsl_server *s)
     }
     uv_timer_stop(&s->accept_pause);
     s->nconns++; /* hold finish() back until every connection below is dealt with */
-    while (s->lists[WSL_LIST_HANDSHAKE].head)
-        wsl_conn_destroy(s->lists[WSL_LIST_HANDSHAKE].head);
-    while (s->lists[WSL_LIST_OPEN].head)
-        wsl_conn_close(s->lists[WSL_LIST_OPEN].head, 1001, "server shutting down", 20);
+    wsl_conn *c;
+    while ((c = list_head(s, WSL_LIST_HANDSHAKE)))
+        wsl_conn_destroy(c);
+    /* Every connection leaves the open state before any close handler runs: a handler that
+     * tells the others someone left reaches nobody, instead of n handlers sending n frames
+     * each. */
+    static const char reason[] = "server shutting down";
+    while ((c = list_head(s, WSL_LIST_OPEN)))
+        wsl_conn_close_begin(c, 1001, reason, sizeof reason - 1);
+    wsl_list *n, *next;
+    wsl_list_each_safe(n, next, &s->lists[WSL_LIST_CLOSING].head)
+        wsl_conn_close_finish(wsl_list_entry(n, wsl_conn, link), reason, sizeof reason - 1);
     uv_timer_start(&s->shutdown_timer, on_shutdown_timeout, WSL_SHUTDOWN_TIMEOUT_MS, 0);
     wsl_server_conn_gone(s);
 }

@@ -14,16 +14,16 @@
 #include "static.h"
 #include "topic.h"
 
-typedef struct wsl_script wsl_script;
-
 #define WSL_READ_BUF            (64 * 1024)
 #define WSL_CLOSE_TIMEOUT_MS    2000 /* wait for the peer's close reply, or its FIN */
 #define WSL_SHUTDOWN_TIMEOUT_MS 3000 /* graceful shutdown gives clients this long */
 
-/* A doubly-linked list of connections, oldest deadline first: every connection in one list has
- * the same timeout, so appending keeps it sorted and the sweep only looks at the head. */
+enum { WSL_LIST_NONE, WSL_LIST_HANDSHAKE, WSL_LIST_OPEN, WSL_LIST_CLOSING };
+
+/* Connections linked through wsl_conn.link, oldest deadline first: every connection in one list
+ * has the same timeout, so appending keeps it sorted and the sweep only looks at the head. */
 typedef struct wsl_conn_list {
-    wsl_conn *head, *tail;
+    wsl_list head;
     size_t n;
 } wsl_conn_list;
 
@@ -31,7 +31,8 @@ typedef struct wsl_conn_list {
 typedef struct wsl_server {
     uv_loop_t *loop;
     const wsl_options *opt;
-    wsl_script *script;
+    const wsl_conn_events *events; /* whoever listens to the connections (main: the script) */
+    void *events_ud;
     wsl_topics *topics;
     wsl_static files;
     bool has_files;
@@ -64,24 +65,66 @@ typedef struct wsl_server {
     uint64_t last_shed_log;
 } wsl_server;
 
+/* 0 or WSL_ENOMEM. Connections report to `events` (with ud); NULL: nobody listens. */
 int wsl_server_init(wsl_server *s, uv_loop_t *loop, const wsl_options *opt);
+void wsl_server_set_events(wsl_server *s, const wsl_conn_events *events, void *ud);
 /* Bind and listen; 0, or a negative libuv-style error (message logged). */
 int wsl_server_listen(wsl_server *s);
-/* Stop accepting, close every connection with 1001, then call on_stopped once all are gone. */
+/* Stop accepting, close every connection with 1001 (running their close events), then call
+ * on_stopped once all are gone. */
 void wsl_server_shutdown(wsl_server *s);
 /* A connection's socket was closed (called by wsl_conn_destroy). */
 void wsl_server_conn_gone(wsl_server *s);
 void wsl_server_free(wsl_server *s);
 
-enum { WSL_LIST_NONE, WSL_LIST_HANDSHAKE, WSL_LIST_OPEN, WSL_LIST_CLOSING };
-
 /* Move c to the tail of list `which` (or out of every list) with deadline now + ms. */
 void wsl_server_track(wsl_server *s, wsl_conn *c, int which, uint64_t ms);
 void wsl_server_mark_dirty(wsl_server *s, wsl_conn *c);
 
+/* Queue m on every open connection (but except) / every subscriber of topic; the count of
+ * connections that took it. Runs no event and destroys nothing. */
 size_t wsl_server_broadcast(wsl_server *s, wsl_msg *m, const wsl_conn *except);
 size_t wsl_server_publish(wsl_server *s, const char *topic, size_t len, wsl_msg *m,
                           const wsl_conn *except);
+
+/* Topics of open connections. subscribe: 1 newly subscribed, 0 already was, WSL_ECLOSED when c
+ * is not open, WSL_ENOMEM. unsubscribe: 1 or 0. */
+int wsl_server_subscribe(wsl_server *s, wsl_conn *c, const char *topic, size_t len);
+int wsl_server_unsubscribe(wsl_server *s, wsl_conn *c, const char *topic, size_t len);
+size_t wsl_server_subscribers(const wsl_server *s, const char *topic, size_t len);
+
+/* Open connections: how many, and a walk over them (oldest input first). The walk must not
+ * close connections as it goes: take a snapshot first for that. */
+static inline size_t wsl_server_count(const wsl_server *s)
+{
+    return s->lists[WSL_LIST_OPEN].n;
+}
+wsl_conn *wsl_server_first_open(wsl_server *s);
+wsl_conn *wsl_server_next_open(wsl_server *s, wsl_conn *c);
+
+static inline const wsl_options *wsl_server_options(const wsl_server *s)
+{
+    return s->opt;
+}
+static inline uv_loop_t *wsl_server_loop(const wsl_server *s)
+{
+    return s->loop;
+}
+/* True once wsl_server_shutdown has begun. */
+static inline bool wsl_server_stopping(const wsl_server *s)
+{
+    return s->stopping;
+}
+
+/* The address really bound ("host:port"; "" before listening); the effective connection cap. */
+static inline const char *wsl_server_address(const wsl_server *s)
+{
+    return s->addr;
+}
+static inline unsigned wsl_server_max_connections(const wsl_server *s)
+{
+    return s->max_conns;
+}
 /* The open connection with that id, or NULL. Connections enter the index when they open and
  * leave it when they stop being open. */
 wsl_conn *wsl_server_get(wsl_server *s, uint64_t id);

@@ -6,7 +6,7 @@
     check_docs.py man_example  the man page's EXAMPLES holds lua/chat.lua verbatim
     check_docs.py man_api      every handler, conn method and field, ws function and field,
                                timer method, ws.options key and on_upgrade req field that
-                               src/script.c defines is documented in the man page
+                               the Lua binding defines is documented in the man page
     check_docs.py print_example   prints lua/chat.lua as roff, to paste into EXAMPLES
 
 Environment: WSLUAD_BIN (the built wsluad), WSLUAD_SRC (the source tree).
@@ -25,7 +25,8 @@ SRC = os.environ.get("WSLUAD_SRC") or os.path.dirname(os.path.dirname(os.path.di
     os.path.abspath(__file__))))
 MAN = os.path.join(SRC, "man", "wsluad.1")
 CHAT = os.path.join(SRC, "lua", "chat.lua")
-SCRIPT_C = os.path.join(SRC, "src", "script.c")
+# The Lua binding: the core and one file per Lua type.
+BINDING = [os.path.join(SRC, "src", f) for f in ("script.c", "lconn.c", "lws.c", "ltimer.c")]
 
 failures = []
 
@@ -326,13 +327,14 @@ def check_man_example():
          "(tests/docs/check_docs.py print_example prints it as roff):\n" + diff)
 
 
-# ---- the Lua API of src/script.c is documented --------------------------------------------
+# ---- the Lua API of the Lua binding is documented --------------------------------------------
 
 def function_body(c, name):
-    m = re.search(r"^static [^\n]*\b%s\([^)]*\)\n\{\n(.*?)^\}" % re.escape(name), c,
+    m = re.search(r"^(?:static )?[^\n]*\b%s\([^)]*\)\n\{\n(.*?)^\}" % re.escape(name), c,
                   re.MULTILINE | re.DOTALL)
     if not m:
-        fail("src/script.c: cannot find the function %s (update tests/docs/check_docs.py)" % name)
+        fail("the Lua binding: cannot find the function %s (update tests/docs/check_docs.py)" %
+             name)
         return ""
     return m.group(1)
 
@@ -343,8 +345,10 @@ def setfields(body):
 
 
 def check_man_api():
-    with open(SCRIPT_C, encoding="utf-8") as f:
-        c = f.read()
+    c = ""
+    for path in BINDING:
+        with open(path, encoding="utf-8") as f:
+            c += f.read()
     src = man_source()
     docs = {
         "LUA HANDLERS": prose(section(src, "LUA HANDLERS")),
@@ -355,13 +359,14 @@ def check_man_api():
 
     # luaL_Reg tables: the functions scripts call.
     prefixes = {"conn_methods": ("conn:", "CONNECTION OBJECT"), "fns": ("ws.", "THE WS MODULE"),
-                "logs": ("ws.log.", "THE WS MODULE")}
+                "logs": ("ws.log.", "THE WS MODULE"),
+                "timer_methods": ("handle:", "THE WS MODULE")}
     tables = re.findall(r"luaL_Reg (\w+)\[\] = \{(.*?)\};", c, re.DOTALL)
     if not tables:
-        fail("src/script.c: no luaL_Reg tables found")
+        fail("the Lua binding: no luaL_Reg tables found")
     for table, body in tables:
         if table not in prefixes:
-            fail("src/script.c: luaL_Reg %s is new: tell tests/docs/check_docs.py how scripts "
+            fail("the Lua binding: luaL_Reg %s is new: tell tests/docs/check_docs.py how scripts "
                  "reach its functions" % table)
             continue
         prefix, sec = prefixes[table]
@@ -369,39 +374,35 @@ def check_man_api():
             want.append((prefix + fn + "(", sec, "luaL_Reg " + table))
 
     # Handlers the server calls.
-    m = re.search(r"handler_names\[\] = \{(.*?)\};", c, re.DOTALL)
+    m = re.search(r"handler_names\[\w*\] = \{(.*?)\};", c, re.DOTALL)
     names = re.findall(r'"(\w+)"', m.group(1)) if m else []
     if not names:
-        fail("src/script.c: cannot find handler_names[]")
+        fail("the Lua binding: cannot find handler_names[]")
     for h in names:
         want.append((h + "(", "LUA HANDLERS", "handler_names"))
 
-    # Timer handle methods (set on the TIMER_MT metatable).
-    m = re.search(r"luaL_newmetatable\(L, TIMER_MT\);(.*?)lua_pop", c, re.DOTALL)
-    for meth in setfields(m.group(1)) if m else []:
-        want.append(("handle:" + meth + "(", "THE WS MODULE", "TIMER_MT"))
-
     # Fields: conn.x, ws.x, ws.options keys, on_upgrade's req fields.
-    conn_fields = set(re.findall(r'strcmp\(k, "(\w+)"\)', function_body(c, "conn_index") +
-                                 function_body(c, "push_live_field")))
+    conn_fields = set(re.findall(r'strcmp\(k, "(\w+)"\)', function_body(c, "conn_index")) +
+                      re.findall(r'\{"(\w+)", WSL_INFO_', c))
     for fld in sorted(conn_fields):
         want.append(("conn." + fld, "CONNECTION OBJECT", "conn_index"))
-    for fld in setfields(function_body(c, "open_ws")):
-        want.append(("ws." + fld, "THE WS MODULE", "open_ws"))
+    for fn in ("wsl_lws_open", "wsl_ltimer_register"):
+        for fld in setfields(function_body(c, fn)):
+            want.append(("ws." + fld, "THE WS MODULE", fn))
     opts = function_body(c, "push_options")
-    for key in setfields(opts) + re.findall(r'(?:INT|NUM)\("(\w+)"', opts):
+    for key in setfields(opts) + re.findall(r'set_(?:integer|number)\(L, "(\w+)"', opts):
         want.append((key, "THE WS MODULE", "push_options (ws.options)"))
-    for fld in setfields(function_body(c, "upgrade_body")):
+    for fld in setfields(function_body(c, "push_request")):
         want.append((fld, "LUA HANDLERS", "upgrade_body (on_upgrade's req)"))
 
     for text, sec, origin in want:
         found = (re.search(r"\b%s" % re.escape(text), docs[sec]) if text[0].isalnum()
                  else text in docs[sec])
         if not found:
-            fail("%s (from %s in src/script.c) is not documented in the man page's %s" %
+            fail("%s (from %s in the Lua binding) is not documented in the man page's %s" %
                  (text.rstrip("("), origin, sec))
     if len(want) < 30:
-        fail("found only %d API items in src/script.c: the parsing is broken" % len(want))
+        fail("found only %d API items in the Lua binding: the parsing is broken" % len(want))
 
 
 CHECKS = {"agreement": check_agreement, "man_lint": check_man_lint,

@@ -1,0 +1,335 @@
+/* The conn object scripts see: one per connection, made on first use, with methods (send,
+ * close, subscribe ...), read-only fields taken from the connection while it lives and from
+ * copies once it is gone, and `data` for the script's own use. */
+#include <string.h>
+
+#include "lhandle.h"
+#include "script_priv.h"
+#include "utf8.h"
+
+/* The box: the connection (cleared on release) and what stays readable afterwards. */
+typedef struct lconn {
+    wsl_lhandle h; /* h.p: the wsl_conn */
+    uint64_t id;
+} lconn;
+
+/* The conn metatable, anchored in the registry for the state's life, so its address identifies
+ * it (see wsl_lhandle_check). */
+static const void *conn_mt;
+
+void wsl_lconn_push(lua_State *L, wsl_conn *c)
+{
+    if (c->udata) {
+        wsl_lhandle_push(L, (int)c->udata);
+        return;
+    }
+    int ref;
+    lconn *u = wsl_lhandle_new(L, sizeof *u, 1, WSL_CONN_MT, c, &ref);
+    u->id = wsl_conn_id(c);
+    c->udata = (uint32_t)ref;
+}
+
+static lconn *check_box(lua_State *L, int i)
+{
+    return wsl_lhandle_check(L, i, conn_mt, WSL_CONN_MT);
+}
+
+wsl_conn *wsl_lconn_check(lua_State *L, int i)
+{
+    return check_box(L, i)->h.p;
+}
+
+/* The object's own table (user value 1, created on first use) for data and remembered fields. */
+static void push_fields(lua_State *L, int ud)
+{
+    if (lua_getiuservalue(L, ud, 1) == LUA_TTABLE) return;
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 2);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, ud, 1);
+}
+
+void wsl_lconn_set_data(lua_State *L, wsl_conn *c, int value)
+{
+    value = lua_absindex(L, value);
+    wsl_lconn_push(L, c);
+    push_fields(L, lua_gettop(L));
+    lua_pushvalue(L, value);
+    lua_setfield(L, -2, "data");
+    lua_pop(L, 2);
+}
+
+void wsl_lconn_add_header(lua_State *L, const char *name, size_t nlen, const char *value,
+                          size_t vlen)
+{
+    luaL_Buffer b;
+    wsl_ascii_lower(luaL_buffinitsize(L, &b, nlen), name, nlen);
+    luaL_pushresultsize(&b, nlen);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TSTRING) { /* a repeated header reads as one, as HTTP allows */
+        lua_pushliteral(L, ", ");
+        lua_pushlstring(L, value, vlen);
+        lua_concat(L, 3);
+    } else {
+        lua_pop(L, 1);
+        lua_pushlstring(L, value, vlen);
+    }
+    lua_rawset(L, -3);
+}
+
+static void push_headers(lua_State *L, const wsl_conn *c)
+{
+    lua_newtable(L);
+    const char *name, *value;
+    for (size_t i = 0; wsl_conn_header(c, i, &name, &value); i++)
+        wsl_lconn_add_header(L, name, strlen(name), value, strlen(value));
+}
+
+/* The fields read from the connection while it lives; wsl_lconn_release keeps copies. */
+static const struct {
+    const char *name;
+    wsl_info_field which;
+} live_fields[] = {{"remote", WSL_INFO_REMOTE},
+                   {"path", WSL_INFO_PATH},
+                   {"query", WSL_INFO_QUERY},
+                   {"protocol", WSL_INFO_PROTOCOL}};
+
+static bool push_live_field(lua_State *L, const wsl_conn *c, const char *k)
+{
+    for (size_t i = 0; i < sizeof live_fields / sizeof live_fields[0]; i++) {
+        if (strcmp(k, live_fields[i].name) != 0) continue;
+        const char *v = wsl_conn_info_str(c, live_fields[i].which);
+        if (live_fields[i].which == WSL_INFO_PROTOCOL && !*v)
+            lua_pushnil(L); /* no subprotocol */
+        else
+            lua_pushstring(L, v);
+        return true;
+    }
+    return false;
+}
+
+static int conn_index(lua_State *L)
+{
+    /* Methods first, and before any check: conn:send is looked up for every message, and
+     * the method itself checks its argument. */
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+    lua_pop(L, 1);
+    lconn *u = check_box(L, 1);
+    wsl_conn *c = u->h.p;
+    const char *k = luaL_checkstring(L, 2);
+    if (strcmp(k, "id") == 0) {
+        lua_pushinteger(L, (lua_Integer)u->id);
+        return 1;
+    }
+    if (strcmp(k, "data") == 0 || strcmp(k, "headers") == 0) {
+        push_fields(L, 1);
+        if (lua_getfield(L, -1, k) != LUA_TNIL) return 1;
+        lua_pop(L, 1);
+        if (k[0] == 'h' && c)
+            push_headers(L, c);
+        else
+            lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, k);
+        return 1;
+    }
+    if (c) {
+        if (!push_live_field(L, c, k)) lua_pushnil(L);
+        return 1;
+    }
+    push_fields(L, 1); /* closed: the copies kept by wsl_lconn_release */
+    lua_getfield(L, -1, k);
+    return 1;
+}
+
+static int conn_newindex(lua_State *L)
+{
+    check_box(L, 1);
+    const char *k = luaL_checkstring(L, 2);
+    if (strcmp(k, "data") != 0) return luaL_error(L, "conn.%s is read-only", k);
+    push_fields(L, 1);
+    lua_pushvalue(L, 3);
+    lua_setfield(L, -2, "data");
+    return 0;
+}
+
+static int conn_tostring(lua_State *L)
+{
+    lconn *u = check_box(L, 1);
+    wsl_conn *c = u->h.p;
+    if (c) {
+        lua_pushfstring(L, "conn#%I (%s)", (lua_Integer)u->id, wsl_conn_remote(c));
+    } else {
+        push_fields(L, 1);
+        lua_getfield(L, -1, "remote");
+        lua_pushfstring(L, "conn#%I (%s, closed)", (lua_Integer)u->id,
+                        lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
+    }
+    return 1;
+}
+
+/* ---- arguments and results shared with the ws module ------------------------------------- */
+
+static int kind_opcode(lua_State *L, int i)
+{
+    const char *k = lua_isnoneornil(L, i) ? "text" : lua_tostring(L, i);
+    if (k && strcmp(k, "text") == 0) return WSL_OP_TEXT;
+    if (k && strcmp(k, "binary") == 0) return WSL_OP_BINARY;
+    return luaL_argerror(L, i, "kind must be \"text\" or \"binary\"");
+}
+
+void wsl_lcheck_msg(lua_State *L, int i, wsl_msg *m, const char *fn)
+{
+    size_t len;
+    const char *p = luaL_checklstring(L, i, &len);
+    int op = kind_opcode(L, i + 1);
+    if (op == WSL_OP_TEXT && !wsl_utf8_valid(p, len))
+        luaL_error(L, "%s: text is not valid UTF-8 (send it as \"binary\")", fn);
+    wsl_msg_init(m, op, p, len);
+}
+
+const char *wsl_lcheck_topic(lua_State *L, int i, size_t *len)
+{
+    if (lua_type(L, i) != LUA_TSTRING)
+        luaL_error(L, "bad topic (a non-empty string expected, got %s)", luaL_typename(L, i));
+    const char *t = lua_tolstring(L, i, len);
+    if (*len == 0) luaL_error(L, "bad topic (a non-empty string expected, got \"\")");
+    return t;
+}
+
+int wsl_lresult(lua_State *L, int r)
+{
+    if (r >= 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushnil(L);
+    lua_pushstring(L, wsl_strerror(r));
+    lua_pushstring(L, wsl_err_name(r));
+    return 3;
+}
+
+/* ---- methods ------------------------------------------------------------------------------ */
+
+static int conn_send(lua_State *L)
+{
+    wsl_conn *c = wsl_lconn_check(L, 1);
+    wsl_msg m;
+    wsl_lcheck_msg(L, 2, &m, "conn:send");
+    int r = c ? wsl_conn_send(c, &m) : WSL_ECLOSED;
+    wsl_msg_release(&m);
+    return wsl_lresult(L, r);
+}
+
+static int conn_close(lua_State *L)
+{
+    wsl_conn *c = wsl_lconn_check(L, 1);
+    lua_Integer code = luaL_optinteger(L, 2, 1000);
+    size_t len;
+    const char *reason = luaL_optlstring(L, 3, "", &len);
+    if (code < 0 || code > 65535 || !wsl_close_code_valid((unsigned)code) ||
+        (code >= 1004 && code <= 1006))
+        return luaL_error(L, "conn:close: %d is not a close code a server may send", (int)code);
+    if (len > WSL_CONTROL_MAX - 2)
+        return luaL_error(L, "conn:close: reason longer than %d bytes", WSL_CONTROL_MAX - 2);
+    if (!wsl_utf8_valid(reason, len)) return luaL_error(L, "conn:close: reason is not UTF-8");
+    return wsl_lresult(L, c ? wsl_conn_close(c, (unsigned)code, reason, len) : WSL_ECLOSED);
+}
+
+static int conn_is_open(lua_State *L)
+{
+    wsl_conn *c = wsl_lconn_check(L, 1);
+    lua_pushboolean(L, c && wsl_conn_is_open(c));
+    return 1;
+}
+
+static int conn_buffered(lua_State *L)
+{
+    wsl_conn *c = wsl_lconn_check(L, 1);
+    lua_pushinteger(L, c ? (lua_Integer)wsl_conn_buffered(c) : 0);
+    return 1;
+}
+
+static int conn_subscribe(lua_State *L)
+{
+    wsl_conn *c = wsl_lconn_check(L, 1);
+    size_t len;
+    const char *t = wsl_lcheck_topic(L, 2, &len);
+    int r = c ? wsl_server_subscribe(wsl_script_of(L)->srv, c, t, len) : WSL_ECLOSED;
+    if (r < 0) return wsl_lresult(L, r);
+    lua_pushboolean(L, r);
+    return 1;
+}
+
+static int conn_unsubscribe(lua_State *L)
+{
+    wsl_conn *c = wsl_lconn_check(L, 1);
+    size_t len;
+    const char *t = wsl_lcheck_topic(L, 2, &len);
+    lua_pushboolean(L, c && wsl_server_unsubscribe(wsl_script_of(L)->srv, c, t, len) > 0);
+    return 1;
+}
+
+static int conn_topics(lua_State *L)
+{
+    wsl_conn *c = wsl_lconn_check(L, 1);
+    lua_newtable(L);
+    if (!c) return 1;
+    int i = 0;
+    for (wsl_sub *sub = wsl_conn_topics(c); sub; sub = wsl_sub_next(sub)) {
+        size_t len;
+        const char *name = wsl_sub_topic(sub, &len);
+        lua_pushlstring(L, name, len);
+        lua_rawseti(L, -2, ++i);
+    }
+    return 1;
+}
+
+void wsl_lconn_open(lua_State *L)
+{
+    static const luaL_Reg conn_methods[] = {
+        {"send", conn_send},           {"close", conn_close},
+        {"is_open", conn_is_open},     {"buffered", conn_buffered},
+        {"subscribe", conn_subscribe}, {"unsubscribe", conn_unsubscribe},
+        {"topics", conn_topics},       {NULL, NULL},
+    };
+    luaL_newmetatable(L, WSL_CONN_MT);
+    conn_mt = lua_topointer(L, -1);
+    luaL_newlib(L, conn_methods);
+    lua_pushcclosure(L, conn_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, conn_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, conn_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+}
+
+/* ---- release ---------------------------------------------------------------------------- */
+
+static int release_body(lua_State *L)
+{
+    wsl_conn *c = lua_touserdata(L, 1);
+    wsl_lconn_push(L, c);
+    push_fields(L, lua_gettop(L));
+    for (size_t i = 0; i < sizeof live_fields / sizeof live_fields[0]; i++) {
+        push_live_field(L, c, live_fields[i].name);
+        lua_setfield(L, -2, live_fields[i].name);
+    }
+    if (lua_getfield(L, -1, "headers") == LUA_TNIL) {
+        push_headers(L, c);
+        lua_setfield(L, -3, "headers");
+    }
+    return 0;
+}
+
+void wsl_lconn_release(wsl_script *s, wsl_conn *c)
+{
+    if (!c->udata || !s->L) return;
+    /* Keep copies of the fields for code that still holds the object; if Lua is out of memory
+     * for them, the object at least never keeps a dangling pointer. */
+    wsl_protect(s, release_body, c, "release", c);
+    wsl_lhandle_release(s->L, (int)c->udata);
+    c->udata = 0;
+}

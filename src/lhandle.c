@@ -1,0 +1,37 @@
+/* Boxes for C objects seen from Lua: creation with a registry pin, release that clears the
+ * pointer, and the fast type check. Shared by conn objects and timers. */
+#include "lhandle.h"
+
+#include <lauxlib.h>
+
+void *wsl_lhandle_new(lua_State *L, size_t size, int nuv, const char *mt, void *p, int *ref)
+{
+    wsl_lhandle *h = lua_newuserdatauv(L, size, nuv);
+    h->p = p;
+    luaL_setmetatable(L, mt);
+    lua_pushvalue(L, -1);
+    *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return h;
+}
+
+void wsl_lhandle_release(lua_State *L, int ref)
+{
+    if (lua_rawgeti(L, LUA_REGISTRYINDEX, ref) == LUA_TUSERDATA) {
+        wsl_lhandle *h = lua_touserdata(L, -1);
+        h->p = NULL;
+    }
+    lua_pop(L, 1);
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+}
+
+void *wsl_lhandle_check(lua_State *L, int i, const void *mt, const char *tname)
+{
+    void *u = lua_touserdata(L, i);
+    if (u && lua_getmetatable(L, i)) {
+        int ok = lua_topointer(L, -1) == mt;
+        lua_pop(L, 1);
+        if (ok) return u;
+    }
+    luaL_typeerror(L, i, tname);
+    return NULL;
+}
