@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "error.h"
+
 /* Buffers up to WSL_CHUNK_SIZE come in power-of-two classes from 256 bytes, each class with a
  * free list of at most POOL_BYTES: an idle connection's first small frame costs 256 bytes, a
  * burst grows its chunks geometrically, and steady traffic reuses instead of calling malloc. */
@@ -114,11 +116,11 @@ int wsl_queue_copy(wsl_queue *q, const void *hdr, size_t hlen, const void *paylo
         size_t want = t && t->own ? 2 * (size_t)t->buf->cap : 0;
         if (want > WSL_CHUNK_SIZE - sizeof(wsl_buf)) want = WSL_CHUNK_SIZE - sizeof(wsl_buf);
         wsl_buf *b = wsl_buf_new(need > want ? need : want);
-        if (!b) return -1;
+        if (!b) return WSL_ENOMEM;
         wsl_seg *s = seg_new(b, size_class(b->cap) >= 0);
         if (!s) {
             wsl_buf_unref(b);
-            return -1;
+            return WSL_ENOMEM;
         }
         push(q, s);
         t = s;
@@ -136,7 +138,7 @@ int wsl_queue_share(wsl_queue *q, wsl_buf *b)
     wsl_seg *s = seg_new(wsl_buf_ref(b), 0);
     if (!s) {
         wsl_buf_unref(b);
-        return -1;
+        return WSL_ENOMEM;
     }
     push(q, s);
     return 0;

@@ -45,7 +45,7 @@ typedef struct wsl_queue {
     size_t bytes; /* queued and not yet written */
 } wsl_queue;
 
-/* Append hdr then payload, copied. 0, or -1 when out of memory (nothing was queued). */
+/* Append hdr then payload, copied. 0, or WSL_ENOMEM (nothing was queued). */
 int wsl_queue_copy(wsl_queue *q, const void *hdr, size_t hlen, const void *payload, size_t n);
 /* wsl_queue_copy of one piece, inlined for the common case: room left in the private chunk at
  * the tail (a broadcast appends one small frame to every recipient this way). */
@@ -61,7 +61,7 @@ static inline int wsl_queue_append(wsl_queue *q, const void *p, size_t n)
     return wsl_queue_copy(q, p, n, NULL, 0);
 }
 
-/* Append all of b by reference (takes a new reference). 0 or -1. */
+/* Append all of b by reference (takes a new reference). 0 or WSL_ENOMEM. */
 int wsl_queue_share(wsl_queue *q, wsl_buf *b);
 /* Fill up to max iovecs with the queued bytes, oldest first; returns the count. */
 int wsl_queue_iov(const wsl_queue *q, struct iovec *iov, int max);

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "error.h"
+
 typedef struct topic {
     struct topic *next; /* hash chain */
     wsl_sub **subs;
@@ -113,7 +115,7 @@ int wsl_topics_subscribe(wsl_topics *t, wsl_sublist *l, void *who, const char *n
     topic *tp = find(t, name, len, h);
     if (!tp) {
         tp = calloc(1, sizeof *tp + len + 1);
-        if (!tp) return -1;
+        if (!tp) return WSL_ENOMEM;
         tp->hash = h;
         tp->len = len;
         memcpy(tp->name, name, len);
@@ -138,7 +140,7 @@ int wsl_topics_subscribe(wsl_topics *t, wsl_sublist *l, void *who, const char *n
     return 1;
 fail:
     if (tp->n == 0) drop_topic(t, tp);
-    return -1;
+    return WSL_ENOMEM;
 }
 
 static void leave(wsl_topics *t, wsl_sub *s)

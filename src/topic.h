@@ -18,7 +18,7 @@ typedef struct wsl_sublist {
 wsl_topics *wsl_topics_new(void);
 void wsl_topics_free(wsl_topics *t); /* every subscriber must have left */
 
-/* 1 subscribed, 0 already was, -1 out of memory. */
+/* 1 subscribed, 0 already was, WSL_ENOMEM. */
 int wsl_topics_subscribe(wsl_topics *t, wsl_sublist *l, void *who, const char *name, size_t len);
 /* 1 unsubscribed, 0 was not subscribed. */
 int wsl_topics_unsubscribe(wsl_topics *t, wsl_sublist *l, const char *name, size_t len);

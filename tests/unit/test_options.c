@@ -1,0 +1,110 @@
+/* The command line (src/options.c): sizes with their suffixes and overflow, defaults, and the
+ * usage errors that must stop the server before it starts. */
+#include <getopt.h>
+#include <stdint.h>
+
+#include "options.h"
+#include "test.h"
+
+static void test_sizes(void)
+{
+    static const struct {
+        const char *in;
+        uint64_t want;
+    } good[] = {
+        {"0", 0},
+        {"1", 1},
+        {"1048576", 1048576},
+        {"512K", 512 << 10},
+        {"512k", 512 << 10},
+        {"1M", 1 << 20},
+        {"1MB", 1 << 20},
+        {"2mb", 2 << 20},
+        {"1G", 1ull << 30},
+        {"16384", 16384},
+        {"17179869183G", 17179869183ull << 30},
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        TEST_CONTEXT("%s", good[i].in);
+        uint64_t v = 12345;
+        CHECK(wsl_parse_size(good[i].in, &v));
+        CHECK_EQ(v, good[i].want);
+    }
+    static const char *const bad[] = {
+        "",
+        "-1",
+        "+1",
+        " 1",
+        "1 ",
+        "1T",
+        "1KK",
+        "1Mx",
+        "M",
+        "0x10",
+        "1.5M",
+        "18446744073709551616", /* one past UINT64_MAX */
+        "17179869184G",         /* overflows once shifted */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        TEST_CONTEXT("%s", bad[i]);
+        uint64_t v = 12345;
+        CHECK(!wsl_parse_size(bad[i], &v));
+        CHECK_EQ(v, 12345); /* untouched on failure */
+    }
+    test_context[0] = '\0';
+}
+
+/* Parse a NULL-terminated argument list (getopt keeps state between calls: reset it). */
+static int parse(wsl_options *o, char **argv)
+{
+    int argc = 0;
+    while (argv[argc])
+        argc++;
+    optind = 0;
+    return wsl_options_parse(o, argc, argv);
+}
+
+static void test_defaults_and_values(void)
+{
+    wsl_options o;
+    char *plain[] = {"wsluad", "chat.lua", NULL};
+    CHECK_EQ(parse(&o, plain), WSL_OPTIONS_RUN);
+    CHECK_STR(o.script, "chat.lua");
+    CHECK_EQ(o.port, 8080);
+    CHECK_EQ(o.max_message, 1 << 20);
+    CHECK(o.handler_timeout > 0);
+
+    char *set[] = {"wsluad",         "--max-message", "64K", "--lua-memory", "1G", "-l",
+                   "127.0.0.1:9001", "x.lua",         NULL};
+    CHECK_EQ(parse(&o, set), WSL_OPTIONS_RUN);
+    CHECK_EQ(o.max_message, 64 << 10);
+    CHECK_EQ(o.lua_memory, 1ull << 30);
+    CHECK_STR(o.host, "127.0.0.1");
+    CHECK_EQ(o.port, 9001);
+}
+
+static void test_usage_errors(void)
+{
+    /* stderr gets the messages; only the verdict matters here. */
+    char *cases[][5] = {
+        {"wsluad", "--max-message", "lots", "x.lua", NULL},
+        {"wsluad", "--max-message", "0", "x.lua", NULL},
+        {"wsluad", "--no-such-option", "x.lua", NULL, NULL},
+        {"wsluad", "a.lua", "b.lua", NULL, NULL},
+        {"wsluad", "-l", "127.0.0.1:99999", "x.lua", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        TEST_CONTEXT("case %zu (%s)", i, cases[i][1]);
+        wsl_options o;
+        CHECK_EQ(parse(&o, cases[i]), WSL_OPTIONS_USAGE);
+    }
+    test_context[0] = '\0';
+}
+
+int main(void)
+{
+    test_sizes();
+    test_defaults_and_values();
+    test_usage_errors();
+    TEST_MAIN_END();
+}
