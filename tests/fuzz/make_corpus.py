@@ -150,7 +150,32 @@ def http_seeds():
         write("http", name, data)
 
 
+def cluster_seeds():
+    # The same bytes are tried as a --redis URL, an incoming message (envelope), a channel name
+    # (prefix "wsluad") and a command (arguments split at spaces).
+    env = b"\x00WSL\x01\x02\x00\x00" + struct.pack(">QQQ", 0x0102030405060708, 9, 0)
+    seeds = {
+        "url-tcp": b"redis://127.0.0.1:6379/2",
+        "url-auth": b"redis://app:p%40ss@cache.example.org:6380/15",
+        "url-ipv6": b"redis://:pw@[::1]:7000",
+        "url-unix": b"unix:///run/redis/redis.sock",
+        "url-bad-port": b"redis://h:65536/x?y#z",
+        "envelope": env + b"payload",
+        "envelope-short": env[:20],
+        "envelope-bad-version": env[:4] + b"\x07" + env[5:],
+        "channel-topic": b"wsluad:topic:news:today",
+        "channel-broadcast": b"wsluad:broadcast",
+        "channel-node": b"wsluad:node:65535",
+        "channel-node-zero": b"wsluad:node:0042",
+        "command-subscribe": b"SUBSCRIBE wsluad:topic:x",
+        "command-client-reply": b"client reply off",
+    }
+    for name, data in seeds.items():
+        write("cluster", name, data)
+
+
 if __name__ == "__main__":
     frame_seeds()
     utf8_seeds()
     http_seeds()
+    cluster_seeds()
