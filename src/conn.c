@@ -289,7 +289,7 @@ static void report_close(wsl_conn *c, unsigned code, const char *reason, size_t 
     wsl_conn_log(c, WSL_LOG_DEBUG, "closed %u %.*s", code, (int)len, reason);
     if (EVENTS(c)->close) EVENTS(c)->close(EV_UD(c), c, code, reason, len);
     /* After the event, which may still want the topics: publish no longer reaches it. */
-    wsl_topics_leave_all(c->srv->topics, &c->subs);
+    wsl_server_leave_all(c->srv, c);
 }
 
 static void start_close(wsl_conn *c, unsigned code, const char *reason, size_t len, bool fail)
@@ -746,7 +746,7 @@ wsl_conn *wsl_conn_new(wsl_server *srv, int fd)
     wsl_list_init(&c->link);
     c->srv = srv;
     c->fd = fd;
-    c->id = ++srv->next_id;
+    c->id = wsl_server_new_id(srv);
     c->state = WSL_CONN_HANDSHAKE;
     srv->nconns++;
     wsl_server_track(srv, c, WSL_LIST_HANDSHAKE, srv->handshake_ms);

@@ -38,6 +38,17 @@ static int ws_publish(lua_State *L)
     return 1;
 }
 
+/* ws.send(id, data [, kind]): to a connection by id, on whichever node holds it. */
+static int ws_send(lua_State *L)
+{
+    lua_Integer id = luaL_checkinteger(L, 1);
+    wsl_msg m;
+    wsl_lcheck_msg(L, 2, &m, "ws.send");
+    int r = id > 0 ? wsl_server_send_to(server_of(L), (uint64_t)id, &m) : WSL_ECLOSED;
+    wsl_msg_release(&m);
+    return wsl_lresult(L, r);
+}
+
 static int ws_subscribers(lua_State *L)
 {
     size_t len;
@@ -221,11 +232,24 @@ static void push_options(lua_State *L, const wsl_server *srv)
     lua_setmetatable(L, -2);
 }
 
+/* Fields that change while the server runs: ws.node (a node takes another number when another
+ * live node holds its own). */
+static int ws_index(lua_State *L)
+{
+    const char *k = lua_tostring(L, 2);
+    if (k && strcmp(k, "node") == 0) {
+        lua_pushinteger(L, wsl_server_node(server_of(L)));
+        return 1;
+    }
+    return 0;
+}
+
 int wsl_lws_open(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         {"broadcast", ws_broadcast},
         {"publish", ws_publish},
+        {"send", ws_send},
         {"subscribers", ws_subscribers},
         {"connections", ws_connections},
         {"count", ws_count},
@@ -236,11 +260,17 @@ int wsl_lws_open(lua_State *L)
     };
     luaL_newlib(L, fns);
     wsl_ltimer_register(L);
+    wsl_lspawn_register(L);
+    wsl_lredis_register(L);
     push_log(L);
     lua_setfield(L, -2, "log");
     push_options(L, server_of(L));
     lua_setfield(L, -2, "options");
     lua_pushliteral(L, WSLUAD_VERSION);
     lua_setfield(L, -2, "version");
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, ws_index);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
     return 1;
 }

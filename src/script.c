@@ -378,24 +378,30 @@ int wsl_body_done(lua_State *L, int status, lua_KContext ctx)
     return 0;
 }
 
-bool wsl_protect(wsl_script *s, lua_CFunction body, void *arg, const char *what, const wsl_conn *c)
+/* Resume co (a runner holding a body and its argument, or a coroutine of ws.spawn holding what
+ * it is resumed with) under the time limit. 1: it finished; 0: a coroutine of ws.spawn yields to
+ * wait (it called wsl_spawn_waiting); -1: it failed, which is logged. */
+static int run(wsl_script *s, lua_State *co, int nargs, bool spawned, const char *what,
+               const wsl_conn *c)
 {
-    lua_State *co = runner(s, s->depth);
-    if (!co) {
-        wsl_error("Lua error in %s: not enough memory for a call", what);
-        return false;
-    }
-    lua_pushcfunction(co, body);
-    lua_pushlightuserdata(co, arg);
     size_t mem_before = s->mem;
     lua_State *outer_runner = runner_now;
     lua_State *outer = call_begin(s, co);
-    int nres, st = lua_resume(co, outer ? outer : s->L, 1, &nres);
-    const char *why = overrun ? overrun_why : "attempt to yield from outside a coroutine";
+    s->waiting = false;
+    int nres, st = lua_resume(co, outer ? outer : s->L, nargs, &nres);
+    bool overran = overrun;
+    const char *why = overran ? overrun_why : "attempt to yield from outside a coroutine";
     call_end(s, outer, outer_runner);
     if (st == LUA_OK) {
         lua_settop(co, 0);
-        return true;
+        return 1;
+    }
+    if (st == LUA_YIELD && spawned && !overran) {
+        if (s->waiting) {
+            lua_pop(co, nres);
+            return 0;
+        }
+        why = "coroutine.yield() in a function run by ws.spawn (wait with ws.sleep or ws.redis)";
     }
     failure f = {.co = co, .status = st, .yield_why = why, .what = what};
     char who[96];
@@ -405,7 +411,24 @@ bool wsl_protect(wsl_script *s, lua_CFunction body, void *arg, const char *what,
         f.conn = who;
     }
     failed(s, &f, mem_before);
-    return false;
+    return -1;
+}
+
+bool wsl_protect(wsl_script *s, lua_CFunction body, void *arg, const char *what, const wsl_conn *c)
+{
+    lua_State *co = runner(s, s->depth);
+    if (!co) {
+        wsl_error("Lua error in %s: not enough memory for a call", what);
+        return false;
+    }
+    lua_pushcfunction(co, body);
+    lua_pushlightuserdata(co, arg);
+    return run(s, co, 1, false, what, c) > 0;
+}
+
+int wsl_resume_spawned(wsl_script *s, lua_State *co, int nargs, const wsl_conn *c)
+{
+    return run(s, co, nargs, true, "a function run by ws.spawn", c);
 }
 
 /* ---- the state, loading and reload -------------------------------------------------------- */
@@ -475,6 +498,7 @@ wsl_script *wsl_script_new(wsl_server *srv, const char *path)
     if (!s) return NULL;
     s->srv = srv;
     wsl_list_init(&s->timers);
+    wsl_list_init(&s->sleepers);
     s->path = strdup(path);
     s->mem_limit = wsl_server_options(srv)->lua_memory;
     s->L = lua_newstate(lalloc, s);
@@ -599,7 +623,10 @@ int wsl_script_watch(wsl_script *s)
 
 void wsl_script_stop(wsl_script *s)
 {
-    if (s->L) wsl_ltimer_stop(s, WSL_TIMERS_ALL, 0);
+    if (s->L) {
+        wsl_ltimer_stop(s, WSL_TIMERS_ALL, 0);
+        wsl_lspawn_stop(s);
+    }
     if (s->watching) uv_close((uv_handle_t *)&s->watch, NULL);
     s->watching = false;
     if (!uv_is_closing((uv_handle_t *)&s->debounce)) uv_close((uv_handle_t *)&s->debounce, NULL);
@@ -678,19 +705,27 @@ static int handler_body(lua_State *L)
     return 0;
 }
 
-/* Run a handler for c; an error goes to on_error, or closes the connection with 1011. */
-static void dispatch(wsl_script *s, handler_call *h)
+void wsl_handler_failed(wsl_script *s, wsl_conn *c)
 {
-    if (wsl_protect(s, handler_body, h, h->handler, h->c)) return;
-    if (!wsl_conn_is_open(h->c) || h->args == ARGS_CLOSE) return; /* only logged */
+    if (!wsl_conn_is_open(c)) return; /* only logged */
     lua_State *L = s->L;
     bool has_on_error = lua_getglobal(L, "on_error") == LUA_TFUNCTION;
     lua_pop(L, 1);
     if (has_on_error) {
-        handler_call err = {.args = ARGS_ERROR, .c = h->c, .handler = "on_error"};
-        if (wsl_protect(s, handler_body, &err, "on_error", h->c)) return;
+        handler_call err = {.args = ARGS_ERROR, .c = c, .handler = "on_error"};
+        if (wsl_protect(s, handler_body, &err, "on_error", c)) return;
     }
-    if (wsl_conn_is_open(h->c)) wsl_conn_close(h->c, 1011, "internal error", 14);
+    if (wsl_conn_is_open(c)) wsl_conn_close(c, 1011, "internal error", 14);
+}
+
+/* Run a handler for c; an error goes to on_error, or closes the connection with 1011. */
+static void dispatch(wsl_script *s, handler_call *h)
+{
+    wsl_conn *outer = s->conn_now;
+    s->conn_now = h->c;
+    bool ok = wsl_protect(s, handler_body, h, h->handler, h->c);
+    s->conn_now = outer;
+    if (!ok && h->args != ARGS_CLOSE) wsl_handler_failed(s, h->c);
 }
 
 static void on_open(void *ud, wsl_conn *c)

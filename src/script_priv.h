@@ -33,6 +33,9 @@ struct wsl_script {
     uv_fs_event_t watch;
     uv_timer_t debounce;
     bool watching;
+    wsl_conn *conn_now; /* whose handler runs now (NULL: none, or a timer) */
+    bool waiting;       /* the running coroutine of ws.spawn yields to wait (wsl_spawn_waiting) */
+    wsl_list sleepers;  /* ws.sleep timers (lspawn.c) */
     /* The last error logged, so a repeated one is counted instead of logged each time. */
     char last_error[256];
     unsigned repeats;
@@ -59,6 +62,20 @@ bool wsl_protect(wsl_script *s, lua_CFunction body, void *arg, const char *what,
 int wsl_body_done(lua_State *L, int status, lua_KContext ctx);
 #define wsl_call(L, nargs, nresults) lua_callk(L, nargs, nresults, 0, wsl_body_done)
 
+/* A coroutine of ws.spawn (lspawn.c): resume it with the nargs values on top of its stack, under
+ * the time limit. 1 it finished, 0 it waits again, -1 it failed (logged; the caller then calls
+ * wsl_handler_failed when it belongs to a connection). A function about to yield to wait calls
+ * wsl_spawn_waiting first; any other yield of the coroutine is an error. */
+int wsl_resume_spawned(wsl_script *s, lua_State *co, int nargs, const wsl_conn *c);
+static inline void wsl_spawn_waiting(wsl_script *s)
+{
+    s->waiting = true;
+}
+
+/* A handler of c failed: on_error runs, or without one (or if it fails too) c is closed with
+ * 1011. Nothing when c is no longer open. */
+void wsl_handler_failed(wsl_script *s, wsl_conn *c);
+
 /* Push the error value and the traceback of the last failed protected call. */
 void wsl_push_last_error(lua_State *L);
 
@@ -74,6 +91,17 @@ void wsl_lconn_add_header(lua_State *L, const char *name, size_t nlen, const cha
 
 /* The `ws` module (lws.c): pushes it. */
 int wsl_lws_open(lua_State *L);
+
+/* ws.spawn and ws.sleep (lspawn.c): into the table on top of the stack; whether L is a coroutine
+ * of ws.spawn; stopping every sleep (at shutdown). */
+void wsl_lspawn_register(lua_State *L);
+bool wsl_lspawn_is_spawned(lua_State *L);
+void wsl_lspawn_stop(wsl_script *s);
+/* Resume a waiting coroutine of ws.spawn with the nargs values on top of its stack. */
+void wsl_lspawn_resume(wsl_script *s, lua_State *co, int nargs);
+
+/* ws.redis (lredis.c): into the table on top of the stack. */
+void wsl_lredis_register(lua_State *L);
 
 /* Timers (ltimer.c): the metatable; ws.timer and ws.every into the table on top of the stack;
  * stopping every timer, those of one load of the script (gen), or all but those. */

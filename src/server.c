@@ -102,7 +102,26 @@ static void on_prepare(uv_prepare_t *h)
     flush_all(h->data);
 }
 
-size_t wsl_server_broadcast(wsl_server *s, wsl_msg *m, const wsl_conn *except)
+/* ---- broadcast, publish, topics: here and on the other nodes ----------------------------------
+ */
+
+/* Hand a message to the other nodes; local delivery happened already. A failure is counted and
+ * logged (rate-limited) by the link: local delivery does not depend on Redis. */
+static int to_cluster(wsl_server *s, wsl_cluster_kind kind, const char *topic, size_t len,
+                      uint64_t target, const wsl_msg *m, const wsl_conn *except)
+{
+    wsl_cluster_msg cm = {.kind = kind,
+                          .topic = topic,
+                          .topic_len = len,
+                          .target = target,
+                          .except = except ? except->id : 0,
+                          .opcode = m->hdr[0] & 0x0F,
+                          .data = m->payload,
+                          .len = m->len};
+    return wsl_cluster_publish(s->cluster, &cm);
+}
+
+static size_t broadcast_here(wsl_server *s, wsl_msg *m, const wsl_conn *except)
 {
     size_t n = 0;
     wsl_list *h = &s->lists[WSL_LIST_OPEN].head;
@@ -113,8 +132,8 @@ size_t wsl_server_broadcast(wsl_server *s, wsl_msg *m, const wsl_conn *except)
     return n;
 }
 
-size_t wsl_server_publish(wsl_server *s, const char *topic, size_t len, wsl_msg *m,
-                          const wsl_conn *except)
+static size_t publish_here(wsl_server *s, const char *topic, size_t len, wsl_msg *m,
+                           const wsl_conn *except)
 {
     size_t count, n = 0;
     wsl_sub *const *subs = wsl_topics_members(s->topics, topic, len, &count);
@@ -125,15 +144,112 @@ size_t wsl_server_publish(wsl_server *s, const char *topic, size_t len, wsl_msg 
     return n;
 }
 
+size_t wsl_server_broadcast(wsl_server *s, wsl_msg *m, const wsl_conn *except)
+{
+    size_t n = broadcast_here(s, m, except);
+    if (s->cluster) to_cluster(s, WSL_CLUSTER_BROADCAST, "", 0, 0, m, except);
+    return n;
+}
+
+size_t wsl_server_publish(wsl_server *s, const char *topic, size_t len, wsl_msg *m,
+                          const wsl_conn *except)
+{
+    size_t n = publish_here(s, topic, len, m, except);
+    if (s->cluster) to_cluster(s, WSL_CLUSTER_TOPIC, topic, len, 0, m, except);
+    return n;
+}
+
+int wsl_server_send_to(wsl_server *s, uint64_t id, wsl_msg *m)
+{
+    if (!s->cluster || wsl_cluster_owns(s->cluster, id)) {
+        wsl_conn *c = wsl_server_get(s, id);
+        return c ? wsl_conn_send(c, m) : WSL_ECLOSED;
+    }
+    return to_cluster(s, WSL_CLUSTER_DIRECT, "", 0, id, m, NULL);
+}
+
+/* In a cluster this node receives a topic's messages from Redis while it has a local
+ * subscriber: it subscribes with the first and unsubscribes after the last. */
 int wsl_server_subscribe(wsl_server *s, wsl_conn *c, const char *topic, size_t len)
 {
     if (!wsl_conn_is_open(c)) return WSL_ECLOSED;
-    return wsl_topics_subscribe(s->topics, &c->subs, c, topic, len);
+    int r = wsl_topics_subscribe(s->topics, &c->subs, c, topic, len);
+    if (r == 1 && s->cluster && wsl_server_subscribers(s, topic, len) == 1) {
+        int e = wsl_cluster_subscribe(s->cluster, topic, len);
+        if (e < 0) {
+            wsl_topics_unsubscribe(s->topics, &c->subs, topic, len);
+            return e;
+        }
+    }
+    return r;
 }
 
 int wsl_server_unsubscribe(wsl_server *s, wsl_conn *c, const char *topic, size_t len)
 {
-    return wsl_topics_unsubscribe(s->topics, &c->subs, topic, len);
+    /* Before leaving: the name may belong to the topic, freed with its last subscriber. */
+    bool last = s->cluster && wsl_server_subscribers(s, topic, len) == 1;
+    int r = wsl_topics_unsubscribe(s->topics, &c->subs, topic, len);
+    if (r == 1 && last) wsl_cluster_unsubscribe(s->cluster, topic, len);
+    return r;
+}
+
+void wsl_server_leave_all(wsl_server *s, wsl_conn *c)
+{
+    if (!s->cluster) {
+        wsl_topics_leave_all(s->topics, &c->subs);
+        return;
+    }
+    wsl_sub *sub;
+    while ((sub = c->subs.head)) {
+        size_t len;
+        const char *name = wsl_sub_topic(sub, &len);
+        if (wsl_server_subscribers(s, name, len) == 1)
+            wsl_cluster_unsubscribe(s->cluster, name, len);
+        wsl_topics_unsubscribe(s->topics, &c->subs, name, len);
+    }
+}
+
+/* ---- the cluster's events ---------------------------------------------------------------- */
+
+/* A message from another node (or a backend's PUBLISH): local delivery only. */
+static void on_cluster_message(void *ud, const wsl_cluster_msg *cm)
+{
+    wsl_server *s = ud;
+    wsl_msg m;
+    wsl_msg_init(&m, cm->opcode, cm->data, cm->len);
+    const wsl_conn *except = cm->except ? wsl_server_get(s, cm->except) : NULL;
+    switch (cm->kind) {
+    case WSL_CLUSTER_TOPIC:
+        publish_here(s, cm->topic, cm->topic_len, &m, except);
+        break;
+    case WSL_CLUSTER_BROADCAST:
+        broadcast_here(s, &m, except);
+        break;
+    case WSL_CLUSTER_DIRECT: {
+        wsl_conn *c = wsl_server_get(s, cm->target);
+        if (c) wsl_conn_send(c, &m); /* one that has closed since: nobody to tell */
+        break;
+    }
+    }
+    wsl_msg_release(&m);
+}
+
+static void on_cluster_node(void *ud, uint32_t old_node, uint32_t new_node)
+{
+    wsl_server *s = ud;
+    (void)old_node;
+    s->node = new_node;
+}
+
+int wsl_server_join(wsl_server *s, const char *url, const char *prefix)
+{
+    static const wsl_cluster_events events = {.message = on_cluster_message,
+                                              .node = on_cluster_node};
+    wsl_cluster_config cfg = {.url = url, .prefix = prefix};
+    int r = wsl_cluster_new(&s->cluster, s->loop, &cfg, &events, s);
+    if (r < 0) return r;
+    s->node = wsl_cluster_node(s->cluster);
+    return 0;
 }
 
 size_t wsl_server_subscribers(const wsl_server *s, const char *topic, size_t len)
@@ -407,6 +523,8 @@ static void on_shutdown_timeout(uv_timer_t *t)
 /* Every connection is gone after a shutdown: release the loop. */
 static void finish(wsl_server *s)
 {
+    if (s->cluster) wsl_cluster_close(s->cluster); /* pending commands are answered "closed" */
+    s->cluster = NULL;
     uv_close((uv_handle_t *)&s->flush_check, NULL);
     uv_close((uv_handle_t *)&s->flush_prep, NULL);
     uv_close((uv_handle_t *)&s->sweep, NULL);

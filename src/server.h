@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "cluster.h"
 #include "conn.h"
 #include "options.h"
 #include "static.h"
@@ -34,6 +35,8 @@ typedef struct wsl_server {
     const wsl_conn_events *events; /* whoever listens to the connections (main: the script) */
     void *events_ud;
     wsl_topics *topics;
+    wsl_cluster *cluster; /* the Redis link with --redis (wsl_server_join), else NULL */
+    uint32_t node;        /* the node number in new connection ids; 0 without a cluster */
     wsl_static files;
     bool has_files;
 
@@ -81,11 +84,43 @@ void wsl_server_free(wsl_server *s);
 void wsl_server_track(wsl_server *s, wsl_conn *c, int which, uint64_t ms);
 void wsl_server_mark_dirty(wsl_server *s, wsl_conn *c);
 
-/* Queue m on every open connection (but except) / every subscriber of topic; the count of
- * connections that took it. Runs no event and destroys nothing. */
+/* Join the cluster through the Redis at url (see cluster.h): from now on publish, broadcast and
+ * send reach the other nodes too, and connection ids carry this node's number. 0 or a negative
+ * code (the reason logged). Never waits for Redis. */
+int wsl_server_join(wsl_server *s, const char *url, const char *prefix);
+
+/* Queue m on every open connection (but except) / every subscriber of topic, here and, in a
+ * cluster, on every other node (one Redis message). Returns the count of local connections that
+ * took it. Runs no event and destroys nothing. */
 size_t wsl_server_broadcast(wsl_server *s, wsl_msg *m, const wsl_conn *except);
 size_t wsl_server_publish(wsl_server *s, const char *topic, size_t len, wsl_msg *m,
                           const wsl_conn *except);
+
+/* Send m to the connection with that id: here, or on the node that holds it. 0 when it was
+ * queued or handed to Redis; WSL_ECLOSED when the id is this node's and not open; WSL_EDOWN or
+ * -ENOBUFS when Redis could not take it. */
+int wsl_server_send_to(wsl_server *s, uint64_t id, wsl_msg *m);
+
+/* A connection's subscriptions all end (it closed). */
+void wsl_server_leave_all(wsl_server *s, wsl_conn *c);
+
+/* The id for a new connection: this node's number and a counter. */
+static inline uint64_t wsl_server_new_id(wsl_server *s)
+{
+    return wsl_cluster_id(s->node, ++s->next_id);
+}
+
+/* This node's number in the cluster (in its connection ids); 0 without one. */
+static inline uint32_t wsl_server_node(const wsl_server *s)
+{
+    return s->node;
+}
+
+/* The Redis link, or NULL without --redis. */
+static inline wsl_cluster *wsl_server_cluster(const wsl_server *s)
+{
+    return s->cluster;
+}
 
 /* Topics of open connections. subscribe: 1 newly subscribed, 0 already was, WSL_ECLOSED when c
  * is not open, WSL_ENOMEM. unsubscribe: 1 or 0. */

@@ -1,0 +1,144 @@
+/* ws.spawn and ws.sleep: straight-line code that waits (as in OpenResty). ws.spawn runs a function
+ * in a coroutine of its own; inside it ws.sleep and ws.redis (without a callback) yield, and the
+ * timer or the reply resumes it. Every stretch of running code is under the time limit; the
+ * waiting is not. An error is logged and reaches on_error when the function was spawned by a
+ * handler of a connection that is still open. */
+#include <stdlib.h>
+
+#include "lhandle.h"
+#include "script_priv.h"
+
+/* The registry table of coroutines of ws.spawn still running or waiting: coroutine -> the conn
+ * object of the handler that spawned it, or false. It also keeps a waiting coroutine alive. */
+static char spawned_key;
+
+/* A ws.sleep in progress. Owned by the script (s->sleepers) until it fires or is stopped; freed
+ * by libuv's close callback. */
+typedef struct sleeper {
+    uv_timer_t t;
+    wsl_script *s;
+    lua_State *co; /* kept alive by the spawned table */
+    wsl_list link;
+} sleeper;
+
+bool wsl_lspawn_is_spawned(lua_State *L)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &spawned_key);
+    lua_pushthread(L);
+    bool yes = lua_rawget(L, -2) != LUA_TNIL;
+    lua_pop(L, 2);
+    return yes;
+}
+
+/* The connection co was spawned for, when it is still there. */
+static wsl_conn *owner(lua_State *L, lua_State *co)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &spawned_key);
+    lua_pushthread(co);
+    lua_xmove(co, L, 1);
+    lua_rawget(L, -2);
+    wsl_lhandle *h = lua_type(L, -1) == LUA_TUSERDATA ? lua_touserdata(L, -1) : NULL;
+    wsl_conn *c = h ? h->p : NULL;
+    lua_pop(L, 2);
+    return c;
+}
+
+/* co finished or failed: forget it (the collector takes it). */
+static void forget(lua_State *L, lua_State *co)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &spawned_key);
+    lua_pushthread(co);
+    lua_xmove(co, L, 1);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+}
+
+/* Resume co with the nargs values on its stack; afterwards it either waits or is forgotten.
+ * L is any thread with a free stack slot or two (the main one, outside Lua code). */
+static void step(wsl_script *s, lua_State *L, lua_State *co, int nargs)
+{
+    wsl_conn *c = owner(L, co);
+    int r = wsl_resume_spawned(s, co, nargs, c);
+    if (r == 0) return;
+    forget(L, co);
+    if (r < 0 && c) wsl_handler_failed(s, c);
+}
+
+void wsl_lspawn_resume(wsl_script *s, lua_State *co, int nargs)
+{
+    step(s, s->L, co, nargs);
+}
+
+static int ws_spawn(lua_State *L)
+{
+    wsl_script *s = wsl_script_of(L);
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    int nargs = lua_gettop(L) - 1;
+    lua_State *co = lua_newthread(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &spawned_key);
+    lua_pushvalue(L, -2);
+    if (s->conn_now)
+        wsl_lconn_push(L, s->conn_now);
+    else
+        lua_pushboolean(L, 0);
+    lua_rawset(L, -3);
+    lua_pop(L, 2);
+    lua_xmove(L, co, nargs + 1); /* the function and its arguments */
+    /* The first stretch runs now, inside the caller's own time limit. */
+    step(s, L, co, nargs);
+    return 0;
+}
+
+static void sleeper_stop(sleeper *z)
+{
+    wsl_list_remove(&z->link);
+    uv_timer_stop(&z->t);
+    uv_close((uv_handle_t *)&z->t, (uv_close_cb)free);
+}
+
+static void on_wake(uv_timer_t *t)
+{
+    sleeper *z = (sleeper *)t;
+    wsl_script *s = z->s;
+    lua_State *co = z->co;
+    sleeper_stop(z);
+    wsl_lspawn_resume(s, co, 0);
+}
+
+static int ws_sleep(lua_State *L)
+{
+    wsl_script *s = wsl_script_of(L);
+    lua_Number secs = luaL_checknumber(L, 1);
+    if (!(secs >= 0) || secs > 1e9) return luaL_error(L, "ws.sleep: bad interval %f", secs);
+    if (!wsl_lspawn_is_spawned(L))
+        return luaL_error(L, "ws.sleep: only inside a function run by ws.spawn");
+    sleeper *z = malloc(sizeof *z);
+    if (!z) return luaL_error(L, "not enough memory");
+    z->s = s;
+    z->co = L;
+    wsl_list_push_back(&s->sleepers, &z->link);
+    uv_timer_init(wsl_server_loop(s->srv), &z->t);
+    uv_timer_start(&z->t, on_wake, (uint64_t)(secs * 1000 + 0.5), 0);
+    wsl_spawn_waiting(s);
+    return lua_yield(L, 0);
+}
+
+void wsl_lspawn_register(lua_State *L)
+{
+    lua_newtable(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &spawned_key);
+    lua_pushcfunction(L, ws_spawn);
+    lua_setfield(L, -2, "spawn");
+    lua_pushcfunction(L, ws_sleep);
+    lua_setfield(L, -2, "sleep");
+}
+
+void wsl_lspawn_stop(wsl_script *s)
+{
+    wsl_list *n, *next;
+    wsl_list_each_safe(n, next, &s->sleepers)
+    {
+        sleeper_stop(wsl_list_entry(n, sleeper, link));
+    }
+}
