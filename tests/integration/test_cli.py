@@ -23,8 +23,51 @@ def test_help():
     out = r.stdout
     assert "wsluad" in out and "SCRIPT" in out
     for opt in ["-l", "--listen", "--static", "--max-message", "--max-backpressure", "--check",
-                "-q", "--quiet", "-v", "--verbose", "--version", "--help", "--reload"]:
+                "-q", "--quiet", "-v", "--verbose", "--version", "--help", "--reload",
+                "--log-queries"]:
         assert re.search(rf"(^|[\s,]){re.escape(opt)}\b", out, re.M), f"--help lacks {opt}"
+    # Both short forms for every interface are named in the help.
+    assert ":PORT" in out and "*:PORT" in out
+
+
+def effective_listen(tmp_path, *args):
+    """ws.options.listen as the script sees it under --check (which never binds, so these tests
+    need not listen on every interface of the machine)."""
+    script = tmp_path / "show.lua"
+    script.write_text('print("listen=" .. ws.options.listen)\n')
+    r = run("--check", *args, str(script))
+    return r, re.search(r"^listen=(\S+)$", r.stdout, re.M)
+
+
+@pytest.mark.parametrize("given,port", [(":8080", 8080), ("*:8080", 8080), (":0", 0),
+                                        ("*:65535", 65535)])
+def test_listen_every_interface_short_forms(tmp_path, given, port):
+    # ":PORT" (refused before) and "*:PORT" both mean every IPv4 interface.
+    r, m = effective_listen(tmp_path, "-l", given)
+    assert r.returncode == 0, r.stderr
+    assert m and m.group(1) == f"0.0.0.0:{port}", r.stdout
+
+
+def test_listen_as_given_otherwise(tmp_path):
+    for given in ["127.0.0.1:9", "[::1]:8080", "localhost:80"]:
+        r, m = effective_listen(tmp_path, "-l", given)
+        assert r.returncode == 0, r.stderr
+        assert m and m.group(1) == given, r.stdout
+
+
+@pytest.mark.parametrize("bad", [":", ":x", "*:", "*", ":-1", ":65536", "[]:80", "8080"])
+def test_listen_bad_short_forms(bad):
+    r = run("--check", "-l", bad, os.path.join(SCRIPTS, "ok.lua"))
+    assert r.returncode == 2, f"-l {bad!r}: exit {r.returncode}\n{r.stderr}"
+    assert bad in r.stderr
+
+
+def test_log_queries_is_a_flag():
+    ok = os.path.join(SCRIPTS, "ok.lua")
+    r = run("--check", "--log-queries", ok)
+    assert r.returncode == 0, r.stderr
+    r = run("--check", "--log-queries=yes", ok)
+    assert r.returncode == 2, r.stderr
 
 
 def test_version():
