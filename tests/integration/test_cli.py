@@ -122,6 +122,52 @@ def test_missing_script_exits_1(tmp_path):
     r = run("-l", "127.0.0.1:0", str(tmp_path / "no-such-script.lua"), cwd=tmp_path)
     assert r.returncode == 1
     assert "no-such-script.lua" in r.stderr
+    # A path is only looked for where it points.
+    assert "no such file" in r.stderr.lower()
+    assert "looked in" not in r.stderr and "current directory" not in r.stderr
+
+
+def named_dirs(message):
+    """The absolute paths a message names."""
+    return re.findall(r"(/[^\s,;()']+)", message)
+
+
+def test_missing_script_names_the_places_really_searched(tmp_path):
+    # `cd /tmp && wsluad rooms.lua`, with this binary run from its build tree: it looked in the
+    # current directory and in the source tree's lua/; it names both, names no directory that does
+    # not exist, and says where the example of that name is.
+    r = run("--check", "rooms.lua", cwd=tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    msg = r.stderr.strip()
+    assert msg.startswith("wsluad: cannot find script 'rooms.lua'"), msg
+    assert str(tmp_path.resolve()) in named_dirs(msg), msg
+    assert os.path.join(source_dir(), "lua") in named_dirs(msg), msg
+    for p in named_dirs(msg):
+        assert os.path.exists(p), f"the message names {p}, which does not exist: {msg}"
+    assert os.path.join(source_dir(), "examples", "rooms.lua") in named_dirs(msg), msg
+    assert len(msg.splitlines()) == 1
+
+
+def test_missing_script_that_is_no_example(tmp_path):
+    r = run("--check", "no-such-room.lua", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "no-such-room.lua" in r.stderr and "example" not in r.stderr
+    for p in named_dirs(r.stderr):
+        assert os.path.exists(p), f"the message names {p}, which does not exist: {r.stderr}"
+
+
+@pytest.mark.parametrize("how", ["relative", "absolute", "dot", "shadowing"])
+def test_directory_as_script(tmp_path, how):
+    (tmp_path / "myroom").mkdir()
+    arg = {"relative": "myroom", "absolute": str(tmp_path / "myroom"), "dot": ".",
+           # a directory named like a bundled script is not silently replaced by that script
+           "shadowing": "chat.lua"}[how]
+    if how == "shadowing":
+        (tmp_path / "chat.lua").mkdir()
+    r = run("-l", "127.0.0.1:0", arg, cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert f"script '{arg}' is a directory" in r.stderr, r.stderr
+    assert "listening on" not in r.stderr
 
 
 @pytest.mark.parametrize("args", [
