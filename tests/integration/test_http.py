@@ -65,6 +65,15 @@ def test_bad_upgrade_400(server, name):
     check_error(*exchange(server, upgrade(server, headers=BAD_REQUESTS[name])), 400)
 
 
+def test_http10_upgrade_400(server):
+    # What a reverse proxy left at HTTP/1.0 (nginx's default) sends: the README and the man page
+    # promise exactly this answer, so a proxy user can recognise it.
+    req = upgrade(server).replace(b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", 1)
+    status, headers, body = exchange(server, req)
+    check_error(status, headers, body, 400)
+    assert body == b"a WebSocket upgrade needs HTTP/1.1\n"
+
+
 def test_missing_version_is_an_error(server):
     status, headers, body = exchange(server, upgrade(server, headers={"Sec-WebSocket-Version": None}))
     assert status in (400, 426)
