@@ -7,9 +7,16 @@
 --     websocat 'ws://127.0.0.1:8080/room/lobby?nick=ann'
 -- and type lines (plain text, or {"type":"message","text":"hi"}).
 --
--- Protocol. Connect to ws://HOST:PORT/room/NAME?nick=NICK. NAME is 1-64 of A-Z a-z 0-9 _ . -
--- (anything else is refused with 404); NICK is percent-encoded UTF-8, at most 24 characters, no
--- control characters (else 400); a missing or empty nick becomes "guest".
+-- Protocol. Connect to ws://HOST:PORT/room/NAME?nick=NICK. NAME is 1-64 of A-Z a-z 0-9 _ . -;
+-- NICK is percent-encoded UTF-8, at most 24 characters, no control characters; a missing or
+-- empty nick becomes "guest". A path not under /room/ is refused with HTTP 404.
+-- A join that could never succeed as asked (a bad NAME or NICK) is accepted, then closed at once
+-- with an application close code and the reason, before any message:
+--   4404 "bad room name: ..."   4400 "bad nickname: ..."
+-- rather than refused with an HTTP status, because a browser cannot read the status of a refused
+-- upgrade: it sees close 1006, exactly as when the server is down, and would retry for ever. A
+-- close frame it can read, and a 4xxx code (4000-4999 belong to the application) says "asking
+-- again gets the same answer": rooms.html shows the reason and does not retry.
 -- Every message the server sends is a JSON object with "type", "from" and "text":
 --   {"type":"members","from":null,"text":"...","room":NAME,"you":NICK,"members":[...]}
 --        to you when you join: your final nickname and everyone in the room (you included)
@@ -21,8 +28,7 @@
 --
 -- Nicknames are unique per room: when the nick you ask for is taken you are renamed, not
 -- refused ("ann" becomes "ann2", then "ann3", ...), and the "members" message tells you the name
--- you got. Renaming rather than refusing because a browser cannot read the HTTP status of a
--- refused WebSocket upgrade, so a refusal would look like a network error to the user.
+-- you got: a taken name is no mistake of yours, so it costs you no round trip.
 
 local cjson = require "cjson"
 
@@ -78,9 +84,13 @@ local function member_list(members)
 end
 
 function on_upgrade(req)
-    local name = req.path:match("^/room/([%w_.%-]+)$")
-    if not name or #name > 64 then
-        return false, 404, "no such room: connect to /room/NAME (letters, digits, _ . -)"
+    local name = req.path:match("^/room/(.*)$")
+    if not name then
+        return false, 404, "not a room: connect to /room/NAME"
+    end
+    if not name:match("^[%w_.%-]+$") or #name > 64 then
+        req.data.refused = {4404, "bad room name: 1 to 64 letters, digits, _ . or -"}
+        return
     end
     local nick = query_param(req.query or "", "nick") or ""
     nick = nick:match("^%s*(.-)%s*$")
@@ -89,7 +99,9 @@ function on_upgrade(req)
     end
     local chars = utf8.len(nick)
     if not chars or chars > MAX_NICK or nick:find("%c") then
-        return false, 400, "bad nickname: at most " .. MAX_NICK .. " characters, no control characters"
+        req.data.refused = {4400, "bad nickname: at most " .. MAX_NICK ..
+                                      " characters, no control characters"}
+        return
     end
     req.data.room = name
     req.data.wanted = nick
@@ -98,6 +110,12 @@ end
 -- The nickname is settled here rather than in on_upgrade, so two clients asking for the same
 -- name at the same moment still end up with different ones.
 function on_open(conn)
+    local refused = conn.data.refused
+    if refused then
+        -- on_close runs for it too, and finds no room to leave.
+        conn:close(refused[1], refused[2])
+        return
+    end
     local name = conn.data.room
     local members = rooms[name] or {}
     rooms[name] = members

@@ -72,27 +72,61 @@ static const char *installed_dir(void)
 }
 
 /* The script as given if it exists; otherwise the shipped one of that name: from the source
- * tree's lua/ when this binary runs from its build tree, then from the installed directory. */
-static bool find_script(const char *name, char *out, size_t cap)
+ * tree's lua/ when this binary runs from its build tree, then from the installed directory. On
+ * failure `why` says what is wrong, naming only the places really searched (a script directory
+ * that does not exist is not one) and, when the name is one of the examples, where it is. */
+static bool find_script(const char *name, char *out, size_t cap, char *why, size_t whycap)
 {
     char path[2 * PATH_MAX];
-    if (is_file(name)) {
+    struct stat st;
+    if (stat(name, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            snprintf(why, whycap, "script '%s' is a directory (give the .lua file to run)", name);
+            return false;
+        }
+        if (!S_ISREG(st.st_mode)) {
+            snprintf(why, whycap, "script '%s' is not a regular file", name);
+            return false;
+        }
         if (!realpath(name, out)) snprintf(out, cap, "%s", name);
         return true;
     }
-    if (strchr(name, '/')) return false;
-    const char *dirs[] = {in_build_tree() ? WSLUAD_SOURCE_DIR "/lua" : NULL, NULL};
+    if (strchr(name, '/')) {
+        snprintf(why, whycap, "cannot open script '%s': %s", name, strerror(errno));
+        return false;
+    }
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd)) snprintf(cwd, sizeof cwd, "%s", ".");
     char lua[PATH_MAX + 8];
     snprintf(lua, sizeof lua, "%s/lua", installed_dir());
-    dirs[1] = lua;
+    const char *dirs[] = {in_build_tree() ? WSLUAD_SOURCE_DIR "/lua" : NULL, lua};
+    size_t w = (size_t)snprintf(
+        why, whycap, "cannot find script '%s': not in the current directory (%s)", name, cwd);
+    bool searched = false;
     for (size_t i = 0; i < 2; i++) {
-        if (!dirs[i]) continue;
+        if (!dirs[i] || !is_dir(dirs[i])) continue;
+        searched = true;
         snprintf(path, sizeof path, "%s/%s", dirs[i], name);
         if (is_file(path)) {
             if (!realpath(path, out)) return false;
             return true;
         }
+        if (w < whycap) w += (size_t)snprintf(why + w, whycap - w, " nor in %s", dirs[i]);
     }
+    if (!searched && w < whycap)
+        w += (size_t)snprintf(why + w, whycap - w, "; wsluad's scripts are not installed (no %s)",
+                              lua);
+    /* `wsluad rooms.lua` from elsewhere: the examples are not installed as scripts. */
+    char examples[PATH_MAX + 32];
+    if (in_build_tree())
+        snprintf(examples, sizeof examples, "%s", WSLUAD_SOURCE_DIR "/examples");
+    else
+        snprintf(examples, sizeof examples, "%s/../doc/wsluad/examples", installed_dir());
+    snprintf(path, sizeof path, "%s/%s", examples, name);
+    char example[PATH_MAX];
+    if (is_file(path) && realpath(path, example) && w < whycap)
+        snprintf(why + w, whycap - w, "; %s is an example script: give its path, wsluad %s", name,
+                 example);
     return false;
 }
 
@@ -189,11 +223,9 @@ int main(int argc, char **argv)
                                           : WSL_LOG_INFO);
     signal(SIGPIPE, SIG_IGN);
 
-    char script_path[PATH_MAX];
-    if (!find_script(opt.script, script_path, sizeof script_path)) {
-        fprintf(stderr,
-                "wsluad: cannot find script '%s' (looked in the current directory and in %s/lua)\n",
-                opt.script, installed_dir());
+    char script_path[PATH_MAX], why[4 * PATH_MAX];
+    if (!find_script(opt.script, script_path, sizeof script_path, why, sizeof why)) {
+        fprintf(stderr, "wsluad: %s\n", why);
         return EXIT_SCRIPT;
     }
 

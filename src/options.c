@@ -14,7 +14,8 @@ static const char usage[] =
     "\n"
     "Options:\n"
     "  -l, --listen HOST:PORT       address to listen on (default 127.0.0.1:8080;\n"
-    "                               IPv6 as [::1]:8080; port 0 picks a free port)\n"
+    "                               IPv6 as [::1]:8080; :PORT or *:PORT: every IPv4\n"
+    "                               interface; port 0 picks a free port)\n"
     "      --static DIR             serve files from DIR for plain HTTP GETs\n"
     "                               (default: the bundled chat page; 'none' turns it off)\n"
     "      --max-message BYTES      largest message a client may send (default 1M)\n"
@@ -27,6 +28,8 @@ static const char usage[] =
     "      --handler-timeout SEC    stop a Lua handler running longer (default 2; 0 disables)\n"
     "      --lua-memory BYTES       memory cap of the Lua state (default 512M; 0 disables)\n"
     "      --reload                 reload the script when its file changes (SIGHUP always does)\n"
+    "      --log-queries            log query strings, which may hold tokens (default: the\n"
+    "                               path only)\n"
     "      --check                  load the script, report errors and exit\n"
     "  -q, --quiet                  log only warnings and errors\n"
     "  -v, --verbose                log every connection and debug details\n"
@@ -46,6 +49,7 @@ enum {
     OPT_HANDLER_TIMEOUT,
     OPT_LUA_MEMORY,
     OPT_RELOAD,
+    OPT_LOG_QUERIES,
     OPT_CHECK,
     OPT_VERSION,
 };
@@ -61,6 +65,7 @@ static const struct option longopts[] = {
     {"handler-timeout", required_argument, NULL, OPT_HANDLER_TIMEOUT},
     {"lua-memory", required_argument, NULL, OPT_LUA_MEMORY},
     {"reload", no_argument, NULL, OPT_RELOAD},
+    {"log-queries", no_argument, NULL, OPT_LOG_QUERIES},
     {"check", no_argument, NULL, OPT_CHECK},
     {"quiet", no_argument, NULL, 'q'},
     {"verbose", no_argument, NULL, 'v'},
@@ -114,27 +119,35 @@ static bool parse_seconds(const char *s, double *out)
     return true;
 }
 
+/* HOST:PORT, [IPV6]:PORT, or :PORT and *:PORT for every IPv4 interface (written 0.0.0.0, so the
+ * address is the same whatever the resolver makes of "*"). */
 static bool parse_listen(const char *s, wsl_options *o)
 {
     const char *colon;
+    const char *host = s;
     size_t hostlen;
     if (s[0] == '[') {
         const char *close = strchr(s, ']');
         if (!close || close[1] != ':') return false;
         hostlen = (size_t)(close - s - 1);
-        s++;
+        if (hostlen == 0) return false;
+        host = s + 1;
         colon = close + 1;
     } else {
         colon = strrchr(s, ':');
         if (!colon) return false;
         hostlen = (size_t)(colon - s);
+        if (hostlen == 0 || (hostlen == 1 && s[0] == '*')) {
+            host = "0.0.0.0";
+            hostlen = strlen(host);
+        }
     }
-    if (hostlen == 0 || hostlen >= sizeof o->host) return false;
+    if (hostlen >= sizeof o->host) return false;
     char *end;
     errno = 0;
     long port = strtol(colon + 1, &end, 10);
     if (errno || end == colon + 1 || *end != '\0' || port < 0 || port > 65535) return false;
-    memcpy(o->host, s, hostlen);
+    memcpy(o->host, host, hostlen);
     o->host[hostlen] = '\0';
     o->port = (int)port;
     return true;
@@ -204,6 +217,9 @@ int wsl_options_parse(wsl_options *o, int argc, char **argv)
             break;
         case OPT_RELOAD:
             o->reload = true;
+            break;
+        case OPT_LOG_QUERIES:
+            o->log_queries = true;
             break;
         case OPT_CHECK:
             o->check = true;

@@ -8,7 +8,7 @@
 
 /* Filled by wsl_options_parse; strings point into argv or into host[], never freed. */
 typedef struct wsl_options {
-    char host[256];         /* without brackets for IPv6 */
+    char host[256];         /* without brackets for IPv6; ":PORT" and "*:PORT" give 0.0.0.0 */
     int port;               /* 0: any free port (the log says which) */
     const char *script;     /* as given; main.c resolves it */
     const char *static_dir; /* NULL: the bundled pages */
@@ -22,7 +22,8 @@ typedef struct wsl_options {
     unsigned max_connections; /* 0: derive from the open-file limit */
     bool check;
     bool reload;
-    int verbosity; /* -1 quiet, 0 normal, 1 verbose */
+    bool log_queries; /* --log-queries: query strings may reach the log (they often hold tokens) */
+    int verbosity;    /* -1 quiet, 0 normal, 1 verbose */
 } wsl_options;
 
 enum {

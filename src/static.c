@@ -1,6 +1,7 @@
-/* Plain HTTP GET/HEAD answers from one directory. The request path is decoded, checked for ways
- * out of the root (".." segments, encoded or not, NUL bytes, symlinks resolving outside), then the
- * whole response — head and body — is built into one malloc'd block the caller writes and frees. */
+/* Plain HTTP GET/HEAD answers from one directory. The request path is percent-decoded and its dot
+ * segments resolved first (a path climbing above the root, or a symlink resolving outside it, is
+ * a file that is not there: 404), then the whole response — head and body — is built into one
+ * malloc'd block the caller writes and frees. */
 #include "static.h"
 
 #include <errno.h>
@@ -157,44 +158,64 @@ static int hexval(unsigned char c)
     return -1;
 }
 
-/* Decodes %XX into dst (cap bytes, NUL-terminated). Returns the decoded length, -400 for a
- * malformed escape, a NUL or a control byte, -404 when it cannot fit (no such file can exist). */
-static long decode(const char *src, size_t len, char *dst, size_t cap)
+/* One byte of the path, percent-decoded: returns it and advances *i, or -1 for a malformed
+ * escape. */
+static int next_byte(const char *src, size_t len, size_t *i)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)src[i];
-        if (c == '%') {
-            if (i + 2 >= len) return -400;
-            int hi = hexval((unsigned char)src[i + 1]);
-            int lo = hexval((unsigned char)src[i + 2]);
-            if (hi < 0 || lo < 0) return -400;
-            c = (unsigned char)(hi * 16 + lo);
-            i += 2;
-        }
-        /* A NUL would cut the path short of what was checked; control bytes have no business in
-         * a file name served over HTTP. */
-        if (c < 0x20 || c == 0x7f) return -400;
-        if (n + 1 >= cap) return -404;
-        dst[n++] = (char)c;
+    unsigned char c = (unsigned char)src[*i];
+    if (c != '%') {
+        (*i)++;
+        return c;
     }
-    dst[n] = '\0';
-    return (long)n;
+    if (*i + 2 >= len) return -1;
+    int hi = hexval((unsigned char)src[*i + 1]);
+    int lo = hexval((unsigned char)src[*i + 2]);
+    if (hi < 0 || lo < 0) return -1;
+    *i += 3;
+    return hi * 16 + lo;
 }
 
-/* True when some segment of the decoded path is "..": checked after decoding, so "%2e%2e" and
- * "..%2f" are caught as well. */
-static bool has_dotdot(const char *p)
+/* Decoding and resolving the dot segments in one pass, so what is checked is exactly what is
+ * opened: out[0..n) is always a normalised path, and `seg` is where the segment being written
+ * starts (just after a '/'). A decoded "%2F" separates segments like '/', so "..%2f" is a ".."
+ * segment too. */
+long wsl_static_normalize(const char *src, size_t len, char *out, size_t cap)
 {
-    while (*p) {
-        while (*p == '/')
-            p++;
-        const char *seg = p;
-        while (*p && *p != '/')
-            p++;
-        if (p - seg == 2 && seg[0] == '.' && seg[1] == '.') return true;
+    if (cap < 2) return -ENAMETOOLONG;
+    if (len == 0 || src[0] != '/') return -EINVAL;
+    size_t n = 0, seg = 1;
+    out[n++] = '/';
+    size_t i = 1;
+    for (;;) {
+        bool end = i >= len; /* the end closes the last segment like a '/' would */
+        int c = end ? '/' : next_byte(src, len, &i);
+        if (c < 0) return -EINVAL;
+        /* A NUL would cut the path short of what was checked; control bytes have no business
+         * in a file name served over HTTP. */
+        if (c < 0x20 || c == 0x7f) return -EINVAL;
+        if (c != '/') {
+            if (n + 1 >= cap) return -ENAMETOOLONG;
+            out[n++] = (char)c;
+            continue;
+        }
+        size_t slen = n - seg;
+        if (slen == 1 && out[seg] == '.') {
+            n = seg; /* "." names the directory itself */
+        } else if (slen == 2 && out[seg] == '.' && out[seg + 1] == '.') {
+            if (seg == 1) return -ENOENT; /* above the root: no such file inside it */
+            n = seg - 1;                  /* back over the '/' before "..", */
+            while (out[n - 1] != '/')     /* and over the segment before that */
+                n--;
+        } else if (slen > 0 && !end) {
+            if (n + 1 >= cap) return -ENAMETOOLONG;
+            out[n++] = '/';
+        }
+        /* An empty segment ("//") adds nothing. */
+        seg = n;
+        if (end) break;
     }
-    return false;
+    out[n] = '\0';
+    return (long)n;
 }
 
 static bool inside_root(const wsl_static *s, const char *resolved)
@@ -247,20 +268,21 @@ int wsl_static_respond(const wsl_static *s, const char *path, size_t len, bool h
     }
     if (len == 0 || path[0] != '/') return respond_text(400, NULL, 0, head, out, out_len);
 
-    char decoded[PATH_MAX];
-    long dlen = decode(path, len, decoded, sizeof decoded);
-    if (dlen < 0) return respond_text((int)-dlen, NULL, 0, head, out, out_len);
-    if (has_dotdot(decoded)) return respond_text(403, NULL, 0, head, out, out_len);
+    char norm[PATH_MAX];
+    long nlen = wsl_static_normalize(path, len, norm, sizeof norm);
+    /* Leaving the root, or a name too long to exist, is a file that is not there. */
+    if (nlen < 0) return respond_text(nlen == -EINVAL ? 400 : 404, NULL, 0, head, out, out_len);
 
-    bool want_dir = decoded[dlen - 1] == '/';
+    bool want_dir = norm[nlen - 1] == '/';
     char full[PATH_MAX];
-    int n = snprintf(full, sizeof full, "%s%s%s", s->root, decoded, want_dir ? "index.html" : "");
+    int n = snprintf(full, sizeof full, "%s%s%s", s->root, norm, want_dir ? "index.html" : "");
     if (n < 0 || (size_t)n >= sizeof full) return respond_text(404, NULL, 0, head, out, out_len);
 
     char resolved[PATH_MAX];
     if (!realpath(full, resolved))
         return respond_text(errno_status(errno), NULL, 0, head, out, out_len);
-    if (!inside_root(s, resolved)) return respond_text(403, NULL, 0, head, out, out_len);
+    /* A symlink leading out of the root: as if the file were not there. */
+    if (!inside_root(s, resolved)) return respond_text(404, NULL, 0, head, out, out_len);
 
     /* O_NONBLOCK: opening a FIFO someone left in the directory must not hang the server. */
     int fd = open(resolved, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);

@@ -1,6 +1,6 @@
-/* Files for plain HTTP GETs from one directory: percent-decoding, the traversal guard (no "..",
- * no encoded dots, no symlink leading outside the root), index.html for directories and content
- * types. Blocking reads: it serves the bundled pages, not a web site. */
+/* Files for plain HTTP GETs from one directory: percent-decoding and dot-segment resolution, the
+ * traversal guard (nothing above the root, no symlink leading outside it), index.html for
+ * directories and content types. Blocking reads: it serves the bundled pages, not a web site. */
 #ifndef WSL_STATIC_H
 #define WSL_STATIC_H
 
@@ -19,10 +19,21 @@ typedef struct wsl_static {
 int wsl_static_open(wsl_static *s, const char *dir);
 void wsl_static_close(wsl_static *s);
 
+/* The raw request path (percent-encoded, starting with '/', no query) as the file path it names
+ * under the root: decoded (a decoded "%2F" separates segments like '/'), empty and "." segments
+ * dropped, each ".." taking the segment before it away. The result starts with '/', holds no
+ * "//", "." or ".." segment, and ends with '/' when it names a directory ("/a/", "/a/.", "/a/..").
+ * Writes it NUL-terminated to out (cap bytes) and returns its length, or
+ *   -EINVAL        a malformed %-escape, a NUL or control byte, a path not starting with '/'
+ *   -ENOENT        a ".." above the root: the path leaves the directory
+ *   -ENAMETOOLONG  the result does not fit in cap. */
+long wsl_static_normalize(const char *path, size_t len, char *out, size_t cap);
+
 /* Build the whole response for a raw (percent-encoded) request path: status line, Content-Type,
  * Content-Length, Connection: close, and the body unless `head`. Returns the HTTP status (200,
- * 301 for a directory without its trailing slash, 400, 403, 404, 500); *out is malloc'd and the
- * caller frees it; on allocation failure returns -1 and *out is NULL. */
+ * 301 for a directory without its trailing slash, 400 for a malformed path, 403 for a file that
+ * cannot be read or is too large, 404 for a missing one or a path leaving the root, 500); *out is
+ * malloc'd and the caller frees it; on allocation failure returns -1 and *out is NULL. */
 int wsl_static_respond(const wsl_static *s, const char *path, size_t len, bool head, char **out,
                        size_t *out_len);
 

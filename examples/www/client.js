@@ -8,14 +8,20 @@ function wsUrl(path) {
   return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
 }
 
-// Calls handlers.open(), handlers.message(data), handlers.status(state, text).
-// state is "connecting", "open" or "closed"; after a close it retries after 0.5 s, 1 s, 2 s, ...
-// up to 15 s, and starts again from 0.5 s once a connection opens.
+// Calls handlers.open(), handlers.message(data), handlers.close(event), handlers.refused(code,
+// reason) and handlers.status(state, text); state is "connecting", "open", "closed" or "refused".
+// After a close it retries after 0.5 s, 1 s, 2 s, ... up to 15 s, and starts again from 0.5 s once
+// a connection opens; the status says how many attempts in a row failed to connect. A close code
+// from 4000 to 4999 is the application saying no (say, a nickname it does not accept): asking again
+// would get the same answer, so there is no retry, the state is "refused" and the text the
+// server's reason. (A browser cannot read the HTTP status of a refused upgrade: that looks like any
+// failure to connect, 1006, and is retried.)
 class ReconnectingSocket {
   constructor(url, handlers) {
     this.url = url;
     this.h = handlers;
     this.delay = 500;
+    this.failures = 0; // attempts in a row that never opened
     this.timer = null;
     this.stopped = false;
     this.ws = null;
@@ -28,8 +34,11 @@ class ReconnectingSocket {
     const ws = new WebSocket(this.url);
     ws.binaryType = "arraybuffer";
     this.ws = ws;
+    let opened = false;
     ws.onopen = () => {
+      opened = true;
       this.delay = 500;
+      this.failures = 0;
       this.h.status("open", "connected");
       if (this.h.open) this.h.open();
     };
@@ -42,10 +51,24 @@ class ReconnectingSocket {
         this.h.status("closed", "disconnected");
         return;
       }
+      if (ev.code >= 4000 && ev.code <= 4999) {
+        this.stopped = true;
+        this.h.status("refused", ev.reason || "refused by the server (close code " + ev.code + ")");
+        if (this.h.refused) this.h.refused(ev.code, ev.reason);
+        return;
+      }
+      if (!opened) this.failures++;
       // A little jitter so a room full of tabs does not reconnect in lockstep.
       const wait = Math.round(this.delay * (0.8 + Math.random() * 0.4));
       this.delay = Math.min(this.delay * 2, 15000);
-      this.h.status("closed", "disconnected, retrying in " + (wait / 1000).toFixed(1) + " s");
+      const retry = "retrying in " + (wait / 1000).toFixed(1) + " s";
+      const n = this.failures;
+      this.h.status(
+        "closed",
+        n === 0
+          ? "disconnected, " + retry
+          : "could not connect (" + n + (n === 1 ? " attempt" : " attempts") + "), " + retry,
+      );
       this.timer = setTimeout(() => this.connect(), wait);
     };
   }

@@ -1,5 +1,8 @@
 // The page for examples/rooms.lua: joins ws://HOST/room/NAME?nick=NICK and speaks its JSON
-// ({type, from, text}). rooms.html?room=NAME&nick=NICK fills in the form.
+// ({type, from, text}). rooms.html?room=NAME&nick=NICK fills in the form. The room name and the
+// nickname are checked here with the script's own rules before joining, so a mistake is explained
+// at once; should the server still refuse (close code 4404 for the room, 4400 for the nickname),
+// the page goes back to the form with the server's reason and does not retry.
 "use strict";
 
 (function () {
@@ -16,9 +19,47 @@
   let me = null;
   let members = [];
 
+  const roomInput = $("room");
+  const nickInput = $("nick");
+  const joinError = $("join-error");
+
+  // examples/rooms.lua's rules (keep them in step with it): a room name is 1-64 of A-Z a-z 0-9
+  // _ . -; a nickname (trimmed) is at most MAX_NICK characters (code points, as Lua's utf8.len
+  // counts them) and has no control character. "" when the value is fine.
+  const MAX_NICK = 24;
+  function roomProblem(room) {
+    return /^[A-Za-z0-9_.-]{1,64}$/.test(room)
+      ? ""
+      : "A room name is 1 to 64 letters, digits, _ . or - (no spaces).";
+  }
+  function nickProblem(nick) {
+    const chars = [...nick].length;
+    if (chars > MAX_NICK)
+      return `A nickname has at most ${MAX_NICK} characters; this one has ${chars}.`;
+    if (/[\u0000-\u001f\u007f]/.test(nick)) return "A nickname cannot hold control characters.";
+    return "";
+  }
+
+  function showJoinError(text) {
+    joinError.textContent = text;
+    joinError.hidden = !text;
+  }
+
+  // Marks the fields the browser's way (setCustomValidity) and says in the form what is wrong
+  // with the first bad one; returns false when there is one.
+  function checkFields() {
+    roomInput.setCustomValidity(roomProblem(roomInput.value.trim()));
+    nickInput.setCustomValidity(nickProblem(nickInput.value.trim()));
+    const bad = [roomInput, nickInput].find((el) => !el.validity.valid);
+    showJoinError(bad ? bad.validationMessage : "");
+    return !bad;
+  }
+
+  for (const el of [roomInput, nickInput]) el.addEventListener("input", checkFields);
+
   const params = new URLSearchParams(location.search);
-  if (params.get("room")) $("room").value = params.get("room");
-  if (params.get("nick")) $("nick").value = params.get("nick");
+  if (params.get("room")) roomInput.value = params.get("room");
+  if (params.get("nick")) nickInput.value = params.get("nick");
 
   function renderMembers() {
     membersEl.replaceChildren();
@@ -63,11 +104,22 @@
     renderMembers();
   }
 
+  function showJoinForm() {
+    me = null;
+    $("room-title").textContent = "";
+    chat.hidden = true;
+    sendForm.hidden = true;
+    joinForm.hidden = false;
+  }
+
   joinForm.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const room = $("room").value.trim();
-    const nick = $("nick").value.trim();
-    if (!joinForm.reportValidity() || !room || !nick) return;
+    const room = roomInput.value.trim();
+    const nick = nickInput.value.trim();
+    if (!checkFields()) {
+      joinForm.reportValidity();
+      return;
+    }
     joinForm.hidden = true;
     chat.hidden = false;
     sendForm.hidden = false;
@@ -83,6 +135,19 @@
       },
       close() {
         if (me) appendMessage(list, "system", "connection lost");
+      },
+      // Final: the same request would be refused again. Back to the form, the field at fault
+      // marked, the server's own words shown.
+      refused(code, reason) {
+        sock = null;
+        showJoinForm();
+        const field = code === 4404 ? roomInput : code === 4400 ? nickInput : null;
+        const why = reason || "close code " + code;
+        showJoinError("The server refused to join: " + why + ". Change it and join again.");
+        if (field) {
+          field.setCustomValidity(why); // until the field is edited (checkFields)
+          field.focus();
+        }
       },
       message: onServerMessage,
     });
@@ -102,10 +167,6 @@
   $("leave").addEventListener("click", () => {
     if (sock) sock.stop();
     sock = null;
-    me = null;
-    $("room-title").textContent = "";
-    chat.hidden = true;
-    sendForm.hidden = true;
-    joinForm.hidden = false;
+    showJoinForm();
   });
 })();

@@ -172,6 +172,35 @@ def cluster_seeds():
     }
     for name, data in seeds.items():
         write("cluster", name, data)
+def static_seeds():
+    # Request paths as the static handler gets them (percent-encoded, query already cut).
+    seeds = {
+        "root": b"/",
+        "file": b"/index.html",
+        "dir": b"/sub/",
+        "dir-no-slash": b"/sub",
+        "dot-inside": b"/sub/../index.html",
+        "dots-mixed": b"/./sub/./b/../in",
+        "dotdot-out": b"/../secret.txt",
+        "dotdot-deep-out": b"/sub/../../secret.txt",
+        "encoded-dots": b"/%2e%2e/secret.txt",
+        "encoded-slash": b"/sub%2f..%2f..%2fsecret.txt",
+        "double-encoded": b"/%252e%252e/secret.txt",
+        "empty-segments": b"//sub///b",
+        "symlink-out": b"/out",
+        "symlink-up": b"/up/secret.txt",
+        "symlink-prefix": b"/evil/f.txt",
+        "symlink-in": b"/sub/in",
+        "nul": b"/a%00b",
+        "raw-nul": b"/index.html\x00/../../secret.txt",
+        "bad-escape": b"/%zz",
+        "cut-escape": b"/%2",
+        "utf8": b"/caf%C3%A9/%E2%82%AC",
+        "trailing-dotdot": b"/sub/..",
+        "relative": b"index.html",
+    }
+    for name, data in seeds.items():
+        write("static", name, data)
 
 
 if __name__ == "__main__":
@@ -179,3 +208,4 @@ if __name__ == "__main__":
     utf8_seeds()
     http_seeds()
     cluster_seeds()
+    static_seeds()

@@ -23,8 +23,51 @@ def test_help():
     out = r.stdout
     assert "wsluad" in out and "SCRIPT" in out
     for opt in ["-l", "--listen", "--static", "--max-message", "--max-backpressure", "--check",
-                "-q", "--quiet", "-v", "--verbose", "--version", "--help", "--reload"]:
+                "-q", "--quiet", "-v", "--verbose", "--version", "--help", "--reload",
+                "--log-queries"]:
         assert re.search(rf"(^|[\s,]){re.escape(opt)}\b", out, re.M), f"--help lacks {opt}"
+    # Both short forms for every interface are named in the help.
+    assert ":PORT" in out and "*:PORT" in out
+
+
+def effective_listen(tmp_path, *args):
+    """ws.options.listen as the script sees it under --check (which never binds, so these tests
+    need not listen on every interface of the machine)."""
+    script = tmp_path / "show.lua"
+    script.write_text('print("listen=" .. ws.options.listen)\n')
+    r = run("--check", *args, str(script))
+    return r, re.search(r"^listen=(\S+)$", r.stdout, re.M)
+
+
+@pytest.mark.parametrize("given,port", [(":8080", 8080), ("*:8080", 8080), (":0", 0),
+                                        ("*:65535", 65535)])
+def test_listen_every_interface_short_forms(tmp_path, given, port):
+    # ":PORT" (refused before) and "*:PORT" both mean every IPv4 interface.
+    r, m = effective_listen(tmp_path, "-l", given)
+    assert r.returncode == 0, r.stderr
+    assert m and m.group(1) == f"0.0.0.0:{port}", r.stdout
+
+
+def test_listen_as_given_otherwise(tmp_path):
+    for given in ["127.0.0.1:9", "[::1]:8080", "localhost:80"]:
+        r, m = effective_listen(tmp_path, "-l", given)
+        assert r.returncode == 0, r.stderr
+        assert m and m.group(1) == given, r.stdout
+
+
+@pytest.mark.parametrize("bad", [":", ":x", "*:", "*", ":-1", ":65536", "[]:80", "8080"])
+def test_listen_bad_short_forms(bad):
+    r = run("--check", "-l", bad, os.path.join(SCRIPTS, "ok.lua"))
+    assert r.returncode == 2, f"-l {bad!r}: exit {r.returncode}\n{r.stderr}"
+    assert bad in r.stderr
+
+
+def test_log_queries_is_a_flag():
+    ok = os.path.join(SCRIPTS, "ok.lua")
+    r = run("--check", "--log-queries", ok)
+    assert r.returncode == 0, r.stderr
+    r = run("--check", "--log-queries=yes", ok)
+    assert r.returncode == 2, r.stderr
 
 
 def test_version():
@@ -79,6 +122,52 @@ def test_missing_script_exits_1(tmp_path):
     r = run("-l", "127.0.0.1:0", str(tmp_path / "no-such-script.lua"), cwd=tmp_path)
     assert r.returncode == 1
     assert "no-such-script.lua" in r.stderr
+    # A path is only looked for where it points.
+    assert "no such file" in r.stderr.lower()
+    assert "looked in" not in r.stderr and "current directory" not in r.stderr
+
+
+def named_dirs(message):
+    """The absolute paths a message names."""
+    return re.findall(r"(/[^\s,;()']+)", message)
+
+
+def test_missing_script_names_the_places_really_searched(tmp_path):
+    # `cd /tmp && wsluad rooms.lua`, with this binary run from its build tree: it looked in the
+    # current directory and in the source tree's lua/; it names both, names no directory that does
+    # not exist, and says where the example of that name is.
+    r = run("--check", "rooms.lua", cwd=tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    msg = r.stderr.strip()
+    assert msg.startswith("wsluad: cannot find script 'rooms.lua'"), msg
+    assert str(tmp_path.resolve()) in named_dirs(msg), msg
+    assert os.path.join(source_dir(), "lua") in named_dirs(msg), msg
+    for p in named_dirs(msg):
+        assert os.path.exists(p), f"the message names {p}, which does not exist: {msg}"
+    assert os.path.join(source_dir(), "examples", "rooms.lua") in named_dirs(msg), msg
+    assert len(msg.splitlines()) == 1
+
+
+def test_missing_script_that_is_no_example(tmp_path):
+    r = run("--check", "no-such-room.lua", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "no-such-room.lua" in r.stderr and "example" not in r.stderr
+    for p in named_dirs(r.stderr):
+        assert os.path.exists(p), f"the message names {p}, which does not exist: {r.stderr}"
+
+
+@pytest.mark.parametrize("how", ["relative", "absolute", "dot", "shadowing"])
+def test_directory_as_script(tmp_path, how):
+    (tmp_path / "myroom").mkdir()
+    arg = {"relative": "myroom", "absolute": str(tmp_path / "myroom"), "dot": ".",
+           # a directory named like a bundled script is not silently replaced by that script
+           "shadowing": "chat.lua"}[how]
+    if how == "shadowing":
+        (tmp_path / "chat.lua").mkdir()
+    r = run("-l", "127.0.0.1:0", arg, cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert f"script '{arg}' is a directory" in r.stderr, r.stderr
+    assert "listening on" not in r.stderr
 
 
 @pytest.mark.parametrize("args", [

@@ -48,3 +48,17 @@ def test_installed_binary_runs_chat_from_anywhere(prefix, tmp_path, monkeypatch)
         assert b.recv_message() == (OP_TEXT, b"from an installed server")
         status, headers, body = srv.get("/")
         assert status == 200 and b"<html" in body.lower()
+
+
+def test_installed_binary_names_where_it_looked(prefix, tmp_path):
+    # The example scripts are documentation, not installed scripts: `cd /tmp && wsluad rooms.lua`
+    # says where it looked (the installed lua/ under this prefix, not the configured one) and
+    # where the example is.
+    r = subprocess.run([str(prefix / "bin/wsluad"), "--check", "rooms.lua"], cwd=tmp_path,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert r.returncode == 1, r.stdout + r.stderr
+    lua = os.path.realpath(prefix / "share/wsluad/lua")
+    example = os.path.realpath(prefix / "share/doc/wsluad/examples/rooms.lua")
+    assert f"not in the current directory ({os.path.realpath(tmp_path)}) nor in {lua}" \
+        in r.stderr, r.stderr
+    assert f"wsluad {example}" in r.stderr, r.stderr

@@ -1,11 +1,13 @@
 """The Lua contract of issue 2 through scripts/probe.lua: each text message is a Lua chunk run
 in the server, its results come back as "ok <results>" or "err <error>"."""
 
+import os
 import re
+import resource
 
 import pytest
 
-from harness import Server
+from harness import Server, free_port, run, source_dir
 from probe import ev, ev1, ev_err, open_ids
 from wsclient import OP_BINARY, OP_TEXT
 
@@ -297,3 +299,123 @@ def test_ws_get_many_connections_some_closed():
             probe.send_frame(OP_TEXT, str(i).encode())
             want = "nil" if i in closed or not 1 <= i <= 301 else str(i)
             assert probe.recv_text() == want, f"ws.get({i})"
+
+
+# --- ws.options and ws.version ----------------------------------------------------------------
+# Every field the man page documents, under the man page's own name, holds what the command line
+# said. No other spelling is looked for: a field that moved or was renamed fails here.
+DOCUMENTED_OPTIONS = ["listen", "address", "static", "max_message", "max_backpressure",
+                      "max_connections", "lua_memory", "handshake_timeout", "idle_timeout",
+                      "handler_timeout", "reload", "verbosity"]
+
+
+def project_version():
+    with open(os.path.join(source_dir(), "CMakeLists.txt")) as f:
+        return re.search(r"project\(\s*wsluad\s+VERSION\s+([0-9.]+)", f.read()).group(1)
+
+
+def options(c):
+    """{name: (math.type or type, tostring)} of every documented ws.options field."""
+    got = ev(c, "local out = {} "
+                f"for _, k in ipairs({{{', '.join(repr(k) for k in DOCUMENTED_OPTIONS)}}}) do "
+                "  local v = ws.options[k] "
+                "  out[#out + 1] = k .. '=' .. (math.type(v) or type(v)) .. ':' .. tostring(v) "
+                "end return table.concat(out, '|')")[0]
+    return {k: tuple(v.split(":", 1)) for k, v in (kv.split("=", 1) for kv in got.split("|"))}
+
+
+def test_ws_options_every_field_from_the_command_line(tmp_path):
+    www = tmp_path / "www"
+    www.mkdir()
+    with Server("probe.lua", "--static", str(www), "--max-message", "12345",
+                "--max-backpressure", "777K", "--max-connections", "77", "--lua-memory", "64M",
+                "--handshake-timeout", "3.5", "--idle-timeout", "42", "--handler-timeout", "1.5",
+                "--reload", "-v") as s:
+        c = s.connect()
+        o = options(c)
+        assert o == {
+            "listen": ("string", "127.0.0.1:0"),          # as given
+            "address": ("string", f"127.0.0.1:{s.port}"),  # as bound
+            "static": ("string", str(www)),
+            "max_message": ("integer", "12345"),
+            "max_backpressure": ("integer", str(777 * 1024)),
+            "max_connections": ("integer", "77"),
+            "lua_memory": ("integer", str(64 << 20)),
+            "handshake_timeout": ("float", "3.5"),
+            "idle_timeout": ("float", "42.0"),
+            "handler_timeout": ("float", "1.5"),
+            "reload": ("boolean", "true"),
+            "verbosity": ("integer", "1"),
+        }
+
+
+def test_ws_options_defaults_and_other_values():
+    with Server("probe.lua", "-q", "--static", "none", "--lua-memory", "0",
+                "--handshake-timeout", "0", "--idle-timeout", "0", "--handler-timeout", "0",
+                quiet_port=free_port()) as s:
+        o = options(s.connect())
+        assert o["static"] == ("string", "none")
+        assert o["verbosity"] == ("integer", "-1")
+        assert o["reload"] == ("boolean", "false")
+        assert o["lua_memory"] == ("integer", "0")
+        for k in ["handshake_timeout", "idle_timeout", "handler_timeout"]:
+            assert o[k] == ("float", "0.0"), k
+        assert o["listen"] == ("string", f"127.0.0.1:{s.port}")
+    with Server("probe.lua") as s:
+        o = options(s.connect())
+        assert o["static"] == ("string", "")  # the default: the bundled pages
+        assert o["verbosity"] == ("integer", "0")
+        assert o["max_message"] == ("integer", str(1 << 20))
+        assert o["max_backpressure"] == ("integer", str(1 << 20))
+        assert o["lua_memory"] == ("integer", str(512 << 20))
+        assert o["handshake_timeout"] == ("float", "10.0")
+        assert o["idle_timeout"] == ("float", "60.0")
+        assert o["handler_timeout"] == ("float", "2.0")
+        # Derived from the open-file limit: the soft limit raised to the hard one (an unlimited
+        # one counts as 1048576), less 64 descriptors of headroom.
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        limit = 1048576 if hard == resource.RLIM_INFINITY else hard
+        assert o["max_connections"] == ("integer", str(limit - 64 if limit > 80 else 16))
+
+
+def test_ws_options_ipv6_listen_keeps_its_brackets(tmp_path):
+    script = tmp_path / "show.lua"
+    script.write_text('print("listen=" .. ws.options.listen)\n')
+    r = run("--check", "-l", "[::1]:8080", str(script))
+    assert r.returncode == 0, r.stderr
+    assert "listen=[::1]:8080" in r.stdout
+
+
+def test_ws_options_address_nil_before_listening(tmp_path):
+    # The script's first top-level run comes before the server listens.
+    script = tmp_path / "early.lua"
+    script.write_text('print("address=" .. tostring(ws.options.address))\n')
+    r = run("--check", str(script))
+    assert r.returncode == 0, r.stderr
+    assert "address=nil" in r.stdout
+
+
+def test_ws_options_read_only_and_nothing_undocumented(server):
+    c = server.connect()
+    for k in DOCUMENTED_OPTIONS + ["brand_new"]:
+        assert "read-only" in ev_err(c, f"ws.options.{k} = 1")
+    assert ev1(c, "return ws.options.max_message") == str(1 << 20)
+    # Other spellings of the documented names are not there.
+    assert ev(c, "return ws.options['max-message'], ws.options.maxMessage, ws.options.brand_new, "
+                 "ws.options.MAX_MESSAGE") == ["nil"] * 4
+    # It is a proxy: pairs sees nothing, its metatable is locked. Through the debug library, the
+    # values behind it are exactly the documented fields (address comes from the server).
+    assert ev(c, "local n = 0 for _ in pairs(ws.options) do n = n + 1 end "
+                 "return n, getmetatable(ws.options)") == ["0", "read-only"]
+    keys = ev1(c, "local mt = debug.getmetatable(ws.options) "
+                  "local _, values = debug.getupvalue(mt.__index, 1) "
+                  "local ks = {} for k in pairs(values) do ks[#ks + 1] = k end "
+                  "table.sort(ks) return table.concat(ks, ',')").split(",")
+    assert sorted(keys + ["address"]) == sorted(DOCUMENTED_OPTIONS)
+
+
+def test_ws_version(server):
+    c = server.connect()
+    assert ev(c, "return type(ws.version), ws.version") == ["string", project_version()]
+    r = run("--version")
+    assert r.stdout.strip() == f"wsluad {project_version()}"

@@ -1,6 +1,6 @@
 """Timers and utilities through scripts/probe.lua: ws.timer/ws.every ordering and :stop(),
-a repeating timer surviving an error, ws.get, ws.now, ws.options. Order is checked, never
-timing."""
+a repeating timer surviving an error, ws.get, ws.now (ws.options and ws.version: test_lua_api.py).
+Order is checked, never timing."""
 
 import pytest
 
@@ -11,7 +11,7 @@ from wsclient import OP_TEXT
 
 @pytest.fixture
 def server():
-    with Server("probe.lua", "--max-message", "12345", "--max-backpressure", "777K") as s:
+    with Server("probe.lua") as s:
         yield s
 
 
@@ -107,21 +107,3 @@ def test_ws_now_monotonic_float(server):
     ev(c, "local t0 = S.t ws.timer(0.05, function() conn:send(tostring(ws.now() > t0)) end) "
           "return true")
     assert c.recv_text() == "true"
-
-
-def test_ws_options_effective_and_read_only(server):
-    c = server.connect()
-    # The effective settings: the values given on the command line, in bytes.
-    found = ev(c, "local o = ws.options "
-                  "local function find(v, names) "
-                  "  for _, k in ipairs(names) do if o[k] == v then return k end end "
-                  "  for k, x in pairs(o) do if x == v then return k end end end "
-                  "return find(12345, {'max_message', 'max-message', 'maxMessage'}), "
-                  "  find(777 * 1024, {'max_backpressure', 'max-backpressure'})")
-    assert found[0] != "nil", "no ws.options field holds --max-message 12345"
-    assert found[1] != "nil", "no ws.options field holds --max-backpressure 777K"
-    key = found[0]
-    ev_err(c, f"ws.options['{key}'] = 1")
-    ev_err(c, "ws.options.brand_new = 1")
-    assert ev1(c, f"return ws.options['{key}']") == "12345"
-    assert ev1(c, "return ws.options.brand_new") == "nil"

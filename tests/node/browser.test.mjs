@@ -3,7 +3,8 @@
 // rooms.html with examples/rooms.lua. Set WSLUAD_SCREENSHOTS=DIR to keep screenshots.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
 import { startServer, src, TIMEOUT } from "./server.mjs";
@@ -40,9 +41,24 @@ async function screenshot(page, name) {
   await page.screenshot({ path: path.join(dir, name + ".png") });
 }
 
+// Counts the WebSockets a page creates (window.socketsCreated), so a test can tell that a page
+// did not connect, or did not retry. Installed with context.addInitScript.
+function countSockets() {
+  const Native = window.WebSocket;
+  window.socketsCreated = 0;
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      window.socketsCreated++;
+    }
+  };
+}
+
 // A tab that records what would betray a bug: script errors and dialogs (an executed injection).
-async function openTab(context, url) {
+// setup(page) runs before the page loads (to install a fake clock, say).
+async function openTab(context, url, setup) {
   const page = await context.newPage();
+  if (setup) await setup(page);
   page.problems = [];
   page.on("pageerror", (err) => page.problems.push("page error: " + err.message));
   page.on("dialog", (d) => {
@@ -139,6 +155,12 @@ describe("the bundled chat page with lua/chat.lua", () => {
     server = null;
     await Promise.all([waitState(a, "closed"), waitState(b, "closed")]);
     assert.equal(await a.isEnabled("#send"), false, "no sending while disconnected");
+    // Each failed attempt is counted where the user looks, and retried.
+    await a.waitForFunction(() =>
+      /^could not connect \(\d+ attempts?\), retrying in \d+\.\d s$/.test(
+        document.getElementById("status").textContent,
+      ),
+    );
 
     server = await startServer(src("lua/chat.lua"), [], { listen: `127.0.0.1:${port}` });
     await Promise.all([waitState(a, "open"), waitState(b, "open")]);
@@ -157,6 +179,7 @@ describe("rooms.html with examples/rooms.lua", () => {
   before(async () => {
     server = await startServer(src("examples/rooms.lua"));
     context = await browser.newContext({ viewport: { width: 720, height: 480 } });
+    await context.addInitScript(countSockets);
   });
   after(async () => {
     await context?.close();
@@ -226,5 +249,94 @@ describe("rooms.html with examples/rooms.lua", () => {
     await waitMembers(ann, ["ann", "ann2"]);
     assert.deepEqual(await members(ann2), ["ann", "ann2"]);
     for (const p of [ann, bob, ann2]) assert.deepEqual(p.problems, []);
+  });
+
+  // The page applies the script's rules before joining: a mistake is explained in the form at
+  // once, and no connection is even tried.
+  async function refusedInForm(query, field, why) {
+    const page = await openTab(context, server.http + "/rooms.html?" + query);
+    await page.click("#join");
+    await page.waitForSelector("#join-error:not([hidden])");
+    assert.match(await page.textContent("#join-error"), why);
+    assert.equal(await page.isVisible("#join-form"), true);
+    assert.equal(await page.isHidden("#chat"), true);
+    assert.equal(await page.$eval(field, (e) => e.validity.valid), false);
+    assert.equal(await page.evaluate(() => window.socketsCreated), 0, "no connection tried");
+    return page;
+  }
+
+  test("a nickname or room the script would refuse is explained before joining", async () => {
+    const long = await refusedInForm(
+      "room=checks&nick=" + "x".repeat(40),
+      "#nick",
+      /^A nickname has at most 24 characters; this one has 40\.$/,
+    );
+    await refusedInForm("room=checks&nick=a%01b", "#nick", /control characters/);
+    await refusedInForm("room=" + "r".repeat(65) + "&nick=ok", "#room", /1 to 64 letters/);
+    await refusedInForm("room=no%20spaces&nick=ok", "#room", /1 to 64 letters/);
+    // Characters, not UTF-16 units: 24 emoji are a valid nickname. Fixing the field clears the
+    // error as the user types, and the join goes through.
+    await long.fill("#nick", "😀".repeat(24));
+    assert.equal(await long.isHidden("#join-error"), true);
+    await long.click("#join");
+    await waitState(long, "open");
+    await waitMembers(long, ["😀".repeat(24)]);
+    assert.deepEqual(long.problems, []);
+  });
+});
+
+describe("rooms.html when the server refuses the join", () => {
+  // rooms.lua with a nickname limit of 3 instead of 24, run from a temporary copy: the page's own
+  // check lets "annabel" through, as if page and script had drifted apart, and the script refuses
+  // her. The page must say why and stop, not retry for ever.
+  let server, context, dir;
+  before(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), "wsluad-rooms-"));
+    const script = readFileSync(src("examples/rooms.lua"), "utf8");
+    const strict = script.replace("local MAX_NICK = 24", "local MAX_NICK = 3");
+    assert.notEqual(strict, script, "rooms.lua no longer sets MAX_NICK = 24");
+    writeFileSync(path.join(dir, "rooms.lua"), strict);
+    server = await startServer(path.join(dir, "rooms.lua"));
+    context = await browser.newContext({ viewport: { width: 720, height: 480 } });
+    await context.addInitScript(countSockets);
+  });
+  after(async () => {
+    await context?.close();
+    if (server) assert.equal((await server.stop()).code, 0);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("the reason is shown, the field marked, and nothing is retried", async () => {
+    // A fake clock, so that "never retried" is checked by moving the page's time on, not by
+    // waiting: the back-off would retry within 0.6 s, and never waits more than 18 s.
+    const page = await openTab(context, server.http + "/rooms.html?room=garden&nick=annabel", (p) =>
+      p.clock.install(),
+    );
+    await page.click("#join");
+    await waitState(page, "refused");
+    const reason = "bad nickname: at most 3 characters, no control characters";
+    assert.equal(await page.textContent("#status"), reason);
+    assert.equal(await page.isVisible("#join-form"), true);
+    assert.equal(await page.isHidden("#chat"), true);
+    assert.equal(
+      await page.textContent("#join-error"),
+      `The server refused to join: ${reason}. Change it and join again.`,
+    );
+    assert.equal(await page.$eval("#nick", (e) => e.validationMessage), reason);
+    assert.equal(await page.isEnabled("#send"), false);
+
+    await page.clock.runFor(10 * 60 * 1000);
+    assert.equal(await page.evaluate(() => window.socketsCreated), 1, "the refusal was retried");
+    assert.equal(await page.getAttribute("#status", "data-state"), "refused");
+
+    // Editing the field lifts the server's mark; a name it accepts joins.
+    await page.fill("#nick", "ann");
+    assert.equal(await page.$eval("#nick", (e) => e.validity.valid), true);
+    assert.equal(await page.isHidden("#join-error"), true);
+    await page.click("#join");
+    await waitState(page, "open");
+    await waitMessage(page, "system", "you joined garden as ann; here: ann");
+    await screenshot(page, "rooms-refused-then-joined");
+    assert.deepEqual(page.problems, []);
   });
 });

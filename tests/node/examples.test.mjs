@@ -1,7 +1,7 @@
 // Each script in examples/ runs as its header comment says, and behaves as it says.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, Client, src } from "./server.mjs";
+import { startServer, Client, src, withTimeout } from "./server.mjs";
 
 function serve(script) {
   const ctx = {};
@@ -26,6 +26,15 @@ async function refused(url, options) {
   }
   c.terminate();
   assert.fail(`${url} was accepted`);
+}
+
+// A join refused the way a browser can read: accepted, then closed at once with an application
+// close code (4000-4999) and a reason, before any message. Resolves with { code, reason }.
+async function closedAtOnce(url) {
+  const c = await Client.open(url);
+  const closed = await withTimeout(c.closed, `the close frame refusing ${url}`);
+  assert.deepEqual(c.inbox, [], "nothing is sent before the refusal");
+  return closed;
 }
 
 describe("examples/echo.lua", () => {
@@ -151,19 +160,35 @@ describe("examples/rooms.lua", () => {
     assert.equal((await nextMsg(anon)).you, "guest");
     const anon2 = await Client.open(room("nicks", ""));
     assert.equal((await nextMsg(anon2)).you, "guest2");
-    const tooLong = await refused(room("nicks", "x".repeat(25)));
-    assert.equal(tooLong.status, 400);
-    const control = await refused(room("nicks", "a\nb"));
-    assert.equal(control.status, 400);
-    await Promise.all([zoe.close(), anon.close(), anon2.close()]);
+    const badNick = { code: 4400, reason: "bad nickname: at most 24 characters, no control characters" };
+    assert.deepEqual(await closedAtOnce(room("nicks", "x".repeat(25))), badNick);
+    assert.deepEqual(await closedAtOnce(room("nicks", "x".repeat(40))), badNick);
+    assert.deepEqual(await closedAtOnce(room("nicks", "a\nb")), badNick);
+    assert.deepEqual(await closedAtOnce(room("nicks", "a\u007fb")), badNick);
+    // 24 characters, whatever their size in bytes, are fine.
+    const emoji = await Client.open(room("nicks", "😀".repeat(24)));
+    assert.equal((await nextMsg(emoji)).you, "😀".repeat(24));
+    // The refused ones never joined: nobody saw them come or go.
+    const later = await Client.open(room("nicks", "later"));
+    assert.deepEqual((await nextMsg(later)).members, ["Zoë Ω", "guest", "guest2", "later", "😀".repeat(24)]);
+    await Promise.all([zoe.close(), anon.close(), anon2.close(), emoji.close(), later.close()]);
   });
 
-  test("only /room/NAME paths are rooms", async () => {
-    for (const path of ["/", "/room/", "/room", "/rooms/x", "/room/a/b", "/room/a%2Fb", "/room/" + "r".repeat(65)]) {
+  test("only /room/NAME paths are rooms; a bad NAME is refused with 4404", async () => {
+    for (const path of ["/", "/room", "/rooms/x", "/roomx/a"]) {
       const err = await refused(ctx.server.ws + path + "?nick=n");
       assert.equal(err.status, 404, path);
       assert.match(err.body, /room/);
     }
+    for (const path of ["/room/", "/room/a/b", "/room/a%2Fb", "/room/a%20b", "/room/" + "r".repeat(65)]) {
+      assert.deepEqual(await closedAtOnce(ctx.server.ws + path + "?nick=n"), {
+        code: 4404,
+        reason: "bad room name: 1 to 64 letters, digits, _ . or -",
+      }, path);
+    }
+    const longest = await Client.open(room("r".repeat(64), "n"));
+    assert.equal((await nextMsg(longest)).room, "r".repeat(64));
+    await longest.close();
   });
 
   test("bad input gets an error message and the connection stays usable", async () => {

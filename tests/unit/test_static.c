@@ -1,16 +1,20 @@
-/* The static file handler against a real directory tree made in /tmp: statuses, headers, bodies,
- * and every way out of the root we know of (dot segments plain and encoded, NUL, symlinks to
- * files and directories outside, a sibling directory sharing the root's name as a prefix). */
+/* The static file handler against a real directory tree made in /tmp: the path normaliser alone,
+ * statuses, headers, bodies, dot segments that stay inside (served) and every way out of the root
+ * we know of (404: dot segments plain and encoded, symlinks to files and directories outside, a
+ * sibling directory sharing the root's name as a prefix; 400: NUL and control bytes), and 403 for
+ * an unreadable file, checked as an unprivileged user even when the test runs as root. */
 #include "static.h"
 #include "test.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char base[256]; /* the temp dir; the served root is base/www */
@@ -198,28 +202,110 @@ static void test_not_found(const wsl_static *s)
     expect(s, longpath, 404, NULL, NULL);
 }
 
+/* The normaliser alone: what each raw path becomes, or why it is refused. */
+static void test_normalize(void)
+{
+    static const struct {
+        const char *raw;
+        const char *want; /* NULL: refused with `err` */
+        long err;
+    } cases[] = {
+        {"/", "/", 0},
+        {"/index.html", "/index.html", 0},
+        {"/sub/", "/sub/", 0},
+        {"/sub", "/sub", 0},
+        {"//a///b//", "/a/b/", 0},
+        {"/./a/./b/.", "/a/b/", 0},
+        {"/a/..", "/", 0},
+        {"/a/../", "/", 0},
+        {"/a/b/../c", "/a/c", 0},
+        {"/a/b/../../c/", "/c/", 0},
+        {"/sub/../index.html", "/index.html", 0},
+        {"/a/%2e%2E/b", "/b", 0},
+        {"/a/.%2e", "/", 0},
+        {"/a%2fb", "/a/b", 0},
+        {"/a%2F..%2Fb", "/b", 0},
+        {"/a..b/...", "/a..b/...", 0},
+        {"/.hidden/..x", "/.hidden/..x", 0},
+        {"/%25", "/%", 0}, /* decoded once: "%25" is a file named "%" */
+        {"/%252e%252e/x", "/%2e%2e/x", 0},
+        {"/with%20space", "/with space", 0},
+        {"/caf%C3%A9", "/caf\xc3\xa9", 0},
+        {"/..", NULL, -ENOENT},
+        {"/../", NULL, -ENOENT},
+        {"/../index.html", NULL, -ENOENT},
+        {"/a/../..", NULL, -ENOENT},
+        {"/a/../../b", NULL, -ENOENT},
+        {"/%2e%2e/b", NULL, -ENOENT},
+        {"/..%2fb", NULL, -ENOENT},
+        {"/./../b", NULL, -ENOENT},
+        {"//../b", NULL, -ENOENT},
+        {"/a%00b", NULL, -EINVAL},
+        {"/a%0a", NULL, -EINVAL},
+        {"/a%7f", NULL, -EINVAL},
+        {"/a\tb", NULL, -EINVAL},
+        {"/%", NULL, -EINVAL},
+        {"/%2", NULL, -EINVAL},
+        {"/%zz", NULL, -EINVAL},
+        {"/%2g", NULL, -EINVAL},
+        {"a/b", NULL, -EINVAL},
+        {"", NULL, -EINVAL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[64];
+        TEST_CONTEXT("normalize %s", cases[i].raw);
+        long n = wsl_static_normalize(cases[i].raw, strlen(cases[i].raw), out, sizeof out);
+        if (cases[i].want) {
+            CHECK_EQ(n, (long)strlen(cases[i].want));
+            if (n >= 0) CHECK_STR(out, cases[i].want);
+        } else {
+            CHECK_EQ(n, cases[i].err);
+        }
+    }
+    /* A NUL inside the given length is refused, not taken as the end. */
+    char out[64];
+    TEST_CONTEXT("%s", "raw NUL");
+    CHECK_EQ(wsl_static_normalize("/a\0/../../x", 11, out, sizeof out), -EINVAL);
+    /* Capacity: the result and its NUL must fit, whatever the path shrinks to later. */
+    TEST_CONTEXT("%s", "capacity");
+    CHECK_EQ(wsl_static_normalize("/abc", 4, out, 5), 4);
+    CHECK_EQ(wsl_static_normalize("/abc", 4, out, 4), -ENAMETOOLONG);
+    CHECK_EQ(wsl_static_normalize("/abc/", 5, out, 5), -ENAMETOOLONG);
+    CHECK_EQ(wsl_static_normalize("/", 1, out, 2), 1);
+    CHECK_EQ(wsl_static_normalize("/", 1, out, 1), -ENAMETOOLONG);
+    TEST_CONTEXT("%s", "");
+}
+
 static void test_traversal(const wsl_static *s)
 {
-    /* base/secret.txt exists, so any of these answering 200 would be a leak. */
-    expect(s, "/../secret.txt", 403, NULL, NULL);
-    expect(s, "/..", 403, NULL, NULL);
-    expect(s, "/../", 403, NULL, NULL);
-    expect(s, "/sub/../index.html", 403, NULL, NULL);
-    expect(s, "/sub/../../secret.txt", 403, NULL, NULL);
-    expect(s, "/%2e%2e/secret.txt", 403, NULL, NULL);
-    expect(s, "/%2E%2E/secret.txt", 403, NULL, NULL);
-    expect(s, "/.%2e/secret.txt", 403, NULL, NULL);
-    expect(s, "/%2e./secret.txt", 403, NULL, NULL);
-    expect(s, "/..%2fsecret.txt", 403, NULL, NULL);
-    expect(s, "/sub/..%2F..%2Fsecret.txt", 403, NULL, NULL);
-    expect(s, "/%2e%2e%2fsecret.txt", 403, NULL, NULL);
+    /* base/secret.txt exists, so any of these answering 200 would be a leak. A path that leaves
+     * the root names no file inside it: 404, as the man page says. */
+    expect(s, "/../secret.txt", 404, NULL, NULL);
+    expect(s, "/..", 404, NULL, NULL);
+    expect(s, "/../", 404, NULL, NULL);
+    expect(s, "/sub/../../secret.txt", 404, NULL, NULL);
+    expect(s, "/%2e%2e/secret.txt", 404, NULL, NULL);
+    expect(s, "/%2E%2E/secret.txt", 404, NULL, NULL);
+    expect(s, "/.%2e/secret.txt", 404, NULL, NULL);
+    expect(s, "/%2e./secret.txt", 404, NULL, NULL);
+    expect(s, "/..%2fsecret.txt", 404, NULL, NULL);
+    expect(s, "/sub/..%2F..%2Fsecret.txt", 404, NULL, NULL);
+    expect(s, "/%2e%2e%2fsecret.txt", 404, NULL, NULL);
+    expect(s, "/www/../../secret.txt", 404, NULL, NULL);
     /* Symlinks whose target is outside: a file, a directory, and the sibling "www-evil" whose
      * path starts with the root's path (the prefix check needs its '/' boundary). */
-    expect(s, "/link-out", 403, NULL, NULL);
-    expect(s, "/dir-out/secret.txt", 403, NULL, NULL);
-    expect(s, "/dir-out/", 403, NULL, NULL);
-    expect(s, "/evil-link", 403, NULL, NULL);
-    expect(s, "/abs-link", 403, NULL, NULL);
+    expect(s, "/link-out", 404, NULL, NULL);
+    expect(s, "/dir-out/secret.txt", 404, NULL, NULL);
+    expect(s, "/dir-out/", 404, NULL, NULL);
+    expect(s, "/evil-link", 404, NULL, NULL);
+    expect(s, "/abs-link", 404, NULL, NULL);
+    /* Dot segments that stay inside the root are resolved, not refused. */
+    expect(s, "/sub/../index.html", 200, "text/html; charset=utf-8", "<h1>home</h1>\n");
+    expect(s, "/sub/%2e%2e/index.html", 200, NULL, "<h1>home</h1>\n");
+    expect(s, "/sub/./page.html", 200, NULL, "page\n");
+    expect(s, "/bare/../sub/page.html", 200, NULL, "page\n");
+    expect(s, "/sub/..", 200, NULL, "<h1>home</h1>\n");
+    expect(s, "/x/y/../../sub/", 200, NULL, "<h1>sub</h1>\n");
     /* Bodies of refusals never carry file content. */
     response r;
     request(s, "/link-out", 9, false, &r);
@@ -249,8 +335,39 @@ static void test_bad_requests(const wsl_static *s)
 static void test_limits(const wsl_static *s)
 {
     expect(s, "/big.bin", 403, NULL, NULL);
-    if (geteuid() != 0) /* root reads everything, so the permission case means nothing there */
-        expect(s, "/private.txt", 403, NULL, NULL);
+}
+
+/* A file the server may not read gets 403. Root reads everything (CI runs as root), so there the
+ * check runs in a forked child that first gives up root for nobody (65534): the same call then
+ * meets a real EACCES. The readable index.html first shows that nobody can walk the tree, so the
+ * 403 comes from the file itself and not from a directory on the way. */
+static void test_unreadable(const wsl_static *s)
+{
+    if (geteuid() != 0) {
+        expect(s, "/private.txt", 403, "text/plain; charset=utf-8", "Forbidden\n");
+        return;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid < 0) return;
+    if (pid == 0) {
+        const uid_t nobody = 65534;
+        if (setgroups(0, NULL) != 0 || setresgid(nobody, nobody, nobody) != 0 ||
+            setresuid(nobody, nobody, nobody) != 0) {
+            perror("dropping root for nobody");
+            _exit(2);
+        }
+        CHECK(geteuid() == nobody && setresuid(0, 0, 0) != 0); /* and root cannot come back */
+        expect(s, "/index.html", 200, NULL, "<h1>home</h1>\n");
+        expect(s, "/private.txt", 403, "text/plain; charset=utf-8", "Forbidden\n");
+        _exit(test_failures ? 1 : 0);
+    }
+    int st = 0;
+    CHECK_EQ(waitpid(pid, &st, 0), pid);
+    TEST_CONTEXT("%s", "the unprivileged child (its own failures are printed above)");
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    TEST_CONTEXT("%s", "");
 }
 
 static void test_head(const wsl_static *s)
@@ -305,8 +422,8 @@ static void make_tree(void)
 {
     snprintf(base, sizeof base, "%s/wsluad-static-XXXXXX",
              getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(base)) {
-        perror("mkdtemp");
+    if (!mkdtemp(base) || chmod(base, 0755) != 0) { /* 0755: see test_unreadable */
+        perror(base);
         exit(2);
     }
     put("secret.txt", "TOP SECRET\n");
@@ -388,12 +505,14 @@ int main(void)
         remove_tree();
         return 1;
     }
+    test_normalize();
     test_files(&s);
     test_directories(&s);
     test_not_found(&s);
     test_traversal(&s);
     test_bad_requests(&s);
     test_limits(&s);
+    test_unreadable(&s);
     test_head(&s);
     wsl_static_close(&s);
     test_open();
