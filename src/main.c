@@ -15,6 +15,7 @@
 #include "options.h"
 #include "script.h"
 #include "server.h"
+#include "supervisor.h"
 
 enum { EXIT_OK = 0, EXIT_SCRIPT = 1, EXIT_USAGE = 2, EXIT_LISTEN = 3 };
 
@@ -156,6 +157,9 @@ int main(int argc, char **argv)
                 opt.script, installed_dir());
         return EXIT_SCRIPT;
     }
+    /* The supervisor returns only once its workers are gone; a worker goes on from here. */
+    int status;
+    if (opt.workers > 1 && !opt.check && wsl_supervise(&opt, &status) == 0) return status;
 
     uv_loop_t *loop = uv_default_loop();
     wsl_server srv;
