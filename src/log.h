@@ -8,6 +8,8 @@
 typedef enum { WSL_LOG_ERROR, WSL_LOG_WARN, WSL_LOG_INFO, WSL_LOG_DEBUG } wsl_log_level;
 
 void wsl_log_set_level(wsl_log_level max);
+/* Name this process in every later line ("w1" -> "INFO [w1] message"); NULL or "" for none. */
+void wsl_log_set_name(const char *name);
 bool wsl_log_enabled(wsl_log_level level);
 void wsl_log(wsl_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

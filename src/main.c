@@ -16,6 +16,7 @@
 #include "options.h"
 #include "script.h"
 #include "server.h"
+#include "supervisor.h"
 
 enum { EXIT_OK = 0, EXIT_SCRIPT = 1, EXIT_USAGE = 2, EXIT_LISTEN = 3 };
 
@@ -228,6 +229,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "wsluad: %s\n", why);
         return EXIT_SCRIPT;
     }
+    /* The supervisor returns only once its workers are gone; a worker goes on from here. */
+    int status;
+    if (opt.workers > 1 && !opt.check && wsl_supervise(&opt, &status) == 0) return status;
 
     uv_loop_t *loop = uv_default_loop();
     wsl_server srv;

@@ -7,6 +7,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#define WSL_STR_(x) #x
+#define WSL_STR(x)  WSL_STR_(x)
 
 static const char usage[] =
     "Usage: wsluad [OPTIONS] [SCRIPT]\n"
@@ -31,6 +35,11 @@ static const char usage[] =
     "      --log-queries            log query strings, which may hold tokens (default: the\n"
     "                               path only)\n"
     "      --check                  load the script, report errors and exit\n"
+    "      --workers N              serve with N worker processes sharing the port; 'auto':\n"
+    "                               one per online core (default 1; above 1 needs --redis)\n"
+    "      --redis URL              connect this node to a cluster through Redis\n"
+    "                               (redis://[:PASSWORD@]HOST[:PORT][/DB] or unix:PATH)\n"
+    "      --redis-prefix NAME      start of every Redis key and channel (default wsluad)\n"
     "  -q, --quiet                  log only warnings and errors\n"
     "  -v, --verbose                log every connection and debug details\n"
     "      --version                print the version and exit\n"
@@ -51,6 +60,9 @@ enum {
     OPT_RELOAD,
     OPT_LOG_QUERIES,
     OPT_CHECK,
+    OPT_WORKERS,
+    OPT_REDIS,
+    OPT_REDIS_PREFIX,
     OPT_VERSION,
 };
 
@@ -67,6 +79,9 @@ static const struct option longopts[] = {
     {"reload", no_argument, NULL, OPT_RELOAD},
     {"log-queries", no_argument, NULL, OPT_LOG_QUERIES},
     {"check", no_argument, NULL, OPT_CHECK},
+    {"workers", required_argument, NULL, OPT_WORKERS},
+    {"redis", required_argument, NULL, OPT_REDIS},
+    {"redis-prefix", required_argument, NULL, OPT_REDIS_PREFIX},
     {"quiet", no_argument, NULL, 'q'},
     {"verbose", no_argument, NULL, 'v'},
     {"version", no_argument, NULL, OPT_VERSION},
@@ -153,6 +168,38 @@ static bool parse_listen(const char *s, wsl_options *o)
     return true;
 }
 
+/* "auto" is the number of online cores (at least 1, at most WSL_MAX_WORKERS). */
+static bool parse_workers(const char *s, int *out)
+{
+    long n;
+    if (strcmp(s, "auto") == 0) {
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+        n = n < 1 ? 1 : n > WSL_MAX_WORKERS ? WSL_MAX_WORKERS : n;
+    } else {
+        char *end;
+        errno = 0;
+        n = strtol(s, &end, 10);
+        if (errno || end == s || *end != '\0' || n < 1 || n > WSL_MAX_WORKERS) return false;
+    }
+    *out = (int)n;
+    return true;
+}
+
+/* Only the scheme: the Redis link parses the rest when it connects. */
+static bool plausible_redis_url(const char *s)
+{
+    return (strncmp(s, "redis://", 8) == 0 && s[8]) || (strncmp(s, "unix:", 5) == 0 && s[5]);
+}
+
+/* A prefix goes into key and channel names: printable, no spaces (redis-cli users type it). */
+static bool valid_prefix(const char *s)
+{
+    if (!*s) return false;
+    for (; *s; s++)
+        if ((unsigned char)*s <= ' ' || *s == 0x7f) return false;
+    return true;
+}
+
 static int bad(const char *what, const char *value)
 {
     fprintf(stderr, "wsluad: invalid %s: '%s'\nTry 'wsluad --help' for more information.\n", what,
@@ -172,6 +219,8 @@ int wsl_options_parse(wsl_options *o, int argc, char **argv)
         .handshake_timeout = 10,
         .idle_timeout = 60,
         .handler_timeout = 2,
+        .workers = 1,
+        .redis_prefix = "wsluad",
     };
 
     opterr = 0;
@@ -224,6 +273,21 @@ int wsl_options_parse(wsl_options *o, int argc, char **argv)
         case OPT_CHECK:
             o->check = true;
             break;
+        case OPT_WORKERS:
+            if (!parse_workers(optarg, &o->workers))
+                return bad("--workers (1 to " WSL_STR(WSL_MAX_WORKERS) ", or auto)", optarg);
+            break;
+        case OPT_REDIS:
+            if (!plausible_redis_url(optarg))
+                return bad("--redis URL (want redis://HOST[:PORT] or unix:PATH)", optarg);
+            o->redis_url = optarg;
+            break;
+        case OPT_REDIS_PREFIX:
+            if (!valid_prefix(optarg))
+                return bad("--redis-prefix (non-empty, without spaces or control characters)",
+                           optarg);
+            o->redis_prefix = optarg;
+            break;
         case 'q':
             o->verbosity = -1;
             break;
@@ -244,5 +308,13 @@ int wsl_options_parse(wsl_options *o, int argc, char **argv)
     }
     if (optind < argc) o->script = argv[optind++];
     if (optind < argc) return bad("argument (only one SCRIPT)", argv[optind]);
+    if (o->workers > 1 && !o->redis_url) {
+        fprintf(stderr,
+                "wsluad: --workers %d needs --redis: each worker is a separate process with its "
+                "own Lua state,\nand without Redis the rooms of one worker would not see those "
+                "of the others.\nTry 'wsluad --help' for more information.\n",
+                o->workers);
+        return WSL_OPTIONS_USAGE;
+    }
     return WSL_OPTIONS_RUN;
 }

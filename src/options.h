@@ -24,7 +24,16 @@ typedef struct wsl_options {
     bool reload;
     bool log_queries; /* --log-queries: query strings may reach the log (they often hold tokens) */
     int verbosity;    /* -1 quiet, 0 normal, 1 verbose */
+    int workers;      /* processes serving (1: this one; more: a supervisor forks them) */
+    int worker;       /* set by the supervisor in a worker: its number, 1..workers; 0 alone */
+    const char *redis_url;    /* NULL: no cluster */
+    const char *redis_prefix; /* of every Redis key and channel; "wsluad" unless given */
 } wsl_options;
+
+#define WSL_MAX_WORKERS 1024
+
+/* The exit statuses --help documents. */
+enum { WSL_EXIT_OK = 0, WSL_EXIT_SCRIPT = 1, WSL_EXIT_USAGE = 2, WSL_EXIT_LISTEN = 3 };
 
 enum {
     WSL_OPTIONS_RUN,   /* go on */

@@ -163,8 +163,12 @@ def man_options(src):
 
 
 # A value each kind of argument accepts, and one it must refuse.
-GOOD_VALUE = {"HOST:PORT": "127.0.0.1:0", "BYTES": "64K", "N": "100", "SEC": "0.5"}
+GOOD_VALUE = {"HOST:PORT": "127.0.0.1:0", "BYTES": "64K", "N": "100", "SEC": "0.5",
+              "URL": "redis://127.0.0.1:6379", "NAME": "test"}
+# Options for which the value of their kind is wrong: more than one worker needs --redis.
+GOOD_OPTION_VALUE = {"workers": "1"}
 BAD_VALUE = "bogus"
+BAD_KIND_VALUE = {"NAME": "two words"}  # "bogus" is a fine name
 
 
 def check_agreement():
@@ -226,7 +230,7 @@ def check_agreement():
                         fail("%s %s: this test knows no value for %s; add one to GOOD_VALUE" %
                              (opt, h["metavar"], h["metavar"]))
                         continue
-                    args = [opt, good[h["metavar"]]]
+                    args = [opt, GOOD_OPTION_VALUE.get(name, good[h["metavar"]])]
                 else:
                     args = [opt]
                 code, out, err = run([b, "--check"] + args + [script], cwd=cwd)
@@ -234,10 +238,11 @@ def check_agreement():
                     fail("wsluad --check %s %s: exit %d, stderr %r" %
                          (" ".join(args), script, code, err))
                 if h["metavar"]:
-                    code, out, err = run([b, "--check", opt, BAD_VALUE, script], cwd=cwd)
+                    bad_value = BAD_KIND_VALUE.get(h["metavar"], BAD_VALUE)
+                    code, out, err = run([b, "--check", opt, bad_value, script], cwd=cwd)
                     if code != 2:
                         fail("wsluad --check %s %s: exit %d, want 2 (usage error)" %
-                             (opt, BAD_VALUE, code))
+                             (opt, bad_value, code))
                     code, out, err = run([b, opt], cwd=cwd)
                     if code != 2:
                         fail("wsluad %s without its value: exit %d, want 2" % (opt, code))
