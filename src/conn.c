@@ -604,8 +604,10 @@ static void upgrade(wsl_conn *c, const wsl_request *req)
     c->state = WSL_CONN_OPEN;
     c->opened = 1;
     wsl_server_track(srv, c, WSL_LIST_OPEN, srv->idle_ms);
-    wsl_conn_log(c, WSL_LOG_DEBUG, "open %s%s%s", wsl_conn_path(c), req->query.len ? "?" : "",
-                 wsl_conn_query(c));
+    /* Query strings often carry tokens: logged only when asked for. */
+    bool query = req->query.len && srv->opt->log_queries;
+    wsl_conn_log(c, WSL_LOG_DEBUG, "open %s%s%s", wsl_conn_path(c), query ? "?" : "",
+                 query ? wsl_conn_query(c) : "");
     if (srv->events->open) srv->events->open(srv->events_ud, c);
 }
 

@@ -18,7 +18,6 @@
 #include "server.h"
 #include "supervisor.h"
 
-enum { EXIT_OK = 0, EXIT_SCRIPT = 1, EXIT_USAGE = 2, EXIT_LISTEN = 3 };
 
 /* SIGHUP reloads through a libuv watcher. SIGINT and SIGTERM have a handler of our own, since
  * libuv's watchers only run when the loop turns, which a stuck handler prevents: the first one
@@ -213,9 +212,9 @@ int main(int argc, char **argv)
     wsl_options opt;
     switch (wsl_options_parse(&opt, argc, argv)) {
     case WSL_OPTIONS_EXIT:
-        return EXIT_OK;
+        return WSL_EXIT_OK;
     case WSL_OPTIONS_USAGE:
-        return EXIT_USAGE;
+        return WSL_EXIT_USAGE;
     default:
         break;
     }
@@ -227,17 +226,17 @@ int main(int argc, char **argv)
     char script_path[PATH_MAX], why[4 * PATH_MAX];
     if (!find_script(opt.script, script_path, sizeof script_path, why, sizeof why)) {
         fprintf(stderr, "wsluad: %s\n", why);
-        return EXIT_SCRIPT;
+        return WSL_EXIT_SCRIPT;
     }
     /* The supervisor returns only once its workers are gone; a worker goes on from here. */
-    int status;
-    if (opt.workers > 1 && !opt.check && wsl_supervise(&opt, &status) == 0) return status;
+    int supervised;
+    if (opt.workers > 1 && !opt.check && wsl_supervise(&opt, &supervised) == 0) return supervised;
 
     uv_loop_t *loop = uv_default_loop();
     wsl_server srv;
     if (wsl_server_init(&srv, loop, &opt) != 0) {
         wsl_error("out of memory");
-        return EXIT_SCRIPT;
+        return WSL_EXIT_SCRIPT;
     }
     const char *files = opt.static_off ? NULL : opt.static_dir ? opt.static_dir : default_static();
     if (files) {
@@ -245,21 +244,23 @@ int main(int argc, char **argv)
         if (r != 0 && opt.static_dir) {
             fprintf(stderr, "wsluad: --static %s: %s\n", files, strerror(-r));
             wsl_server_free(&srv);
-            return EXIT_USAGE;
+            return WSL_EXIT_USAGE;
         }
         srv.has_files = r == 0;
     }
 
-    int status = EXIT_OK;
+    int status = WSL_EXIT_OK;
     wsl_script *script = wsl_script_new(&srv, script_path);
     if (!script || wsl_script_load(script) != 0) {
-        status = EXIT_SCRIPT;
+        status = WSL_EXIT_SCRIPT;
     } else if (opt.check) {
         printf("%s: OK\n", script_path);
     } else if (wsl_server_listen(&srv) != 0) {
-        status = EXIT_LISTEN;
+        status = WSL_EXIT_LISTEN;
     } else {
         wsl_server_set_events(&srv, &wsl_script_events, script);
+        /* The URL was checked with the options; joining never waits for Redis. */
+        if (opt.redis_url) wsl_server_join(&srv, opt.redis_url, opt.redis_prefix);
         if (opt.reload) wsl_script_watch(script);
         serve(loop, &srv, script);
     }
@@ -270,6 +271,6 @@ int main(int argc, char **argv)
     wsl_script_free(script);
     wsl_server_free(&srv);
     wsl_buf_pool_drain();
-    if (status == EXIT_OK && !opt.check) wsl_info("bye");
+    if (status == WSL_EXIT_OK && !opt.check) wsl_info("bye");
     return status;
 }

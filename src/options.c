@@ -2,12 +2,16 @@
  * which a test compares with the man page and with what the parser really accepts. */
 #include "options.h"
 
+#include "cluster_proto.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "cluster_proto.h"
 
 #define WSL_STR_(x) #x
 #define WSL_STR(x)  WSL_STR_(x)
@@ -185,25 +189,18 @@ static bool parse_workers(const char *s, int *out)
     return true;
 }
 
-/* Only the scheme: the Redis link parses the rest when it connects. */
-static bool plausible_redis_url(const char *s)
-{
-    return (strncmp(s, "redis://", 8) == 0 && s[8]) || (strncmp(s, "unix:", 5) == 0 && s[5]);
-}
-
-/* A prefix goes into key and channel names: printable, no spaces (redis-cli users type it). */
-static bool valid_prefix(const char *s)
-{
-    if (!*s) return false;
-    for (; *s; s++)
-        if ((unsigned char)*s <= ' ' || *s == 0x7f) return false;
-    return true;
-}
-
 static int bad(const char *what, const char *value)
 {
     fprintf(stderr, "wsluad: invalid %s: '%s'\nTry 'wsluad --help' for more information.\n", what,
             value);
+    return WSL_OPTIONS_USAGE;
+}
+
+/* A value that a module checked and explained. */
+static int bad_because(const char *option, const char *why)
+{
+    fprintf(stderr, "wsluad: invalid %s: %s\nTry 'wsluad --help' for more information.\n", option,
+            why);
     return WSL_OPTIONS_USAGE;
 }
 
@@ -277,17 +274,21 @@ int wsl_options_parse(wsl_options *o, int argc, char **argv)
             if (!parse_workers(optarg, &o->workers))
                 return bad("--workers (1 to " WSL_STR(WSL_MAX_WORKERS) ", or auto)", optarg);
             break;
-        case OPT_REDIS:
-            if (!plausible_redis_url(optarg))
-                return bad("--redis URL (want redis://HOST[:PORT] or unix:PATH)", optarg);
+        case OPT_REDIS: {
+            wsl_cluster_addr addr;
+            char why[256];
+            if (wsl_cluster_parse_url(optarg, &addr, why, sizeof why) != 0)
+                return bad_because("--redis", why);
             o->redis_url = optarg;
             break;
-        case OPT_REDIS_PREFIX:
-            if (!valid_prefix(optarg))
-                return bad("--redis-prefix (non-empty, without spaces or control characters)",
-                           optarg);
+        }
+        case OPT_REDIS_PREFIX: {
+            char why[256];
+            if (wsl_cluster_check_prefix(optarg, why, sizeof why) != 0)
+                return bad_because("--redis-prefix", why);
             o->redis_prefix = optarg;
             break;
+        }
         case 'q':
             o->verbosity = -1;
             break;

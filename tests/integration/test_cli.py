@@ -297,3 +297,14 @@ def recv_until(c, text):
         m = c.recv_text()
         if text in m:
             return m
+
+
+@pytest.mark.parametrize("log_queries", [False, True])
+def test_query_strings_stay_out_of_the_log(log_queries):
+    """`-v` logs each upgrade's path; its query (often a token) only with --log-queries."""
+    args = ["-v"] + (["--log-queries"] if log_queries else [])
+    with Server("ok.lua", *args) as s:
+        s.connect("/room/a?token=s3cret")
+        line = s.wait_for_log(r"open /room/a").string
+        assert ("s3cret" in line) == log_queries, line
+        assert ("s3cret" in s.log()) == log_queries
