@@ -26,7 +26,8 @@ SRC = os.environ.get("WSLUAD_SRC") or os.path.dirname(os.path.dirname(os.path.di
 MAN = os.path.join(SRC, "man", "wsluad.1")
 CHAT = os.path.join(SRC, "lua", "chat.lua")
 # The Lua binding: the core and one file per Lua type.
-BINDING = [os.path.join(SRC, "src", f) for f in ("script.c", "lconn.c", "lws.c", "ltimer.c")]
+BINDING = [os.path.join(SRC, "src", f)
+           for f in ("script.c", "lconn.c", "lws.c", "ltimer.c", "lspawn.c", "lredis.c")]
 
 failures = []
 
@@ -391,9 +392,12 @@ def check_man_api():
                       re.findall(r'\{"(\w+)", WSL_INFO_', c))
     for fld in sorted(conn_fields):
         want.append(("conn." + fld, "CONNECTION OBJECT", "conn_index"))
-    for fn in ("wsl_lws_open", "wsl_ltimer_register"):
+    for fn in ("wsl_lws_open", "wsl_ltimer_register", "wsl_lspawn_register",
+               "wsl_lredis_register"):
         for fld in setfields(function_body(c, fn)):
             want.append(("ws." + fld, "THE WS MODULE", fn))
+    for fld in re.findall(r'strcmp\(k, "(\w+)"\)', function_body(c, "ws_index")):
+        want.append(("ws." + fld, "THE WS MODULE", "ws_index"))
     opts = function_body(c, "push_options")
     for key in setfields(opts) + re.findall(r'set_(?:integer|number)\(L, "(\w+)"', opts):
         want.append((key, "THE WS MODULE", "push_options (ws.options)"))
