@@ -197,7 +197,8 @@ int wsl_supervise(wsl_options *o, int *status)
             alive--;
             if (stopping) {
                 int code = stop_status(st, stop_sig);
-                if (code != WSL_EXIT_OK) wsl_warn("worker %d %s", i, describe(st, why, sizeof why));
+                wsl_log(code != WSL_EXIT_OK ? WSL_LOG_WARN : WSL_LOG_INFO, "worker %d %s", i,
+                        describe(st, why, sizeof why));
                 if (result == WSL_EXIT_OK) result = code;
             } else if (w->runs == 1 && WIFEXITED(st) && WEXITSTATUS(st) != 0) {
                 /* The start-up rule (supervisor.h): what failed here fails for every worker. */
