@@ -144,6 +144,10 @@ static int ws_redis(lua_State *L)
     if (why) return luaL_error(L, "ws.redis: %s", why);
 
     bool wait = !has_cb && wsl_lspawn_is_spawned(L);
+    /* Checked before the command is sent: if the yield below failed, the reply would still
+     * resume the coroutine later, in the middle of another wait or after it ended. */
+    if (wait && !lua_isyieldable(L))
+        return luaL_error(L, "ws.redis: %s; give a callback instead", WSL_CANNOT_WAIT);
     pending *p = malloc(sizeof *p);
     if (!p) return luaL_error(L, "not enough memory");
     *p = (pending){.s = s, .fn_ref = LUA_NOREF, .co = wait ? L : NULL};

@@ -113,6 +113,9 @@ static int ws_sleep(lua_State *L)
     if (!(secs >= 0) || secs > 1e9) return luaL_error(L, "ws.sleep: bad interval %f", secs);
     if (!wsl_lspawn_is_spawned(L))
         return luaL_error(L, "ws.sleep: only inside a function run by ws.spawn");
+    /* Checked before the timer starts: if the yield below failed, the timer would still
+     * resume the coroutine later, in the middle of another wait or after it ended. */
+    if (!lua_isyieldable(L)) return luaL_error(L, "ws.sleep: %s", WSL_CANNOT_WAIT);
     sleeper *z = malloc(sizeof *z);
     if (!z) return luaL_error(L, "not enough memory");
     z->s = s;

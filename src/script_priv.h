@@ -93,7 +93,12 @@ void wsl_lconn_add_header(lua_State *L, const char *name, size_t nlen, const cha
 int wsl_lws_open(lua_State *L);
 
 /* ws.spawn and ws.sleep (lspawn.c): into the table on top of the stack; whether L is a coroutine
- * of ws.spawn; stopping every sleep (at shutdown). */
+ * of ws.spawn; stopping every sleep (at shutdown). Even in such a coroutine Lua cannot yield
+ * inside a function that C code called (lua_isyieldable is false): ws.sleep and ws.redis then
+ * raise WSL_CANNOT_WAIT before they start anything that would resume the coroutine later. */
+#define WSL_CANNOT_WAIT                                                                            \
+    "cannot wait inside a function called from C (a table.sort comparator, a string.gsub "         \
+    "replacement, a __tostring...)"
 void wsl_lspawn_register(lua_State *L);
 bool wsl_lspawn_is_spawned(lua_State *L);
 void wsl_lspawn_stop(wsl_script *s);
