@@ -387,8 +387,14 @@ static int run(wsl_script *s, lua_State *co, int nargs, bool spawned, const char
     size_t mem_before = s->mem;
     lua_State *outer_runner = runner_now;
     lua_State *outer = call_begin(s, co);
+    /* A run inside a run (ws.spawn called by a spawned function) must not leave its own
+     * `waiting` behind: the outer coroutine's coroutine.yield() would pass for a wait that
+     * nothing ever ends. */
+    bool outer_waiting = s->waiting;
     s->waiting = false;
     int nres, st = lua_resume(co, outer ? outer : s->L, nargs, &nres);
+    bool waiting = s->waiting;
+    s->waiting = outer_waiting;
     bool overran = overrun;
     const char *why = overran ? overrun_why : "attempt to yield from outside a coroutine";
     call_end(s, outer, outer_runner);
@@ -397,7 +403,7 @@ static int run(wsl_script *s, lua_State *co, int nargs, bool spawned, const char
         return 1;
     }
     if (st == LUA_YIELD && spawned && !overran) {
-        if (s->waiting) {
+        if (waiting) {
             lua_pop(co, nres);
             return 0;
         }
