@@ -30,6 +30,17 @@ bool wsl_lspawn_is_spawned(lua_State *L)
     return yes;
 }
 
+bool wsl_lspawn_owns(lua_State *L, lua_State *co)
+{
+    if (!lua_checkstack(co, 1)) return true; /* cannot tell: the caller refuses */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &spawned_key);
+    lua_pushthread(co);
+    lua_xmove(co, L, 1);
+    bool yes = lua_rawget(L, -2) != LUA_TNIL;
+    lua_pop(L, 2);
+    return yes;
+}
+
 /* The connection co was spawned for, when it is still there. */
 static wsl_conn *owner(lua_State *L, lua_State *co)
 {

@@ -150,6 +150,11 @@ static const char *not_resumable(lua_State *L, lua_State *co)
 {
     lua_Debug ar;
     if (co == L) return "cannot resume non-suspended coroutine";
+    /* Only its timer or reply may resume it (coroutine.running() hands it out): resumed by the
+     * script, it would go on with a wait unfinished, and the timer or reply would later resume
+     * it in the middle of another wait, or once it has ended and been collected. */
+    if (lua_status(co) == LUA_YIELD && wsl_lspawn_owns(L, co))
+        return "cannot resume a function run by ws.spawn (its ws.sleep or ws.redis resumes it)";
     switch (lua_status(co)) {
     case LUA_YIELD:
         return NULL;

@@ -101,6 +101,8 @@ int wsl_lws_open(lua_State *L);
     "replacement, a __tostring...)"
 void wsl_lspawn_register(lua_State *L);
 bool wsl_lspawn_is_spawned(lua_State *L);
+/* Whether co is a coroutine of ws.spawn still running or waiting (looked up with L's stack). */
+bool wsl_lspawn_owns(lua_State *L, lua_State *co);
 void wsl_lspawn_stop(wsl_script *s);
 /* Resume a waiting coroutine of ws.spawn with the nargs values on top of its stack. */
 void wsl_lspawn_resume(wsl_script *s, lua_State *co, int nargs);
