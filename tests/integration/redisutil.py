@@ -173,9 +173,12 @@ class RedisServer:
             raise
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            sys.stdout.write(f"\n--- redis log (port {self.port}) ---\n{self.log()}--- end ---\n")
-        self.close()
+        try:
+            if exc_type is not None:
+                sys.stdout.write(f"\n--- redis log (port {self.port}) ---\n{self.log()}"
+                                 "--- end ---\n")
+        finally:
+            self.close()  # even when stdout is gone (a closed pipe): never a stray redis-server
         return False
 
 
