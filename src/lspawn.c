@@ -78,6 +78,12 @@ static void step(wsl_script *s, lua_State *L, lua_State *co, int nargs)
 
 void wsl_lspawn_resume(wsl_script *s, lua_State *co, int nargs)
 {
+    if (lua_status(co) != LUA_YIELD) {
+        /* The script closed it (coroutine.close) while it waited: that cancels it. */
+        lua_settop(co, 0);
+        forget(s->L, co);
+        return;
+    }
     step(s, s->L, co, nargs);
 }
 

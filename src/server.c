@@ -161,7 +161,8 @@ size_t wsl_server_publish(wsl_server *s, const char *topic, size_t len, wsl_msg 
 
 int wsl_server_send_to(wsl_server *s, uint64_t id, wsl_msg *m)
 {
-    if (!s->cluster || wsl_cluster_owns(s->cluster, id)) {
+    /* An id without a node number cannot belong to any node of a cluster. */
+    if (!s->cluster || wsl_cluster_owns(s->cluster, id) || wsl_cluster_id_node(id) == 0) {
         wsl_conn *c = wsl_server_get(s, id);
         return c ? wsl_conn_send(c, m) : WSL_ECLOSED;
     }

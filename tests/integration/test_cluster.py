@@ -848,6 +848,27 @@ def test_the_script_cannot_resume_a_spawned_function(redis_server):
         assert not a.find_logs(r"Lua error", after=mark)
 
 
+def test_closing_a_waiting_spawned_function_cancels_it(redis_server):
+    """coroutine.close on a spawned function that waits cancels it: when its timer or reply
+    comes, nothing runs and nothing is logged."""
+    r = redis_server
+    with contextlib.ExitStack() as stack:
+        (a,) = start_nodes(stack, r, 1)
+        x = Client(a)
+        mark = a.mark()
+        x.ev("ws.spawn(function() S.sleeper = coroutine.running() ws.sleep(0.05) "
+             "conn:send('m:woke') end)")
+        x.ev("ws.spawn(function() S.waiter = coroutine.running() ws.redis({'BLPOP', 'c', 0}) "
+             "conn:send('m:got') end)")
+        assert x.ev("return coroutine.close(S.sleeper), coroutine.close(S.waiter)") == \
+            ["true", "true"]
+        r.command("LPUSH", "c", "v")
+        # A later sleep (and a later reply) come after the cancelled ones: the fence.
+        x.ev("ws.spawn(function() ws.sleep(0.1) ws.redis({'PING'}) conn:send('m:fence') end)")
+        assert x.recv_text() == "m:fence"
+        assert not a.find_logs(r"Lua error|on_error", after=mark)
+
+
 def test_callbacks_and_spawns_of_a_closed_connection_still_run(redis_server):
     r = redis_server
     with contextlib.ExitStack() as stack:
