@@ -21,7 +21,7 @@ typedef struct pending {
 /* Push a reply as Lua values: integers as integers, strings and status replies as strings,
  * nil as nil (false inside an array, which cannot hold nil), arrays as tables, an error inside
  * an array as {err = message}. A top-level error is pushed as nil, message by push_result. */
-static void push_reply(lua_State *L, const redisReply *r, int depth)
+static void push_reply(lua_State *L, const redisReply *r)
 {
     luaL_checkstack(L, 3, "reply too deep");
     switch (r->type) {
@@ -33,13 +33,12 @@ static void push_reply(lua_State *L, const redisReply *r, int depth)
         lua_pushlstring(L, r->str, r->len);
         break;
     case REDIS_REPLY_ARRAY:
-        if (depth >= MAX_DEPTH) luaL_error(L, "ws.redis: reply nested too deeply");
         lua_createtable(L, (int)r->elements, 0);
         for (size_t i = 0; i < r->elements; i++) {
             if (r->element[i]->type == REDIS_REPLY_NIL)
                 lua_pushboolean(L, 0);
             else
-                push_reply(L, r->element[i], depth + 1);
+                push_reply(L, r->element[i]);
             lua_rawseti(L, -2, (lua_Integer)i + 1);
         }
         break;
@@ -54,7 +53,21 @@ static void push_reply(lua_State *L, const redisReply *r, int depth)
     }
 }
 
-/* reply, nil; or nil, message for an error reply or a command that got no reply. */
+/* How deeply arrays nest in r (hiredis 0.14 itself stops at 8 levels; a newer one may not). */
+static int depth_of(const redisReply *r)
+{
+    int d = 0;
+    if (r->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i < r->elements; i++) {
+            int e = depth_of(r->element[i]) + 1;
+            if (e > d) d = e;
+            if (d > MAX_DEPTH) break;
+        }
+    return d;
+}
+
+/* reply, nil; or nil, message for an error reply, a reply too deep to convert, or a command
+ * that got no reply. */
 static int push_result(lua_State *L, const redisReply *r, int err)
 {
     if (!r) {
@@ -67,7 +80,12 @@ static int push_result(lua_State *L, const redisReply *r, int err)
         lua_pushlstring(L, r->str, r->len);
         return 2;
     }
-    push_reply(L, r, 0);
+    if (depth_of(r) > MAX_DEPTH) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "reply nested too deeply");
+        return 2;
+    }
+    push_reply(L, r);
     lua_pushnil(L);
     return 2;
 }
