@@ -132,7 +132,13 @@ static int log_at(lua_State *L, wsl_log_level level, int first)
         luaL_addvalue(&b);
     }
     luaL_pushresult(&b);
-    wsl_log(level, "%s", lua_tostring(L, -1));
+    /* ws.log(conn, ...): the JSON log also gets the connection as fields. */
+    uint64_t id;
+    char remote[80];
+    if (first <= n && wsl_lconn_ident(L, first, &id, remote, sizeof remote))
+        wsl_log_about(level, id, remote, "%s", lua_tostring(L, -1));
+    else
+        wsl_log(level, "%s", lua_tostring(L, -1));
     return 0;
 }
 

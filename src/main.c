@@ -18,7 +18,6 @@
 #include "server.h"
 #include "supervisor.h"
 
-
 /* SIGHUP reloads through a libuv watcher. SIGINT and SIGTERM have a handler of our own, since
  * libuv's watchers only run when the loop turns, which a stuck handler prevents: the first one
  * stops whatever Lua code is running and wakes the loop, which then shuts down gracefully; a
@@ -221,11 +220,12 @@ int main(int argc, char **argv)
     wsl_log_set_level(opt.verbosity < 0   ? WSL_LOG_WARN
                       : opt.verbosity > 0 ? WSL_LOG_DEBUG
                                           : WSL_LOG_INFO);
+    wsl_log_set_format(opt.log_json ? WSL_LOG_JSON : WSL_LOG_TEXT);
     signal(SIGPIPE, SIG_IGN);
 
     char script_path[PATH_MAX], why[4 * PATH_MAX];
     if (!find_script(opt.script, script_path, sizeof script_path, why, sizeof why)) {
-        fprintf(stderr, "wsluad: %s\n", why);
+        wsl_log_fatal("%s", why);
         return WSL_EXIT_SCRIPT;
     }
     /* The supervisor returns only once its workers are gone; a worker goes on from here. */
@@ -242,7 +242,7 @@ int main(int argc, char **argv)
     if (files) {
         int r = wsl_static_open(&srv.files, files);
         if (r != 0 && opt.static_dir) {
-            fprintf(stderr, "wsluad: --static %s: %s\n", files, strerror(-r));
+            wsl_log_fatal("--static %s: %s", files, strerror(-r));
             wsl_server_free(&srv);
             return WSL_EXIT_USAGE;
         }
