@@ -5,6 +5,7 @@
  * reading stderr) never see half a line. */
 #include "log.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -189,29 +190,38 @@ static void write_line(const char *p, size_t len)
 /* How a line names its connection. */
 typedef enum { NO_CONN, CONN_PREFIX, CONN_FIELDS } conn_mode;
 
+static void emit_json(wsl_log_level level, conn_mode mode, uint64_t id, const char *remote,
+                      const char *msg, size_t len)
+{
+    char line[16384];
+    wsl_log_entry e = {.level = level,
+                       .worker = proc_raw[0] ? proc_raw : NULL,
+                       .has_conn = mode != NO_CONN,
+                       .conn = id,
+                       .remote = mode != NO_CONN ? remote : NULL,
+                       .msg = msg,
+                       .msg_len = len};
+    clock_gettime(CLOCK_REALTIME, &e.ts);
+    write_line(line, wsl_log_json(line, sizeof line, &e));
+}
+
 static void emit(wsl_log_level level, conn_mode mode, uint64_t id, const char *remote,
                  const char *fmt, va_list ap)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
     if (format == WSL_LOG_JSON) {
         /* A message cut here is longer than the line: the writer says it was cut. */
-        char msg[16384], line[16384];
+        char msg[16384];
         int m = vsnprintf(msg, sizeof msg, fmt, ap);
-        size_t mlen = m < 0 ? 0 : (size_t)m < sizeof msg ? (size_t)m : sizeof msg - 1;
-        wsl_log_entry e = {.ts = ts,
-                           .level = level,
-                           .worker = proc_raw[0] ? proc_raw : NULL,
-                           .has_conn = mode != NO_CONN,
-                           .conn = id,
-                           .remote = mode != NO_CONN ? remote : NULL,
-                           .msg = msg,
-                           .msg_len = mlen};
-        write_line(line, wsl_log_json(line, sizeof line, &e));
+        emit_json(level, mode, id, remote, msg,
+                  m < 0                    ? 0
+                  : (size_t)m < sizeof msg ? (size_t)m
+                                           : sizeof msg - 1);
         return;
     }
     char line[8192];
+    struct timespec ts;
     struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
@@ -253,6 +263,16 @@ void wsl_log_about(wsl_log_level level, uint64_t id, const char *remote, const c
     va_start(ap, fmt);
     emit(level, format == WSL_LOG_JSON ? CONN_FIELDS : NO_CONN, id, remote, fmt, ap);
     va_end(ap);
+}
+
+void wsl_log_bytes(wsl_log_level level, bool has_conn, uint64_t id, const char *remote,
+                   const char *msg, size_t len)
+{
+    if (level > max_level) return;
+    if (format == WSL_LOG_JSON)
+        emit_json(level, has_conn ? CONN_FIELDS : NO_CONN, id, remote, msg, len);
+    else
+        wsl_log(level, "%.*s", (int)strnlen(msg, len < INT_MAX ? len : INT_MAX), msg);
 }
 
 void wsl_log_fatal(const char *fmt, ...)

@@ -29,6 +29,10 @@ void wsl_log_conn(wsl_log_level level, uint64_t id, const char *remote, const ch
  * line is the message as it is; JSON adds the fields conn and remote. */
 void wsl_log_about(wsl_log_level level, uint64_t id, const char *remote, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* A message of len bytes as it is (ws.log's): JSON keeps every byte, NULs included, and adds
+ * conn and remote when has_conn; the text line is the message up to its first NUL. */
+void wsl_log_bytes(wsl_log_level level, bool has_conn, uint64_t id, const char *remote,
+                   const char *msg, size_t len);
 /* An error before the server runs (no script, a bad --static): "wsluad: message" in text, as a
  * command-line tool says it; an ordinary error line in JSON, so a log reader sees it too. */
 void wsl_log_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

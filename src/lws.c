@@ -135,10 +135,10 @@ static int log_at(lua_State *L, wsl_log_level level, int first)
     /* ws.log(conn, ...): the JSON log also gets the connection as fields. */
     uint64_t id;
     char remote[80];
-    if (first <= n && wsl_lconn_ident(L, first, &id, remote, sizeof remote))
-        wsl_log_about(level, id, remote, "%s", lua_tostring(L, -1));
-    else
-        wsl_log(level, "%s", lua_tostring(L, -1));
+    bool has_conn = first <= n && wsl_lconn_ident(L, first, &id, remote, sizeof remote);
+    size_t len;
+    const char *msg = lua_tolstring(L, -1, &len);
+    wsl_log_bytes(level, has_conn, has_conn ? id : 0, has_conn ? remote : NULL, msg, len);
     return 0;
 }
 
