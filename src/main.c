@@ -13,6 +13,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "notify.h"
 #include "options.h"
 #include "script.h"
 #include "server.h"
@@ -25,6 +26,7 @@
 static uv_signal_t sig_hup;
 static uv_async_t stop_async;
 static volatile sig_atomic_t stop_signal;
+static int worker_number; /* --workers: this worker's; 0 alone */
 
 static bool is_file(const char *p)
 {
@@ -143,7 +145,13 @@ static void on_hup(uv_signal_t *h, int signum)
 {
     (void)signum;
     wsl_info("SIGHUP: reloading the script");
-    wsl_script_reload(h->data);
+    /* systemd hears of the reload from us, or from the supervisor once every worker reloaded. */
+    if (!worker_number) wsl_notify_reloading();
+    int r = wsl_script_reload(h->data);
+    if (worker_number)
+        wsl_worker_report(WSL_WORKER_RELOADED);
+    else
+        wsl_notify("READY=1\nSTATUS=%s", r == 0 ? "reloaded" : "reload failed: old code running");
 }
 
 static void on_stop_signal(int sig)
@@ -161,6 +169,7 @@ static void on_stop_signal(int sig)
 static void on_stop(uv_async_t *h)
 {
     wsl_info("%s: shutting down", stop_signal == SIGINT ? "SIGINT" : "SIGTERM");
+    wsl_notify("STOPPING=1");
     wsl_server_shutdown(h->data);
 }
 
@@ -189,6 +198,10 @@ static void serve(uv_loop_t *loop, wsl_server *srv, wsl_script *script)
     wsl_info("wsluad %s listening on %s (script %s%s%s)", WSLUAD_VERSION, srv->addr,
              wsl_script_path(script), srv->has_files ? ", files from " : "",
              srv->has_files ? srv->files.root : "");
+    if (worker_number)
+        wsl_worker_report(WSL_WORKER_LISTENING);
+    else
+        wsl_notify("READY=1\nSTATUS=listening on %s", srv->addr);
     uv_run(loop, UV_RUN_DEFAULT);
 }
 
@@ -221,6 +234,7 @@ int main(int argc, char **argv)
                       : opt.verbosity > 0 ? WSL_LOG_DEBUG
                                           : WSL_LOG_INFO);
     wsl_log_set_format(opt.log_json ? WSL_LOG_JSON : WSL_LOG_TEXT);
+    if (!opt.check) wsl_notify_init();
     signal(SIGPIPE, SIG_IGN);
 
     char script_path[PATH_MAX], why[4 * PATH_MAX];
@@ -231,6 +245,7 @@ int main(int argc, char **argv)
     /* The supervisor returns only once its workers are gone; a worker goes on from here. */
     int supervised;
     if (opt.workers > 1 && !opt.check && wsl_supervise(&opt, &supervised) == 0) return supervised;
+    worker_number = opt.worker;
 
     uv_loop_t *loop = uv_default_loop();
     wsl_server srv;
