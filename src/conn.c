@@ -93,7 +93,7 @@ void wsl_conn_log(const wsl_conn *c, wsl_log_level level, const char *fmt, ...)
     va_end(ap);
     /* Before the upgrade there is no info yet: ask the socket. */
     const char *who = c->info ? wsl_conn_remote(c) : wsl_conn_peer(c, peer, sizeof peer);
-    wsl_log(level, "conn#%llu %s: %s", (unsigned long long)c->id, who, msg);
+    wsl_log_conn(level, c->id, who, "%s", msg);
 }
 
 /* Where an info string starts: remote, path, query, protocol, then the headers. */

@@ -214,7 +214,7 @@ static inline const char *wsl_conn_protocol(const wsl_conn *c)
 /* Headers: i from 0 while it returns true. */
 bool wsl_conn_header(const wsl_conn *c, size_t i, const char **name, const char **value);
 
-/* A log line about c: "conn#ID ADDR: message". */
+/* A log line about c: "conn#ID ADDR: message" (JSON: the fields conn and remote). */
 void wsl_conn_log(const wsl_conn *c, wsl_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

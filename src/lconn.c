@@ -1,6 +1,7 @@
 /* The conn object scripts see: one per connection, made on first use, with methods (send,
  * close, subscribe ...), read-only fields taken from the connection while it lives and from
  * copies once it is gone, and `data` for the script's own use. */
+#include <stdio.h>
 #include <string.h>
 
 #include "lhandle.h"
@@ -47,6 +48,26 @@ static void push_fields(lua_State *L, int ud)
     lua_createtable(L, 0, 2);
     lua_pushvalue(L, -1);
     lua_setiuservalue(L, ud, 1);
+}
+
+bool wsl_lconn_ident(lua_State *L, int i, uint64_t *id, char *remote, size_t cap)
+{
+    if (lua_type(L, i) != LUA_TUSERDATA || !lua_getmetatable(L, i)) return false;
+    bool is_conn = lua_topointer(L, -1) == conn_mt;
+    lua_pop(L, 1);
+    if (!is_conn) return false;
+    lconn *u = lua_touserdata(L, i);
+    *id = u->id;
+    wsl_conn *c = u->h.p;
+    if (c) {
+        snprintf(remote, cap, "%s", wsl_conn_remote(c));
+        return true;
+    }
+    push_fields(L, lua_absindex(L, i)); /* closed: the address it had, if it was ever read */
+    lua_getfield(L, -1, "remote");
+    snprintf(remote, cap, "%s", lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?");
+    lua_pop(L, 2);
+    return true;
 }
 
 void wsl_lconn_set_data(lua_State *L, wsl_conn *c, int value)

@@ -132,7 +132,13 @@ static int log_at(lua_State *L, wsl_log_level level, int first)
         luaL_addvalue(&b);
     }
     luaL_pushresult(&b);
-    wsl_log(level, "%s", lua_tostring(L, -1));
+    /* ws.log(conn, ...): the JSON log also gets the connection as fields. */
+    uint64_t id;
+    char remote[80];
+    bool has_conn = first <= n && wsl_lconn_ident(L, first, &id, remote, sizeof remote);
+    size_t len;
+    const char *msg = lua_tolstring(L, -1, &len);
+    wsl_log_bytes(level, has_conn, has_conn ? id : 0, has_conn ? remote : NULL, msg, len);
     return 0;
 }
 

@@ -13,11 +13,11 @@
 
 #include "buf.h"
 #include "log.h"
+#include "notify.h"
 #include "options.h"
 #include "script.h"
 #include "server.h"
 #include "supervisor.h"
-
 
 /* SIGHUP reloads through a libuv watcher. SIGINT and SIGTERM have a handler of our own, since
  * libuv's watchers only run when the loop turns, which a stuck handler prevents: the first one
@@ -26,6 +26,7 @@
 static uv_signal_t sig_hup;
 static uv_async_t stop_async;
 static volatile sig_atomic_t stop_signal;
+static int worker_number; /* --workers: this worker's; 0 alone */
 
 static bool is_file(const char *p)
 {
@@ -144,7 +145,13 @@ static void on_hup(uv_signal_t *h, int signum)
 {
     (void)signum;
     wsl_info("SIGHUP: reloading the script");
-    wsl_script_reload(h->data);
+    /* systemd hears of the reload from us, or from the supervisor once every worker reloaded. */
+    if (!worker_number) wsl_notify_reloading();
+    int r = wsl_script_reload(h->data);
+    if (worker_number)
+        wsl_worker_report(WSL_WORKER_RELOADED);
+    else
+        wsl_notify("READY=1\nSTATUS=%s", r == 0 ? "reloaded" : "reload failed: old code running");
 }
 
 static void on_stop_signal(int sig)
@@ -162,6 +169,7 @@ static void on_stop_signal(int sig)
 static void on_stop(uv_async_t *h)
 {
     wsl_info("%s: shutting down", stop_signal == SIGINT ? "SIGINT" : "SIGTERM");
+    wsl_notify("STOPPING=1");
     wsl_server_shutdown(h->data);
 }
 
@@ -190,6 +198,10 @@ static void serve(uv_loop_t *loop, wsl_server *srv, wsl_script *script)
     wsl_info("wsluad %s listening on %s (script %s%s%s)", WSLUAD_VERSION, srv->addr,
              wsl_script_path(script), srv->has_files ? ", files from " : "",
              srv->has_files ? srv->files.root : "");
+    if (worker_number)
+        wsl_worker_report(WSL_WORKER_LISTENING);
+    else
+        wsl_notify("READY=1\nSTATUS=listening on %s", srv->addr);
     uv_run(loop, UV_RUN_DEFAULT);
 }
 
@@ -221,16 +233,19 @@ int main(int argc, char **argv)
     wsl_log_set_level(opt.verbosity < 0   ? WSL_LOG_WARN
                       : opt.verbosity > 0 ? WSL_LOG_DEBUG
                                           : WSL_LOG_INFO);
+    wsl_log_set_format(opt.log_json ? WSL_LOG_JSON : WSL_LOG_TEXT);
+    if (!opt.check) wsl_notify_init();
     signal(SIGPIPE, SIG_IGN);
 
     char script_path[PATH_MAX], why[4 * PATH_MAX];
     if (!find_script(opt.script, script_path, sizeof script_path, why, sizeof why)) {
-        fprintf(stderr, "wsluad: %s\n", why);
+        wsl_log_fatal("%s", why);
         return WSL_EXIT_SCRIPT;
     }
     /* The supervisor returns only once its workers are gone; a worker goes on from here. */
     int supervised;
     if (opt.workers > 1 && !opt.check && wsl_supervise(&opt, &supervised) == 0) return supervised;
+    worker_number = opt.worker;
 
     uv_loop_t *loop = uv_default_loop();
     wsl_server srv;
@@ -242,7 +257,7 @@ int main(int argc, char **argv)
     if (files) {
         int r = wsl_static_open(&srv.files, files);
         if (r != 0 && opt.static_dir) {
-            fprintf(stderr, "wsluad: --static %s: %s\n", files, strerror(-r));
+            wsl_log_fatal("--static %s: %s", files, strerror(-r));
             wsl_server_free(&srv);
             return WSL_EXIT_USAGE;
         }

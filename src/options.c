@@ -38,6 +38,7 @@ static const char usage[] =
     "      --reload                 reload the script when its file changes (SIGHUP always does)\n"
     "      --log-queries            log query strings, which may hold tokens (default: the\n"
     "                               path only)\n"
+    "      --log-format FORMAT      text (default) or json: one JSON object per line\n"
     "      --check                  load the script, report errors and exit\n"
     "      --workers N              serve with N worker processes sharing the port; 'auto':\n"
     "                               one per online core (default 1; above 1 needs --redis)\n"
@@ -63,6 +64,7 @@ enum {
     OPT_LUA_MEMORY,
     OPT_RELOAD,
     OPT_LOG_QUERIES,
+    OPT_LOG_FORMAT,
     OPT_CHECK,
     OPT_WORKERS,
     OPT_REDIS,
@@ -82,6 +84,7 @@ static const struct option longopts[] = {
     {"lua-memory", required_argument, NULL, OPT_LUA_MEMORY},
     {"reload", no_argument, NULL, OPT_RELOAD},
     {"log-queries", no_argument, NULL, OPT_LOG_QUERIES},
+    {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
     {"check", no_argument, NULL, OPT_CHECK},
     {"workers", required_argument, NULL, OPT_WORKERS},
     {"redis", required_argument, NULL, OPT_REDIS},
@@ -266,6 +269,11 @@ int wsl_options_parse(wsl_options *o, int argc, char **argv)
             break;
         case OPT_LOG_QUERIES:
             o->log_queries = true;
+            break;
+        case OPT_LOG_FORMAT:
+            if (strcmp(optarg, "text") != 0 && strcmp(optarg, "json") != 0)
+                return bad("--log-format (text or json)", optarg);
+            o->log_json = strcmp(optarg, "json") == 0;
             break;
         case OPT_CHECK:
             o->check = true;

@@ -23,6 +23,7 @@ typedef struct wsl_options {
     bool check;
     bool reload;
     bool log_queries; /* --log-queries: query strings may reach the log (they often hold tokens) */
+    bool log_json;    /* --log-format json */
     int verbosity;    /* -1 quiet, 0 normal, 1 verbose */
     int workers;      /* processes serving (1: this one; more: a supervisor forks them) */
     int worker;       /* set by the supervisor in a worker: its number, 1..workers; 0 alone */

@@ -286,7 +286,9 @@ typedef struct failure {
     const char *yield_why; /* LUA_YIELD: why the call was abandoned */
     const char *what;
     const char *conn; /* "conn#ID ADDR" or NULL */
-    char msg[256];    /* the message, for the log and the repeat check */
+    uint64_t conn_id; /* with conn: for the JSON log's fields */
+    const char *remote;
+    char msg[256]; /* the message, for the log and the repeat check */
 } failure;
 
 /* A readable message for any error value: a string, __tostring, or its type. */
@@ -343,7 +345,8 @@ static void log_failure(wsl_script *s, const failure *f, const char *trace)
     if (strcmp(key, s->last_error) == 0) return; /* once per window is enough */
     snprintf(s->last_error, sizeof s->last_error, "%s", key);
     if (f->conn)
-        wsl_error("Lua error in %s (%s): %s", f->what, f->conn, trace);
+        wsl_log_about(WSL_LOG_ERROR, f->conn_id, f->remote, "Lua error in %s (%s): %s", f->what,
+                      f->conn, trace);
     else
         wsl_error("Lua error in %s: %s", f->what, trace);
 }
@@ -420,6 +423,8 @@ static int run(wsl_script *s, lua_State *co, int nargs, bool spawned, const char
         snprintf(who, sizeof who, "conn#%llu %s", (unsigned long long)wsl_conn_id(c),
                  wsl_conn_remote(c));
         f.conn = who;
+        f.conn_id = wsl_conn_id(c);
+        f.remote = wsl_conn_remote(c);
     }
     failed(s, &f, mem_before);
     return -1;

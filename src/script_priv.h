@@ -83,6 +83,8 @@ void wsl_push_last_error(lua_State *L);
 void wsl_lconn_open(lua_State *L);              /* the metatable */
 void wsl_lconn_push(lua_State *L, wsl_conn *c); /* creates it on first use */
 wsl_conn *wsl_lconn_check(lua_State *L, int i); /* NULL once the connection is gone */
+/* The value at i is a conn object: its id and remote address (for ws.log); no error otherwise. */
+bool wsl_lconn_ident(lua_State *L, int i, uint64_t *id, char *remote, size_t cap);
 void wsl_lconn_set_data(lua_State *L, wsl_conn *c, int value);
 void wsl_lconn_release(wsl_script *s, wsl_conn *c);
 /* Add header (name in any case) to the table on top of the stack; repeats are joined. */

@@ -1,7 +1,8 @@
 /* The supervisor of --workers: forks the workers, restarts those that die (with a back-off),
- * relays SIGHUP, SIGTERM and SIGINT, and collects the exit status. Plain POSIX: every signal it
- * cares about stays blocked and is taken synchronously with sigtimedwait, so there are no
- * handlers to race with, and no event loop and no Lua in this process. */
+ * relays SIGHUP, SIGTERM and SIGINT, tells systemd when the workers are ready, and collects the
+ * exit status. Plain POSIX: every signal it cares about stays blocked and is taken synchronously
+ * with sigtimedwait, so there are no handlers to race with, and no event loop and no Lua in this
+ * process. Workers report to it with a queued real-time signal, so that it stays one loop. */
 #include "supervisor.h"
 
 #include <errno.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "notify.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -31,7 +33,49 @@ typedef struct worker {
     uint64_t started;    /* ms, monotonic */
     uint64_t restart_at; /* ms, monotonic: when a worker that is not running starts again */
     unsigned backoff;    /* ms: the delay before the restart after its next death */
+    bool listening;      /* this run has reported WSL_WORKER_LISTENING */
+    bool reloaded;       /* since the last SIGHUP: reloaded, or started with the new code */
 } worker;
+
+#define REPORT_SIG SIGRTMIN
+
+/* In a worker: its supervisor's pid, for wsl_worker_report. */
+static pid_t supervisor_pid;
+
+void wsl_worker_report(int event)
+{
+    /* If the supervisor is gone, our parent is some reaper that must not get the signal (to
+     * systemd as PID 1, SIGRTMIN means "go to default.target"). */
+    if (supervisor_pid && getppid() == supervisor_pid &&
+        sigqueue(supervisor_pid, REPORT_SIG, (union sigval){.sival_int = event}) != 0)
+        wsl_warn("cannot report to the supervisor: %s", strerror(errno));
+}
+
+/* What the supervisor has told systemd; owned by wsl_supervise. */
+typedef struct readiness {
+    bool ready;     /* READY=1 sent: every worker listened once */
+    bool reloading; /* RELOADING=1 sent, READY=1 not yet */
+} readiness;
+
+/* After any change: READY=1 when the last worker is up, or when the last running worker has
+ * reloaded (one that died meanwhile starts with the new code anyway). */
+static void tell_systemd(const worker *ws, int n, readiness *r)
+{
+    int listening = 0, pending = 0;
+    for (int i = 1; i <= n; i++) {
+        listening += ws[i].listening;
+        pending += ws[i].pid > 0 && !ws[i].reloaded;
+    }
+    if (!r->ready && listening == n) {
+        r->ready = true;
+        wsl_info("all %d workers listening", n);
+        wsl_notify("READY=1\nSTATUS=%d workers listening", n);
+    } else if (r->reloading && pending == 0) {
+        r->reloading = false;
+        wsl_info("every worker has reloaded");
+        wsl_notify("READY=1\nSTATUS=%d workers, reloaded", n);
+    }
+}
 
 static uint64_t now_ms(void)
 {
@@ -144,6 +188,8 @@ static void become_worker(pid_t supervisor, int reserved, const sigset_t *mask,
      * script anyway, so ignoring it until then loses nothing. */
     signal(SIGHUP, SIG_IGN);
     sigprocmask(SIG_SETMASK, mask, NULL);
+    supervisor_pid = supervisor;
+    wsl_notify_forget(); /* systemd listens to the supervisor only (NotifyAccess=main) */
 }
 
 int wsl_supervise(wsl_options *o, int *status)
@@ -170,6 +216,7 @@ int wsl_supervise(wsl_options *o, int *status)
     sigaddset(&relayed, SIGHUP);
     sigaddset(&relayed, SIGTERM);
     sigaddset(&relayed, SIGINT);
+    sigaddset(&relayed, REPORT_SIG);
     struct sigaction chld = {.sa_handler = on_sigchld, .sa_flags = SA_NOCLDSTOP}, old_chld;
     sigemptyset(&chld.sa_mask);
     sigaction(SIGCHLD, &chld, &old_chld);
@@ -182,6 +229,7 @@ int wsl_supervise(wsl_options *o, int *status)
     pid_t self = getpid();
     int alive = 0, result = WSL_EXIT_OK, stop_sig = 0;
     bool stopping = false;
+    readiness told = {0};
     for (;;) {
         int st;
         pid_t pid;
@@ -194,6 +242,7 @@ int wsl_supervise(wsl_options *o, int *status)
             uint64_t now = now_ms();
             char why[96];
             w->pid = 0;
+            w->listening = false;
             alive--;
             if (stopping) {
                 int code = stop_status(st, stop_sig);
@@ -216,6 +265,7 @@ int wsl_supervise(wsl_options *o, int *status)
             }
         }
         if (stopping && alive == 0) break;
+        if (!stopping) tell_systemd(ws, n, &told);
 
         uint64_t now = now_ms(), next = UINT64_MAX;
         for (int i = 1; i <= n && !stopping; i++) {
@@ -261,12 +311,30 @@ int wsl_supervise(wsl_options *o, int *status)
         }
         if (sig == SIGHUP && !stopping) {
             wsl_info("SIGHUP: reloading every worker");
+            if (told.ready) { /* before that, systemd is still waiting for READY=1 */
+                told.reloading = true;
+                for (int i = 1; i <= n; i++)
+                    ws[i].reloaded = false;
+                wsl_notify_reloading();
+            }
             relay(ws, n, SIGHUP);
+        } else if (sig == REPORT_SIG && info.si_code == SI_QUEUE) {
+            int i = 1;
+            while (i <= n && (ws[i].pid == 0 || ws[i].pid != info.si_pid))
+                i++;
+            if (i <= n && info.si_value.sival_int == WSL_WORKER_LISTENING) {
+                ws[i].listening = ws[i].reloaded = true;
+                wsl_debug("worker %d listening", i);
+            } else if (i <= n && info.si_value.sival_int == WSL_WORKER_RELOADED) {
+                ws[i].reloaded = true;
+                wsl_debug("worker %d reloaded", i);
+            }
         } else if (sig == SIGTERM || sig == SIGINT) {
             const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
-            if (!stopping)
+            if (!stopping) {
                 wsl_info("%s: stopping the workers", name);
-            else
+                wsl_notify("STOPPING=1");
+            } else
                 wsl_info("%s again: passing it on, the workers stop at once", name);
             stopping = true;
             if (!stop_sig) stop_sig = sig;

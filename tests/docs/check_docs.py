@@ -165,7 +165,7 @@ def man_options(src):
 
 # A value each kind of argument accepts, and one it must refuse.
 GOOD_VALUE = {"HOST:PORT": "127.0.0.1:0", "BYTES": "64K", "N": "100", "SEC": "0.5",
-              "URL": "redis://127.0.0.1:6379", "NAME": "test"}
+              "URL": "redis://127.0.0.1:6379", "NAME": "test", "FORMAT": "json"}
 # Options for which the value of their kind is wrong: more than one worker needs --redis.
 GOOD_OPTION_VALUE = {"workers": "1"}
 BAD_VALUE = "bogus"
