@@ -91,6 +91,10 @@ void wsl_conn_log(const wsl_conn *c, wsl_log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    /* These lines carry what clients sent (a close reason, a request path): a control byte must
+     * not start a fake log line or drive a terminal. */
+    for (char *p = msg; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
     /* Before the upgrade there is no info yet: ask the socket. */
     const char *who = c->info ? wsl_conn_remote(c) : wsl_conn_peer(c, peer, sizeof peer);
     wsl_log_conn(level, c->id, who, "%s", msg);

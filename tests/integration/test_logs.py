@@ -238,3 +238,15 @@ def test_secrets_stay_out_of_the_log(fmt, log_queries):
     else:  # the open lines of the three accepted upgrades, and nothing else
         assert len(shown) == 3 and all(re.search(r"open /(room|p)\?token=", line)
                                        for line in shown), shown
+
+
+def test_client_bytes_cannot_forge_log_lines():
+    """A close reason (and anything else a client sends that the log repeats) cannot start a
+    line of its own or carry terminal escapes: control bytes show as '?'."""
+    with Server("ok.lua", "-v") as s:
+        c = s.connect()
+        c.send_frame(OP_CLOSE, b"\x03\xe8" + b"bye\n2026-01-01T00:00:00.000Z ERROR forged\x1b[2J")
+        c.expect_close()
+        line = s.wait_for_log(r"closed 1000 bye").string
+        assert "bye?2026-01-01T00:00:00.000Z ERROR forged?[2J" in line
+        assert not s.find_logs(r"^2026-01-01T00:00:00\.000Z ERROR forged")
