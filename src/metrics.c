@@ -244,7 +244,8 @@ static void per_handler(wsl_mbuf *b, const char *name, const char *help,
 void wsl_metrics_render(wsl_mbuf *b, const wsl_metrics_counters *m)
 {
     counter(b, "wsluad_connections_accepted_total",
-            "TCP connections accepted on the public address.", m->accepted);
+            "TCP connections accepted on the public address (those refused at once not included).",
+            m->accepted);
     counter(b, "wsluad_connections_refused_total",
             "Connections refused with 503 at once (--max-connections, out of descriptors).",
             m->refused);
