@@ -117,6 +117,7 @@ typedef struct wsl_metrics_counters {
     wsl_close_counts close_sent, close_received; /* 1005: a close frame without a code */
     wsl_handler_stats handlers[WSL_HANDLERS];
     uint64_t script_updates_dropped; /* ws.metric updates refused by the series cap */
+    bool timing; /* handler run times are measured (set while --metrics serves them) */
 } wsl_metrics_counters;
 
 extern wsl_metrics_counters wsl_metrics;
@@ -127,13 +128,14 @@ static inline void wsl_metrics_refused(int status)
         wsl_metrics.upgrades_refused[status - WSL_STATUS_MIN]++;
 }
 
+/* A handler call ended; ns: its run time, 0 when not measured (see timing). */
 static inline void wsl_metrics_handler(wsl_handler_kind k, bool ok, bool timed_out, uint64_t ns)
 {
     wsl_handler_stats *h = &wsl_metrics.handlers[k];
     h->calls++;
     h->errors += !ok;
     h->timeouts += timed_out;
-    wsl_hist_observe(&h->time, ns);
+    if (ns) wsl_hist_observe(&h->time, ns);
 }
 
 /* Every wsluad_* metric of m, the gauges excepted (the caller renders those). */
