@@ -41,7 +41,7 @@ static const char *check_text(lua_State *L, int i, const char *fn, const char *w
 static int define(lua_State *L, wsl_metric_type type, const char *fn, const char *mt)
 {
     const char *name = check_text(L, 1, fn, "name");
-    const char *help = check_text(L, 2, fn, "help text");
+    const char *help = check_text(L, 2, fn, "help");
     const char *labels[WSL_METRIC_LABELS_MAX];
     size_t n = 0;
     if (!lua_isnoneornil(L, 3)) {
