@@ -53,6 +53,16 @@ static void test_escaping(void)
     CHECK(strstr(text(&b), "line 1999 of a long output\n") != NULL);
     CHECK_EQ(strlen(text(&b)), b.len);
     wsl_mbuf_free(&b);
+
+    /* A formatted piece longer than printf's stack buffer. */
+    char big[1000];
+    memset(big, 'y', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    wsl_mbuf_add(&b, "<", 1);
+    wsl_mbuf_printf(&b, "%s|%d", big, 42);
+    CHECK_EQ(b.len, 1 + 999 + 3);
+    CHECK(b.p && b.p[0] == '<' && b.p[1] == 'y' && strcmp(b.p + 1000, "|42") == 0);
+    wsl_mbuf_free(&b);
 }
 
 static void test_histogram(void)
