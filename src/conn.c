@@ -19,6 +19,7 @@
 #include "handshake.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 #include "utf8.h"
 
@@ -225,6 +226,7 @@ static int queue_msg(wsl_conn *c, wsl_msg *m)
     }
     if (r) return WSL_ENOMEM;
     wsl_server_mark_dirty(c->srv, c);
+    wsl_metrics.messages_sent++;
     return 0;
 }
 
@@ -244,6 +246,7 @@ static int send_now(wsl_conn *c, const void *p, size_t n)
     if (c->out.bytes == 0) {
         ssize_t w = write(c->fd, p, n);
         if (w > 0) done = (size_t)w; /* an error shows again when the flush writes the rest */
+        wsl_metrics.bytes_sent += done;
     }
     int r = done < n ? wsl_queue_copy(&c->out, (const uint8_t *)p + done, n - done, NULL, 0) : 0;
     wsl_server_mark_dirty(c->srv, c);
@@ -312,6 +315,7 @@ static void start_close(wsl_conn *c, unsigned code, const char *reason, size_t l
         n = 2 + len;
     }
     send_control(c, WSL_OP_CLOSE, payload, n);
+    wsl_close_count(&wsl_metrics.close_sent, code);
     c->close_sent = 1;
     c->failing = fail;
     c->state = WSL_CONN_CLOSING;
@@ -410,6 +414,7 @@ static void slow_consumer(wsl_conn *c)
 {
     wsl_conn_log(c, WSL_LOG_WARN, "slow consumer, %zu bytes queued (limit %llu): closing 1008",
                  c->out.bytes, (unsigned long long)c->srv->opt->max_backpressure);
+    wsl_metrics.backpressure_closes++;
     wsl_queue_truncate(&c->out); /* keep only the frames already being written */
     start_close(c, 1008, "slow consumer", 13, true);
     report_close(c, 1008, "slow consumer", 13);
@@ -430,6 +435,7 @@ void wsl_conn_flush(wsl_conn *c)
             return;
         }
         wsl_queue_consume(&c->out, (size_t)w);
+        wsl_metrics.bytes_sent += (size_t)w;
     }
 
     uint64_t limit = c->srv->opt->max_backpressure;
@@ -459,6 +465,7 @@ void wsl_conn_flush(wsl_conn *c)
 
 static void deliver(wsl_conn *c, const uint8_t *p, size_t n, int opcode)
 {
+    wsl_metrics.messages_received++;
     if (EVENTS(c)->message) EVENTS(c)->message(EV_UD(c), c, p, n, opcode == WSL_OP_BINARY);
 }
 
@@ -497,6 +504,7 @@ static void on_control(wsl_conn *c, const wsl_rx_event *ev)
     case WSL_OP_PONG:
         break; /* any input already counted as a sign of life */
     case WSL_OP_CLOSE:
+        wsl_close_count(&wsl_metrics.close_received, ev->code);
         c->close_rcvd = 1;
         if (c->state == WSL_CONN_OPEN) {
             /* Echo the code (RFC 6455 5.5.1); an empty close gets an empty close. */
@@ -565,6 +573,13 @@ static bool offered(wsl_span list, const char *proto)
     return false;
 }
 
+/* An upgrade request answered with an HTTP error: counted by status for the metrics. */
+static void refuse_upgrade(wsl_conn *c, int status, const char *why, const char *body)
+{
+    wsl_metrics_refused(status);
+    http_error(c, status, why, body);
+}
+
 static void upgrade(wsl_conn *c, const wsl_request *req)
 {
     wsl_server *srv = c->srv;
@@ -575,19 +590,19 @@ static void upgrade(wsl_conn *c, const wsl_request *req)
     if (srv->events->upgrade) {
         srv->events->upgrade(srv->events_ud, c, req, &up);
         if (up.status) {
-            http_error(c, up.status, "refused by on_upgrade", up.body);
+            refuse_upgrade(c, up.status, "refused by on_upgrade", up.body);
             return;
         }
         if (up.protocol[0] && !offered(req->protocols, up.protocol)) {
             wsl_conn_log(c, WSL_LOG_ERROR,
                          "on_upgrade chose subprotocol '%s', which the client did not offer",
                          up.protocol);
-            http_error(c, 500, "server chose a subprotocol the client did not offer", NULL);
+            refuse_upgrade(c, 500, "server chose a subprotocol the client did not offer", NULL);
             return;
         }
     }
     if (srv->stopping) {
-        http_error(c, 503, "server shutting down", NULL);
+        refuse_upgrade(c, 503, "server shutting down", NULL);
         return;
     }
 
@@ -597,16 +612,17 @@ static void upgrade(wsl_conn *c, const wsl_request *req)
     size_t n = wsl_http_upgrade_response(resp, sizeof resp, accept,
                                          up.protocol[0] ? up.protocol : NULL, strlen(up.protocol));
     if (!c->info || n == 0 || wsl_server_index(srv, c) != 0) {
-        http_error(c, 500, "out of memory", NULL);
+        refuse_upgrade(c, 500, "out of memory", NULL);
         return;
     }
     if (send_now(c, resp, n) != 0) {
         wsl_server_unindex(srv, c);
-        http_error(c, 500, "out of memory", NULL);
+        refuse_upgrade(c, 500, "out of memory", NULL);
         return;
     }
     c->state = WSL_CONN_OPEN;
     c->opened = 1;
+    wsl_metrics.upgrades++;
     wsl_server_track(srv, c, WSL_LIST_OPEN, srv->idle_ms);
     /* Query strings often carry tokens: logged only when asked for. */
     bool query = req->query.len && srv->opt->log_queries;
@@ -660,6 +676,7 @@ static void read_request(wsl_conn *c)
         wsl_conn_destroy(c); /* vanished mid-handshake */
         return;
     }
+    wsl_metrics.bytes_received += (size_t)r;
     size_t len = have + (size_t)r;
     if (b) b->len = (uint32_t)len;
 
@@ -678,6 +695,7 @@ static void read_request(wsl_conn *c)
         }
         return;
     case WSL_REQ_ERROR:
+        if (wsl_http_header(&req, "upgrade")) wsl_metrics_refused(req.status);
         http_error(c, req.status, req.error, NULL);
         return;
     case WSL_REQ_FILE:
@@ -717,6 +735,7 @@ static void read_frames(wsl_conn *c)
         wsl_conn_destroy(c); /* EOF or reset: 1006 if it was open */
         return;
     }
+    wsl_metrics.bytes_received += (size_t)r;
     if (c->lingering) return; /* discarding until EOF */
     if (c->state == WSL_CONN_OPEN) {
         c->pinged = 0;
@@ -755,6 +774,7 @@ wsl_conn *wsl_conn_new(wsl_server *srv, int fd)
     c->id = wsl_server_new_id(srv);
     c->state = WSL_CONN_HANDSHAKE;
     srv->nconns++;
+    wsl_metrics.accepted++;
     wsl_server_track(srv, c, WSL_LIST_HANDSHAKE, srv->handshake_ms);
     set_events(c, UV_READABLE);
     return c;

@@ -30,6 +30,7 @@ static void timer_stop(lua_State *L, ltimer *t)
 static int fire_body(lua_State *L)
 {
     ltimer *t = lua_touserdata(L, 1);
+    t->s->ran = true;
     wsl_lhandle_push(L, t->box_ref);
     lua_getiuservalue(L, -1, 1);
     lua_insert(L, -2);
@@ -41,7 +42,8 @@ static int fire_body(lua_State *L)
 static void on_timer(uv_timer_t *ut)
 {
     ltimer *t = (ltimer *)ut;
-    wsl_protect(t->s, fire_body, t, t->repeat ? "ws.every callback" : "ws.timer callback", NULL);
+    wsl_protect_handler(t->s, WSL_HANDLER_TIMER, fire_body, t,
+                        t->repeat ? "ws.every callback" : "ws.timer callback", NULL);
 }
 
 static int make_timer(lua_State *L, bool repeat)

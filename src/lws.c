@@ -268,6 +268,7 @@ int wsl_lws_open(lua_State *L)
     wsl_ltimer_register(L);
     wsl_lspawn_register(L);
     wsl_lredis_register(L);
+    wsl_lmetric_register(L);
     push_log(L);
     lua_setfield(L, -2, "log");
     push_options(L, server_of(L));

@@ -13,6 +13,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "metrics_http.h"
 #include "notify.h"
 #include "options.h"
 #include "script.h"
@@ -26,7 +27,8 @@
 static uv_signal_t sig_hup;
 static uv_async_t stop_async;
 static volatile sig_atomic_t stop_signal;
-static int worker_number; /* --workers: this worker's; 0 alone */
+static int worker_number;         /* --workers: this worker's; 0 alone */
+static wsl_metrics_http *metrics; /* --metrics, until the shutdown is over */
 
 static bool is_file(const char *p)
 {
@@ -177,6 +179,8 @@ static void on_stop(uv_async_t *h)
 static void on_stopped(wsl_server *srv)
 {
     wsl_script_stop(srv->events_ud);
+    wsl_metrics_http_close(metrics);
+    metrics = NULL;
     uv_close((uv_handle_t *)&sig_hup, NULL);
     uv_close((uv_handle_t *)&stop_async, NULL);
 }
@@ -203,6 +207,23 @@ static void serve(uv_loop_t *loop, wsl_server *srv, wsl_script *script)
     else
         wsl_notify("READY=1\nSTATUS=listening on %s", srv->addr);
     uv_run(loop, UV_RUN_DEFAULT);
+}
+
+static void collect_script_metrics(void *script, wsl_mbuf *out)
+{
+    wsl_script_metrics(script, out);
+}
+
+/* --metrics: with --workers, worker N serves on PORT+N-1 (port 0: each a free port). */
+static int start_metrics(const wsl_options *o, wsl_server *srv, wsl_script *script)
+{
+    int port = o->metrics_port && o->worker > 1 ? o->metrics_port + o->worker - 1 : o->metrics_port;
+    if (port > 65535) {
+        wsl_error("cannot serve metrics: port %d is past 65535", port);
+        return -EINVAL;
+    }
+    return wsl_metrics_http_start(&metrics, srv, o->metrics_host, port, collect_script_metrics,
+                                  script);
 }
 
 static void close_all(uv_handle_t *h, void *arg)
@@ -270,7 +291,8 @@ int main(int argc, char **argv)
         status = WSL_EXIT_SCRIPT;
     } else if (opt.check) {
         printf("%s: OK\n", script_path);
-    } else if (wsl_server_listen(&srv) != 0) {
+    } else if (wsl_server_listen(&srv) != 0 ||
+               (opt.metrics && start_metrics(&opt, &srv, script) != 0)) {
         status = WSL_EXIT_LISTEN;
     } else {
         wsl_server_set_events(&srv, &wsl_script_events, script);
@@ -282,6 +304,7 @@ int main(int argc, char **argv)
 
     /* The one way out. */
     if (script) wsl_script_stop(script);
+    wsl_metrics_http_close(metrics);
     drain_loop(loop);
     wsl_script_free(script);
     wsl_server_free(&srv);

@@ -45,6 +45,9 @@ static const char usage[] =
     "      --redis URL              connect this node to a cluster through Redis\n"
     "                               (redis://[:PASSWORD@]HOST[:PORT][/DB] or unix:PATH)\n"
     "      --redis-prefix NAME      start of every Redis key and channel (default wsluad)\n"
+    "      --metrics HOST:PORT      serve Prometheus metrics at http://HOST:PORT/metrics, a\n"
+    "                               listener of its own (with --workers, worker N on\n"
+    "                               PORT+N-1)\n"
     "  -q, --quiet                  log only warnings and errors\n"
     "  -v, --verbose                log every connection and debug details\n"
     "      --version                print the version and exit\n"
@@ -69,6 +72,7 @@ enum {
     OPT_WORKERS,
     OPT_REDIS,
     OPT_REDIS_PREFIX,
+    OPT_METRICS,
     OPT_VERSION,
 };
 
@@ -89,6 +93,7 @@ static const struct option longopts[] = {
     {"workers", required_argument, NULL, OPT_WORKERS},
     {"redis", required_argument, NULL, OPT_REDIS},
     {"redis-prefix", required_argument, NULL, OPT_REDIS_PREFIX},
+    {"metrics", required_argument, NULL, OPT_METRICS},
     {"quiet", no_argument, NULL, 'q'},
     {"verbose", no_argument, NULL, 'v'},
     {"version", no_argument, NULL, OPT_VERSION},
@@ -143,7 +148,7 @@ static bool parse_seconds(const char *s, double *out)
 
 /* HOST:PORT, [IPV6]:PORT, or :PORT and *:PORT for every IPv4 interface (written 0.0.0.0, so the
  * address is the same whatever the resolver makes of "*"). */
-static bool parse_listen(const char *s, wsl_options *o)
+static bool parse_address(const char *s, char *out_host, size_t cap, int *out_port)
 {
     const char *colon;
     const char *host = s;
@@ -164,14 +169,14 @@ static bool parse_listen(const char *s, wsl_options *o)
             hostlen = strlen(host);
         }
     }
-    if (hostlen >= sizeof o->host) return false;
+    if (hostlen >= cap) return false;
     char *end;
     errno = 0;
     long port = strtol(colon + 1, &end, 10);
     if (errno || end == colon + 1 || *end != '\0' || port < 0 || port > 65535) return false;
-    memcpy(o->host, host, hostlen);
-    o->host[hostlen] = '\0';
-    o->port = (int)port;
+    memcpy(out_host, host, hostlen);
+    out_host[hostlen] = '\0';
+    *out_port = (int)port;
     return true;
 }
 
@@ -230,7 +235,8 @@ int wsl_options_parse(wsl_options *o, int argc, char **argv)
         uint64_t n;
         switch (c) {
         case 'l':
-            if (!parse_listen(optarg, o)) return bad("listen address (want HOST:PORT)", optarg);
+            if (!parse_address(optarg, o->host, sizeof o->host, &o->port))
+                return bad("listen address (want HOST:PORT)", optarg);
             break;
         case OPT_STATIC:
             o->static_off = strcmp(optarg, "none") == 0;
@@ -297,6 +303,11 @@ int wsl_options_parse(wsl_options *o, int argc, char **argv)
             o->redis_prefix = optarg;
             break;
         }
+        case OPT_METRICS:
+            if (!parse_address(optarg, o->metrics_host, sizeof o->metrics_host, &o->metrics_port))
+                return bad("--metrics address (want HOST:PORT)", optarg);
+            o->metrics = true;
+            break;
         case 'q':
             o->verbosity = -1;
             break;

@@ -29,6 +29,9 @@ typedef struct wsl_options {
     int worker;       /* set by the supervisor in a worker: its number, 1..workers; 0 alone */
     const char *redis_url;    /* NULL: no cluster */
     const char *redis_prefix; /* of every Redis key and channel; "wsluad" unless given */
+    bool metrics;             /* --metrics: serve GET /metrics on metrics_host:metrics_port */
+    char metrics_host[256];   /* as host above */
+    int metrics_port;
 } wsl_options;
 
 #define WSL_MAX_WORKERS 1024

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -404,6 +405,7 @@ static int run(wsl_script *s, lua_State *co, int nargs, bool spawned, const char
     bool waiting = s->waiting;
     s->waiting = outer_waiting;
     bool overran = overrun;
+    s->timed_out = overran && overrun_why == timeout_msg;
     const char *why = overran ? overrun_why : "attempt to yield from outside a coroutine";
     call_end(s, outer, outer_runner);
     if (st == LUA_OK) {
@@ -440,6 +442,25 @@ bool wsl_protect(wsl_script *s, lua_CFunction body, void *arg, const char *what,
     lua_pushcfunction(co, body);
     lua_pushlightuserdata(co, arg);
     return run(s, co, 1, false, what, c) > 0;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+bool wsl_protect_handler(wsl_script *s, wsl_handler_kind k, lua_CFunction body, void *arg,
+                         const char *what, const wsl_conn *c)
+{
+    bool outer = s->ran;
+    s->ran = s->timed_out = false;
+    uint64_t start = wsl_metrics.timing ? now_ns() : 0; /* nobody reads it without --metrics */
+    bool ok = wsl_protect(s, body, arg, what, c);
+    if (s->ran) wsl_metrics_handler(k, ok, !ok && s->timed_out, start ? now_ns() - start : 0);
+    s->ran = outer;
+    return ok;
 }
 
 int wsl_resume_spawned(wsl_script *s, lua_State *co, int nargs, const wsl_conn *c)
@@ -660,6 +681,7 @@ void wsl_script_free(wsl_script *s)
 {
     if (!s) return;
     if (s->L) lua_close(s->L);
+    wsl_registry_free(s->metrics);
     running = runner_now = NULL;
     free(s->runners);
     free(s->runner_refs);
@@ -674,6 +696,7 @@ typedef enum { ARGS_CONN, ARGS_MESSAGE, ARGS_CLOSE, ARGS_ERROR } handler_args;
 
 typedef struct handler_call {
     handler_args args;
+    wsl_handler_kind kind;
     wsl_conn *c;
     const char *handler;
     const uint8_t *data;
@@ -694,6 +717,7 @@ static int handler_body(lua_State *L)
 {
     handler_call *h = lua_touserdata(L, 1);
     if (!get_handler(L, h->handler)) return 0;
+    wsl_script_of(L)->ran = true;
     wsl_lconn_push(L, h->c);
     int n = 1;
     switch (h->args) {
@@ -728,8 +752,9 @@ void wsl_handler_failed(wsl_script *s, wsl_conn *c)
     bool has_on_error = lua_getglobal(L, "on_error") == LUA_TFUNCTION;
     lua_pop(L, 1);
     if (has_on_error) {
-        handler_call err = {.args = ARGS_ERROR, .c = c, .handler = "on_error"};
-        if (wsl_protect(s, handler_body, &err, "on_error", c)) return;
+        handler_call err = {
+            .args = ARGS_ERROR, .kind = WSL_HANDLER_ERROR, .c = c, .handler = "on_error"};
+        if (wsl_protect_handler(s, err.kind, handler_body, &err, "on_error", c)) return;
     }
     if (wsl_conn_is_open(c)) wsl_conn_close(c, 1011, "internal error", 14);
 }
@@ -739,19 +764,21 @@ static void dispatch(wsl_script *s, handler_call *h)
 {
     wsl_conn *outer = s->conn_now;
     s->conn_now = h->c;
-    bool ok = wsl_protect(s, handler_body, h, h->handler, h->c);
+    bool ok = wsl_protect_handler(s, h->kind, handler_body, h, h->handler, h->c);
     s->conn_now = outer;
     if (!ok && h->args != ARGS_CLOSE) wsl_handler_failed(s, h->c);
 }
 
 static void on_open(void *ud, wsl_conn *c)
 {
-    dispatch(ud, &(handler_call){.args = ARGS_CONN, .c = c, .handler = "on_open"});
+    dispatch(ud, &(handler_call){
+                     .args = ARGS_CONN, .kind = WSL_HANDLER_OPEN, .c = c, .handler = "on_open"});
 }
 
 static void on_message(void *ud, wsl_conn *c, const uint8_t *data, size_t len, bool binary)
 {
     dispatch(ud, &(handler_call){.args = ARGS_MESSAGE,
+                                 .kind = WSL_HANDLER_MESSAGE,
                                  .c = c,
                                  .handler = "on_message",
                                  .data = data,
@@ -762,6 +789,7 @@ static void on_message(void *ud, wsl_conn *c, const uint8_t *data, size_t len, b
 static void on_close(void *ud, wsl_conn *c, unsigned code, const char *reason, size_t len)
 {
     dispatch(ud, &(handler_call){.args = ARGS_CLOSE,
+                                 .kind = WSL_HANDLER_CLOSE,
                                  .c = c,
                                  .handler = "on_close",
                                  .code = code,
@@ -771,7 +799,8 @@ static void on_close(void *ud, wsl_conn *c, unsigned code, const char *reason, s
 
 static void on_drain(void *ud, wsl_conn *c)
 {
-    dispatch(ud, &(handler_call){.args = ARGS_CONN, .c = c, .handler = "on_drain"});
+    dispatch(ud, &(handler_call){
+                     .args = ARGS_CONN, .kind = WSL_HANDLER_DRAIN, .c = c, .handler = "on_drain"});
 }
 
 /* on_upgrade's argument. */
@@ -867,6 +896,7 @@ static int upgrade_body(lua_State *L)
 {
     upgrade_call *u = lua_touserdata(L, 1);
     if (!get_handler(L, "on_upgrade")) return 0;
+    wsl_script_of(L)->ran = true;
     push_request(L, u); /* at UPGRADE_REQ */
     lua_pushvalue(L, 2);
     lua_pushvalue(L, UPGRADE_REQ);
@@ -877,7 +907,7 @@ static int upgrade_body(lua_State *L)
 static void on_upgrade(void *ud, wsl_conn *c, const wsl_request *req, wsl_upgrade *out)
 {
     upgrade_call u = {.c = c, .req = req, .out = out};
-    if (!wsl_protect(ud, upgrade_body, &u, "on_upgrade", NULL)) {
+    if (!wsl_protect_handler(ud, WSL_HANDLER_UPGRADE, upgrade_body, &u, "on_upgrade", NULL)) {
         out->status = 500;
         snprintf(out->body, sizeof out->body, "Internal Server Error");
     }

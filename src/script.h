@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "conn.h"
+#include "metrics.h"
 #include "server.h"
 
 typedef struct wsl_script wsl_script;
@@ -30,6 +31,10 @@ const char *wsl_script_path(const wsl_script *s);
 /* The connection events that run the script's handlers (on_upgrade, on_open, on_message,
  * on_close, on_drain; release clears the conn object). Pass the script as their ud. */
 extern const wsl_conn_events wsl_script_events;
+
+/* The script's part of a scrape (--metrics): wsluad_lua_memory_bytes and the metrics the script
+ * defined with ws.metric. */
+void wsl_script_metrics(wsl_script *s, wsl_mbuf *out);
 
 /* Async-signal-safe: abandon whatever Lua code is running now, as if its time limit had passed
  * (SIGTERM uses it so that a stuck handler cannot delay the shutdown). `why` is a static string

@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "list.h"
+#include "metrics.h"
 #include "script.h"
 #include "server.h"
 
@@ -36,6 +37,9 @@ struct wsl_script {
     wsl_conn *conn_now; /* whose handler runs now (NULL: none, or a timer) */
     bool waiting;       /* the running coroutine of ws.spawn yields to wait (wsl_spawn_waiting) */
     wsl_list sleepers;  /* ws.sleep timers (lspawn.c) */
+    wsl_registry *metrics; /* ws.metric's (lmetric.c), freed with the state */
+    bool ran;              /* the call wsl_protect_handler runs found its handler */
+    bool timed_out;        /* the last protected call ended by the time limit */
     /* The last error logged, so a repeated one is counted instead of logged each time. */
     char last_error[256];
     unsigned repeats;
@@ -53,6 +57,10 @@ static inline wsl_script *wsl_script_of(lua_State *L)
  * abandoned; on failure it logs "Lua error in <what>: <traceback>" (with the connection when c is
  * given), keeps the error value and traceback for on_error, and returns false. */
 bool wsl_protect(wsl_script *s, lua_CFunction body, void *arg, const char *what, const wsl_conn *c);
+/* wsl_protect for a handler or timer: counted and timed for the metrics (wsl_metrics.handlers)
+ * when its body sets s->ran, which a body does once it found the script's function. */
+bool wsl_protect_handler(wsl_script *s, wsl_handler_kind k, lua_CFunction body, void *arg,
+                         const char *what, const wsl_conn *c);
 
 /* How a body calls script code: like lua_call, but yieldable, so that the time limit can abandon
  * the call from inside any pcall (see script.c). Yieldable calls in a coroutine have a price:
@@ -111,6 +119,9 @@ void wsl_lspawn_resume(wsl_script *s, lua_State *co, int nargs);
 
 /* ws.redis (lredis.c): into the table on top of the stack. */
 void wsl_lredis_register(lua_State *L);
+
+/* ws.metric (lmetric.c): into the table on top of the stack. */
+void wsl_lmetric_register(lua_State *L);
 
 /* Timers (ltimer.c): the metatable; ws.timer and ws.every into the table on top of the stack;
  * stopping every timer, those of one load of the script (gen), or all but those. */

@@ -18,6 +18,7 @@
 
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 
 #define ACCEPT_BATCH 64   /* accepts per wakeup, so a connection storm cannot starve the rest */
 #define FD_HEADROOM  64   /* descriptors left for the script, logs and static files */
@@ -129,6 +130,7 @@ static size_t broadcast_here(wsl_server *s, wsl_msg *m, const wsl_conn *except)
         wsl_conn *c = wsl_list_entry(l, wsl_conn, link);
         if (c != except && wsl_conn_send(c, m) == 0) n++;
     }
+    wsl_metrics.broadcast_frames += n;
     return n;
 }
 
@@ -141,6 +143,7 @@ static size_t publish_here(wsl_server *s, const char *topic, size_t len, wsl_msg
         wsl_conn *c = wsl_sub_who(subs[i]);
         if (c != except && wsl_conn_send(c, m) == 0) n++;
     }
+    wsl_metrics.publish_frames += n;
     return n;
 }
 
@@ -352,6 +355,7 @@ static void refuse(wsl_server *s, int fd, const char *why)
     ssize_t w = write(fd, resp, n);
     (void)w; /* best effort: the peer may already be gone */
     close(fd);
+    wsl_metrics.refused++;
     if (shed_log_due(s)) wsl_warn("refusing connections: %s", why);
 }
 

@@ -30,6 +30,7 @@ struct wsl_topics {
     topic **buckets;
     size_t nbuckets; /* power of two */
     size_t ntopics;
+    size_t nsubs; /* subscriptions over every topic */
 };
 
 static uint32_t hash(const char *p, size_t n)
@@ -137,6 +138,7 @@ int wsl_topics_subscribe(wsl_topics *t, wsl_sublist *l, void *who, const char *n
     *s = (wsl_sub){.next = l->head, .t = tp, .who = who, .idx = tp->n};
     tp->subs[tp->n++] = s;
     l->head = s;
+    t->nsubs++;
     return 1;
 fail:
     if (tp->n == 0) drop_topic(t, tp);
@@ -150,6 +152,7 @@ static void leave(wsl_topics *t, wsl_sub *s)
     tp->subs[s->idx] = last;
     last->idx = s->idx;
     if (tp->n == 0) drop_topic(t, tp);
+    t->nsubs--;
     free(s);
 }
 
@@ -198,4 +201,10 @@ const char *wsl_sub_topic(const wsl_sub *s, size_t *len)
 {
     *len = s->t->len;
     return s->t->name;
+}
+
+size_t wsl_topics_count(const wsl_topics *t, size_t *subscriptions)
+{
+    *subscriptions = t->nsubs;
+    return t->ntopics;
 }

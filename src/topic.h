@@ -29,6 +29,9 @@ void wsl_topics_leave_all(wsl_topics *t, wsl_sublist *l);
 wsl_sub *const *wsl_topics_members(const wsl_topics *t, const char *name, size_t len, size_t *n);
 void *wsl_sub_who(const wsl_sub *s);
 
+/* Topics with at least one subscriber; *subscriptions: subscriptions over all of them. */
+size_t wsl_topics_count(const wsl_topics *t, size_t *subscriptions);
+
 /* Walk a subscriber's topics: for (s = l->head; s; s = wsl_sub_next(s)) wsl_sub_topic(s, &len) */
 wsl_sub *wsl_sub_next(const wsl_sub *s);
 const char *wsl_sub_topic(const wsl_sub *s, size_t *len);

@@ -27,7 +27,8 @@ MAN = os.path.join(SRC, "man", "wsluad.1")
 CHAT = os.path.join(SRC, "lua", "chat.lua")
 # The Lua binding: the core and one file per Lua type.
 BINDING = [os.path.join(SRC, "src", f)
-           for f in ("script.c", "lconn.c", "lws.c", "ltimer.c", "lspawn.c", "lredis.c")]
+           for f in ("script.c", "lconn.c", "lws.c", "ltimer.c", "lspawn.c", "lredis.c",
+                     "lmetric.c")]
 
 failures = []
 
@@ -366,7 +367,10 @@ def check_man_api():
     # luaL_Reg tables: the functions scripts call.
     prefixes = {"conn_methods": ("conn:", "CONNECTION OBJECT"), "fns": ("ws.", "THE WS MODULE"),
                 "logs": ("ws.log.", "THE WS MODULE"),
-                "timer_methods": ("handle:", "THE WS MODULE")}
+                "timer_methods": ("handle:", "THE WS MODULE"),
+                "metric_fns": ("ws.metric.", "THE WS MODULE"),
+                "counter_methods": ("counter:", "THE WS MODULE"),
+                "gauge_methods": ("gauge:", "THE WS MODULE")}
     tables = re.findall(r"luaL_Reg (\w+)\[\] = \{(.*?)\};", c, re.DOTALL)
     if not tables:
         fail("the Lua binding: no luaL_Reg tables found")
@@ -393,7 +397,7 @@ def check_man_api():
     for fld in sorted(conn_fields):
         want.append(("conn." + fld, "CONNECTION OBJECT", "conn_index"))
     for fn in ("wsl_lws_open", "wsl_ltimer_register", "wsl_lspawn_register",
-               "wsl_lredis_register"):
+               "wsl_lredis_register", "wsl_lmetric_register"):
         for fld in setfields(function_body(c, fn)):
             want.append(("ws." + fld, "THE WS MODULE", fn))
     for fld in re.findall(r'strcmp\(k, "(\w+)"\)', function_body(c, "ws_index")):

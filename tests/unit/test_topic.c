@@ -42,6 +42,9 @@ static void test_basics(void)
     CHECK_EQ(wsl_topics_subscribe(t, &b, &wb, "sport", 5), 1);
     CHECK_EQ(members(t, "news"), 2);
     CHECK_EQ(members(t, "sport"), 1);
+    size_t subs;
+    CHECK_EQ(wsl_topics_count(t, &subs), 2); /* what the metrics export */
+    CHECK_EQ(subs, 3);
     CHECK(is_member(t, "news", &wa) && is_member(t, "news", &wb));
     /* Names are compared whole: a prefix is another topic. */
     CHECK_EQ(members(t, "new"), 0);
@@ -60,11 +63,15 @@ static void test_basics(void)
     CHECK_EQ(members(t, "news"), 1);
     CHECK(!is_member(t, "news", &wa));
     CHECK(a.head == NULL);
+    CHECK_EQ(wsl_topics_count(t, &subs), 2);
+    CHECK_EQ(subs, 2);
 
     wsl_topics_leave_all(t, &b);
     CHECK(b.head == NULL);
     CHECK_EQ(members(t, "news"), 0);
     CHECK_EQ(members(t, "sport"), 0);
+    CHECK_EQ(wsl_topics_count(t, &subs), 0);
+    CHECK_EQ(subs, 0);
     /* A topic can be joined again after it vanished. */
     CHECK_EQ(wsl_topics_subscribe(t, &a, &wa, "news", 4), 1);
     CHECK_EQ(members(t, "news"), 1);
