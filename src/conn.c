@@ -481,7 +481,7 @@ void wsl_conn_flush(wsl_conn *c)
     }
 
     /* A large plain answer to a slow reader: its timeout counts from the last progress. */
-    if (c->out.bytes < before && c->http && !c->lingering &&
+    if (c->http && c->out.bytes < before && !c->lingering &&
         (c->state == WSL_CONN_RESPONDING || c->list == WSL_LIST_KEEPALIVE))
         wsl_server_track(c->srv, c, c->list,
                          c->list == WSL_LIST_KEEPALIVE ? c->srv->keepalive_ms
@@ -508,7 +508,7 @@ void wsl_conn_flush(wsl_conn *c)
     if (c->state == WSL_CONN_RESPONDING ||
         (c->state == WSL_CONN_CLOSING && (c->close_rcvd || c->failing)))
         linger(c);
-    else if (c->state == WSL_CONN_HANDSHAKE && c->in && c->http)
+    else if (c->http && c->state == WSL_CONN_HANDSHAKE && c->in)
         http_resume(c); /* requests pipelined behind the answer just written */
 }
 

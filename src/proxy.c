@@ -185,7 +185,7 @@ bool wsl_proxy_client(const wsl_cidr *r, size_t n, const wsl_request *req, wsl_i
     }
     for (size_t i = req->nheaders; i-- > 0;) {
         const wsl_header *h = &req->headers[i];
-        wsl_span proto;
+        wsl_span proto = {NULL, 0};
         if (!span_ieq(h->name, "x-forwarded-proto") || !last_token(h->value, &proto)) continue;
         if (span_ieq(proto, "https")) *secure = true;
         if (span_ieq(proto, "http")) *secure = false;
