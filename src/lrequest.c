@@ -53,6 +53,7 @@ void wsl_lrequest_push(lua_State *L, wsl_conn *c, const wsl_http_req *r)
     }
     lua_setfield(L, -2, "headers");
     luaL_checkstack(L, 4, NULL);
+    wsl_lrequest_release(L, c); /* never two objects answering one connection */
     int ref;
     lrequest *u = wsl_lhandle_new(L, sizeof *u, 1, WSL_REQUEST_MT, c, &ref);
     u->deferred = false;

@@ -934,6 +934,8 @@ static void on_request_abandoned(void *ud, wsl_conn *c)
 
 static void on_release(void *ud, wsl_conn *c)
 {
+    wsl_script *s = ud;
+    if (s->L) wsl_lrequest_release(s->L, c); /* already done, unless something was missed */
     wsl_lconn_release(ud, c);
 }
 

@@ -349,6 +349,18 @@ def test_defer_then_respond_from_ws_spawn(srv):
         assert c.response()[::3] == (200, b"spawned body")
 
 
+def test_defer_then_respond_from_ws_redis(redis_server):
+    # A real redis-server: the answer waits for its reply, by callback or inside ws.spawn.
+    with Server("request.lua", "--static", "none", "--redis", redis_server.url) as s:
+        s.wait_for_log(r"redis: link up")
+        with Http(s) as c:
+            c.request("POST", "/redis-callback", body=b"2")
+            assert c.response()[::3] == (200, b"hits 2")
+            c.request("POST", "/redis-spawn", body=b"3")
+            assert c.response()[::3] == (200, b"hits 5")
+        assert redis_server.command("GET", "hits") == b"5"
+
+
 def test_respond_inside_on_request_then_again(srv):
     mark = srv.mark()
     with Http(srv) as c:
