@@ -599,7 +599,7 @@ def test_huge_chunked_body_sent_slowly_413(srv):
             sent += 4096
         st, h, _, _ = c.response()
         assert st == 413 and h["connection"] == "close"
-        assert 64 * 1024 <= sent < 64 * 1024 * 4, sent
+        assert 64 * 1024 <= sent < 1024 * 1024, sent  # refused long before it ends
         c.wait_closed()
 
 
