@@ -1,8 +1,8 @@
-/* One connection from accept to close: HTTP request -> upgrade (or a plain answer) -> frames ->
- * close handshake -> lingering close. Reads land in the server's shared buffer; a connection
- * keeps private bytes only for what is partial. Output goes to its queue and leaves in one write
- * per loop iteration (wsl_conn_flush, called by the server). What happens is reported through the
- * server's event table (wsl_conn_events). */
+/* One connection from accept to close: HTTP request -> upgrade -> frames -> close handshake ->
+ * lingering close; or plain HTTP requests, one after the other on a kept-alive connection. Reads
+ * land in the server's shared buffer; a connection keeps private bytes only for what is partial.
+ * Output goes to its queue and leaves in one write per loop iteration (wsl_conn_flush, called by
+ * the server). What happens is reported through the server's event table (wsl_conn_events). */
 #include "conn.h"
 
 #include <arpa/inet.h>
@@ -20,13 +20,17 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "proxy.h"
 #include "server.h"
 #include "utf8.h"
 
-#define MAX_IOV       64
-#define HEAD_READ_MAX (WSL_HTTP_MAX_HEAD + 4096) /* head plus frames a client may pipeline */
+#define MAX_IOV           64
+#define HEAD_READ_MAX     (WSL_HTTP_MAX_HEAD + 4096) /* head plus frames or requests pipelined */
+#define HTTP_MAX_REQUESTS 1000 /* answers on one connection; the last one closes it */
 
 static void on_poll(uv_poll_t *h, int status, int events);
+static void http_resume(wsl_conn *c);
+static void request_timeout(wsl_conn *c);
 
 /* The owner of the events (see wsl_conn_events) and its pointer. */
 #define EVENTS(c) ((c)->srv->events)
@@ -261,12 +265,44 @@ static int send_control(wsl_conn *c, int opcode, const void *payload, size_t len
     return send_now(c, frame, h + len);
 }
 
-static void send_http(wsl_conn *c, const char *resp, size_t len)
+/* A connection's plain HTTP requests: one at a time, the next only once the previous answer is
+ * written, so pipelined requests are answered in order and what a client can make us hold stays
+ * bounded (one request, HEAD_READ_MAX bytes read ahead, one answer). */
+struct wsl_conn_http {
+    wsl_http_body rx; /* BODY: the decoder */
+    wsl_bytes *req;   /* BODY: the head, then the body decoded so far */
+    uint32_t head_len;
+    uint32_t served; /* answers written on this connection */
+    uint32_t udata;  /* the event owner's slot for the waiting request */
+    bool pending;    /* REQUEST: reported and not answered yet */
+    bool deferred;   /* the owner answers later (wsl_conn_defer) */
+    bool head;       /* HEAD: the answer goes without its body */
+    bool keep_alive; /* the client lets the connection stay open */
+    bool http10;     /* and, in HTTP/1.0, must be told it does */
+    char what[96];   /* "METHOD /path" for the log */
+};
+
+/* The connection ends once what is queued is written: nothing more is read. */
+static void end_after_write(wsl_conn *c)
 {
-    send_now(c, resp, len);
+    if (c->http) { /* what was being read or asked will never be answered */
+        c->http->pending = false;
+        free(c->http->req);
+        c->http->req = NULL;
+    }
+    free(c->in);
+    c->in = NULL;
     c->state = WSL_CONN_RESPONDING;
     wsl_server_track(c->srv, c, WSL_LIST_CLOSING, WSL_CLOSE_TIMEOUT_MS);
     set_events(c, 0); /* the request is all we read; the rest is the peer's problem */
+    wsl_server_mark_dirty(c->srv, c); /* the flush starts the lingering close */
+}
+
+/* An answer that closes the connection once written. */
+static void send_http(wsl_conn *c, const char *resp, size_t len)
+{
+    send_now(c, resp, len);
+    end_after_write(c);
 }
 
 static void http_error(wsl_conn *c, int status, const char *why, const char *body)
@@ -360,15 +396,21 @@ void wsl_conn_destroy(wsl_conn *c)
     if (c->state == WSL_CONN_DEAD) return;
     report_close(c, 1006, "", 0);
     wsl_server *srv = c->srv;
+    bool waiting = wsl_conn_request_pending(c);
     c->state = WSL_CONN_DEAD;
     wsl_server_track(srv, c, WSL_LIST_NONE, 0);
+    if (waiting && srv->events->request_abandoned)
+        srv->events->request_abandoned(srv->events_ud, c);
     if (srv->events->release) srv->events->release(srv->events_ud, c);
     wsl_queue_clear(&c->out);
     free(c->in);
     free(c->msg);
     free(c->info);
+    if (c->http) free(c->http->req);
+    free(c->http);
     c->in = c->msg = NULL;
     c->info = NULL;
+    c->http = NULL;
     uv_close((uv_handle_t *)&c->poll, (uv_close_cb)free);
     close(c->fd); /* uv_close stopped polling it */
     wsl_server_conn_gone(srv);
@@ -388,8 +430,17 @@ void wsl_conn_expire(wsl_conn *c)
 {
     switch (c->state) {
     case WSL_CONN_HANDSHAKE:
-        wsl_conn_log(c, WSL_LOG_INFO, "handshake timeout");
+        if (c->list == WSL_LIST_KEEPALIVE)
+            wsl_conn_log(c, WSL_LOG_DEBUG, "no further request: closing the kept-alive connection");
+        else
+            wsl_conn_log(c, WSL_LOG_INFO, "handshake timeout");
         wsl_conn_destroy(c);
+        break;
+    case WSL_CONN_BODY:
+        http_error(c, 408, "request body not received within --request-timeout", NULL);
+        break;
+    case WSL_CONN_REQUEST:
+        request_timeout(c);
         break;
     case WSL_CONN_OPEN:
         if (!c->pinged) {
@@ -423,6 +474,7 @@ static void slow_consumer(wsl_conn *c)
 void wsl_conn_flush(wsl_conn *c)
 {
     if (c->state == WSL_CONN_DEAD) return;
+    size_t before = c->out.bytes;
     while (c->out.bytes > 0) {
         struct iovec iov[MAX_IOV];
         int n = wsl_queue_iov(&c->out, iov, MAX_IOV);
@@ -437,6 +489,13 @@ void wsl_conn_flush(wsl_conn *c)
         wsl_queue_consume(&c->out, (size_t)w);
         wsl_metrics.bytes_sent += (size_t)w;
     }
+
+    /* A large plain answer to a slow reader: its timeout counts from the last progress. */
+    if (c->http && c->out.bytes < before && !c->lingering &&
+        (c->state == WSL_CONN_RESPONDING || c->list == WSL_LIST_KEEPALIVE))
+        wsl_server_track(c->srv, c, c->list,
+                         c->list == WSL_LIST_KEEPALIVE ? c->srv->keepalive_ms
+                                                       : WSL_CLOSE_TIMEOUT_MS);
 
     uint64_t limit = c->srv->opt->max_backpressure;
     if (c->out.bytes > 0) {
@@ -459,6 +518,8 @@ void wsl_conn_flush(wsl_conn *c)
     if (c->state == WSL_CONN_RESPONDING ||
         (c->state == WSL_CONN_CLOSING && (c->close_rcvd || c->failing)))
         linger(c);
+    else if (c->http && c->state == WSL_CONN_HANDSHAKE && c->in)
+        http_resume(c); /* requests pipelined behind the answer just written */
 }
 
 /* ---- reading frames --------------------------------------------------------------------- */
@@ -580,12 +641,41 @@ static void refuse_upgrade(wsl_conn *c, int status, const char *why, const char 
     http_error(c, status, why, body);
 }
 
-static void upgrade(wsl_conn *c, const wsl_request *req)
+/* Who sent req: fills req->remote (into buf, at least 64 bytes) and req->secure. The peer, or
+ * with --trust-proxy and a peer inside its ranges, the client the proxy names (proxy.h). */
+static void find_client(wsl_conn *c, wsl_request *req, char *buf, size_t cap)
+{
+    const wsl_options *o = c->srv->opt;
+    req->secure = false; /* no TLS of our own (yet) */
+    req->remote = wsl_conn_peer(c, buf, cap);
+    if (!o->ntrust) return;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    wsl_ipaddr peer = {0}, client;
+    if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) != 0) return;
+    if (ss.ss_family == AF_INET) {
+        memcpy(peer.b, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+        peer.v4 = true;
+    } else if (ss.ss_family == AF_INET6) {
+        const uint8_t *a = (const uint8_t *)&((struct sockaddr_in6 *)&ss)->sin6_addr;
+        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
+        peer.v4 = memcmp(a, mapped, sizeof mapped) == 0;
+        memcpy(peer.b, peer.v4 ? a + 12 : a, peer.v4 ? 4 : 16);
+    } else {
+        return;
+    }
+    if (wsl_proxy_trusted(o->trust, o->ntrust, &peer) &&
+        wsl_proxy_client(o->trust, o->ntrust, req, &client, &req->secure))
+        wsl_ip_format(&client, buf, cap);
+}
+
+static void upgrade(wsl_conn *c, wsl_request *req)
 {
     wsl_server *srv = c->srv;
     wsl_upgrade up = {0};
     char peer[64];
-    wsl_conn_peer(c, peer, sizeof peer);
+    find_client(c, req, peer, sizeof peer);
+    c->secure = req->secure;
 
     if (srv->events->upgrade) {
         srv->events->upgrade(srv->events_ud, c, req, &up);
@@ -606,7 +696,7 @@ static void upgrade(wsl_conn *c, const wsl_request *req)
         return;
     }
 
-    c->info = info_new(peer, req, up.protocol);
+    c->info = info_new(req->remote, req, up.protocol);
     char accept[WSL_ACCEPT_LEN + 1], resp[1024];
     wsl_handshake_accept(req->key.p, req->key.len, accept);
     size_t n = wsl_http_upgrade_response(resp, sizeof resp, accept,
@@ -623,6 +713,9 @@ static void upgrade(wsl_conn *c, const wsl_request *req)
     c->state = WSL_CONN_OPEN;
     c->opened = 1;
     wsl_metrics.upgrades++;
+    free(c->http); /* plain requests may have come before, on a kept-alive connection */
+    c->http = NULL;
+    c->drain_armed = 0; /* a large plain answer may have armed it: not a WebSocket's output */
     wsl_server_track(srv, c, WSL_LIST_OPEN, srv->idle_ms);
     /* Query strings often carry tokens: logged only when asked for. */
     bool query = req->query.len && srv->opt->log_queries;
@@ -631,89 +724,371 @@ static void upgrade(wsl_conn *c, const wsl_request *req)
     if (srv->events->open) srv->events->open(srv->events_ud, c);
 }
 
-static void serve_file(wsl_conn *c, const wsl_request *req)
+/* ---- plain HTTP requests ------------------------------------------------------------------- */
+
+/* How much a connection reads while an HTTP head or request is being handled: a head and what
+ * follows it, or (while a body streams in) whole reads, since the decoder consumes them. */
+static size_t http_read_cap(const wsl_conn *c)
 {
-    wsl_server *srv = c->srv;
-    if (!srv->has_files) {
-        http_error(c, 404, "no such file (static files are off)", NULL);
+    return c->state == WSL_CONN_BODY ? WSL_READ_BUF : HEAD_READ_MAX;
+}
+
+/* Read while there is room for what the client sends ahead; stop once HEAD_READ_MAX bytes wait
+ * (resumed when they have been handled), so that a client cannot make us buffer more. */
+static void http_poll(wsl_conn *c)
+{
+    int ev = (int)(c->events & UV_WRITABLE);
+    if (!c->in || c->in->len < http_read_cap(c)) ev |= UV_READABLE;
+    set_events(c, ev);
+}
+
+/* Whether the connection ends after the answer being written now. */
+static bool last_answer(const wsl_conn *c)
+{
+    const wsl_conn_http *h = c->http;
+    return !h->keep_alive || h->served + 1 >= HTTP_MAX_REQUESTS || c->srv->stopping;
+}
+
+/* The answer to the request is queued: wait for the next one, or close once it is written. */
+static void answered(wsl_conn *c, int status, bool close)
+{
+    wsl_conn_http *h = c->http;
+    h->pending = h->deferred = false;
+    h->served++;
+    wsl_conn_log(c, WSL_LOG_DEBUG, "%s %d", h->what, status);
+    if (close) {
+        end_after_write(c);
         return;
     }
+    c->state = WSL_CONN_HANDSHAKE;
+    wsl_server_track(c->srv, c, WSL_LIST_KEEPALIVE, c->srv->keepalive_ms);
+    http_poll(c);
+    /* Requests the client pipelined go on once this answer is out (wsl_conn_flush). */
+    if (c->in) wsl_server_mark_dirty(c->srv, c);
+}
+
+int wsl_conn_respond(wsl_conn *c, int status, const char *headers, size_t hlen, const void *body,
+                     size_t len)
+{
+    if (!wsl_conn_request_pending(c)) return WSL_ECLOSED;
+    wsl_conn_http *h = c->http;
+    bool close = last_answer(c);
+    unsigned flags = close ? WSL_ANSWER_CLOSE : h->http10 ? WSL_ANSWER_KEEP_ALIVE : 0;
+    if (!wsl_http_status_has_body(status) || h->head) body = NULL;
+    size_t blen = body ? len : 0;
+    /* One write for a small answer; a large body goes after its head, uncopied. */
+    size_t inline_len = blen <= 16384 ? blen : 0;
+    size_t cap = hlen + 256 + inline_len;
+    char small[2048];
+    char *out = cap <= sizeof small ? small : malloc(cap);
+    if (!out) {
+        wsl_conn_log(c, WSL_LOG_ERROR, "%s: no memory for the answer", h->what);
+        answered(c, status, true); /* nothing was sent: the connection ends */
+        return WSL_ENOMEM;
+    }
+    size_t n = wsl_http_answer_head(out, cap, status, headers, hlen, len, flags);
+    int r = n ? 0 : -EINVAL;
+    if (r == 0 && inline_len) {
+        memcpy(out + n, body, inline_len);
+        n += inline_len;
+    }
+    if (r == 0) r = send_now(c, out, n);
+    if (r == 0 && blen > inline_len) r = send_now(c, body, blen);
+    if (out != small) free(out);
+    if (r != 0) {
+        wsl_conn_log(c, WSL_LOG_ERROR, "%s: cannot answer: %s", h->what, wsl_strerror(r));
+        close = true;
+    }
+    answered(c, status, close);
+    return r;
+}
+
+int wsl_conn_defer(wsl_conn *c)
+{
+    if (!wsl_conn_request_pending(c)) return WSL_ECLOSED;
+    c->http->deferred = true;
+    return 0;
+}
+
+bool wsl_conn_request_pending(const wsl_conn *c)
+{
+    return c->state == WSL_CONN_REQUEST && c->http && c->http->pending;
+}
+
+uint32_t *wsl_conn_request_slot(wsl_conn *c)
+{
+    return c->http ? &c->http->udata : NULL;
+}
+
+static void request_timeout(wsl_conn *c)
+{
+    if (!wsl_conn_request_pending(c)) return;
+    wsl_conn_log(c, WSL_LOG_WARN, "%s: no answer within --request-timeout: 504", c->http->what);
+    if (EVENTS(c)->request_abandoned) EVENTS(c)->request_abandoned(EV_UD(c), c);
+    static const char body[] = "Gateway Timeout\n";
+    wsl_conn_respond(c, 504, NULL, 0, body, sizeof body - 1);
+}
+
+/* What a connection answers on its own: a static file for GET and HEAD, else 404. */
+static void fallback(wsl_conn *c, const wsl_request *req)
+{
+    wsl_server *srv = c->srv;
+    if ((!req->get && !req->head) || !srv->has_files) {
+        static const char body[] = "Not Found\n";
+        wsl_conn_respond(c, 404, NULL, 0, body, sizeof body - 1);
+        return;
+    }
+    bool close = last_answer(c);
     char *resp = NULL;
     size_t len = 0;
-    int status =
-        wsl_static_respond(&srv->files, req->path.p, req->path.len, req->head, &resp, &len);
+    int status = wsl_static_respond(&srv->files, req->path.p, req->path.len, req->head,
+                                    close             ? "close"
+                                    : c->http->http10 ? "keep-alive"
+                                                      : NULL,
+                                    &resp, &len);
     if (status < 0) {
         http_error(c, 500, "out of memory", NULL);
         return;
     }
-    wsl_conn_log(c, WSL_LOG_DEBUG, "%s %.*s %d", req->head ? "HEAD" : "GET", (int)req->path.len,
-                 req->path.p, status);
-    send_http(c, resp, len);
+    if (send_now(c, resp, len) != 0) close = true;
     free(resp);
+    answered(c, status, close);
 }
 
-static void read_request(wsl_conn *c)
+/* A whole request: report it, and answer it ourselves when the owner neither answers nor
+ * defers. req's spans and body stay valid for the call only. */
+static void dispatch(wsl_conn *c, wsl_request *req, const uint8_t *body, size_t len)
+{
+    wsl_conn_http *h = c->http;
+    char remote[64];
+    find_client(c, req, remote, sizeof remote);
+    h->pending = true;
+    h->deferred = false;
+    h->head = req->head;
+    h->keep_alive = req->keep_alive;
+    h->http10 = req->http10;
+    snprintf(h->what, sizeof h->what, "%.*s %.*s", (int)req->method.len, req->method.p,
+             (int)req->path.len, req->path.p);
+    c->state = WSL_CONN_REQUEST;
+    wsl_server_track(c->srv, c, WSL_LIST_REQUEST, c->srv->request_ms);
+    http_poll(c); /* reading on shows a client that leaves, and keeps what it pipelines */
+    if (EVENTS(c)->request) {
+        wsl_http_req r = {.head = req, .body = body, .body_len = len};
+        EVENTS(c)->request(EV_UD(c), c, &r);
+    }
+    /* The owner answered, deferred, or the connection went: nothing left to do here. */
+    if (!wsl_conn_request_pending(c) || c->http->deferred) return;
+    fallback(c, req);
+}
+
+/* The head of a plain request at p (n bytes with what follows it): report it at once when it
+ * has no body, else keep it and read the body. Returns the bytes consumed. */
+static size_t begin_request(wsl_conn *c, wsl_request *req, const uint8_t *p, size_t n)
+{
+    if (!c->http && !(c->http = calloc(1, sizeof *c->http))) {
+        http_error(c, 500, "out of memory", NULL);
+        return n;
+    }
+    wsl_conn_http *h = c->http;
+    if (req->body == WSL_BODY_LENGTH && req->content_length > c->srv->opt->max_request_body) {
+        /* Refused before a byte of it is read; the connection closes, so none needs to be. */
+        http_error(c, 413, "request body larger than --max-request-body", NULL);
+        return n;
+    }
+    if (req->body == WSL_BODY_NONE) {
+        dispatch(c, req, (const uint8_t *)"", 0);
+        return req->head_len;
+    }
+    /* Grown as the body arrives, never from what the head announced. */
+    wsl_bytes *b = bytes_reserve(NULL, req->head_len + 1024);
+    if (!b) {
+        http_error(c, 500, "out of memory", NULL);
+        return n;
+    }
+    memcpy(b->data, p, req->head_len);
+    b->len = (uint32_t)req->head_len;
+    h->req = b;
+    h->head_len = (uint32_t)req->head_len;
+    wsl_http_body_init(&h->rx, req);
+    c->state = WSL_CONN_BODY;
+    wsl_server_track(c->srv, c, WSL_LIST_REQUEST, c->srv->request_ms);
+    /* A client waiting for leave to send its body (RFC 9110 section 10.1.1). */
+    if (req->expect_100 && !req->http10 && n == req->head_len) {
+        static const char go[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        send_now(c, go, sizeof go - 1);
+    }
+    return req->head_len;
+}
+
+/* The body has all arrived: the head again (it parses as it did), then the report. */
+static void body_complete(wsl_conn *c)
+{
+    wsl_conn_http *h = c->http;
+    wsl_bytes *b = h->req;
+    h->req = NULL;
+    wsl_request req;
+    if (wsl_http_parse(&req, (const char *)b->data, h->head_len) != WSL_REQ_PLAIN)
+        http_error(c, 500, "the request head changed", NULL); /* cannot happen */
+    else
+        dispatch(c, &req, b->data + h->head_len, b->len - h->head_len);
+    free(b);
+}
+
+/* Body bytes at p: decoded and kept. Returns the bytes consumed (n unless the body ended). */
+static size_t read_body(wsl_conn *c, const uint8_t *p, size_t n)
+{
+    wsl_conn_http *h = c->http;
+    uint64_t max = c->srv->opt->max_request_body;
+    size_t off = 0;
+    for (;;) {
+        size_t used;
+        wsl_span d;
+        wsl_body_event ev = wsl_http_body_next(&h->rx, (const char *)p + off, n - off, &used, &d);
+        off += used;
+        switch (ev) {
+        case WSL_BODY_MORE:
+            return off;
+        case WSL_BODY_BAD:
+            http_error(c, 400, "malformed chunked body", NULL);
+            return n;
+        case WSL_BODY_DONE:
+            body_complete(c);
+            return off;
+        case WSL_BODY_DATA: {
+            wsl_bytes *b = h->req;
+            if ((uint64_t)(b->len - h->head_len) + d.len > max) {
+                http_error(c, 413, "request body larger than --max-request-body", NULL);
+                return n;
+            }
+            if (!(b = bytes_reserve(b, (size_t)b->len + d.len))) {
+                http_error(c, 500, "out of memory", NULL);
+                return n;
+            }
+            h->req = b;
+            memcpy(b->data + b->len, d.p, d.len);
+            b->len += (uint32_t)d.len;
+            break;
+        }
+        }
+    }
+}
+
+/* Keep buf[0..n) (inside own, or in the shared buffer when own is NULL) in c->in. */
+static void stash(wsl_conn *c, wsl_bytes *own, const uint8_t *p, size_t n)
+{
+    if (n == 0 || c->state == WSL_CONN_DEAD || c->state == WSL_CONN_RESPONDING) {
+        free(own);
+        return;
+    }
+    if (own) {
+        memmove(own->data, p, n);
+        own->len = (uint32_t)n;
+    } else if ((own = bytes_reserve(NULL, n))) {
+        memcpy(own->data, p, n);
+        own->len = (uint32_t)n;
+    } else {
+        wsl_conn_destroy(c);
+        return;
+    }
+    c->in = own;
+    http_poll(c);
+}
+
+/* Everything the client sent that is not handled yet, buf[0..len): a head, a body, requests it
+ * pipelined, or an upgrade and the frames behind it. Handles what it may now and keeps the rest
+ * in c->in. own: the allocation buf lies in (taken from c->in), or NULL for the shared read
+ * buffer; either way the bytes are this function's until it returns. */
+static void http_input(wsl_conn *c, wsl_bytes *own, uint8_t *buf, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        if (c->state == WSL_CONN_BODY) {
+            off += read_body(c, buf + off, len - off);
+            continue;
+        }
+        /* One request at a time, and the next only once the last answer is written. */
+        if (c->state != WSL_CONN_HANDSHAKE || c->out.bytes > 0) break;
+        wsl_request req;
+        wsl_req_kind kind = wsl_http_parse(&req, (const char *)buf + off, len - off);
+        if (kind == WSL_REQ_INCOMPLETE) break;
+        if (kind == WSL_REQ_ERROR) {
+            if (wsl_http_header(&req, "upgrade")) wsl_metrics_refused(req.status);
+            http_error(c, req.status, req.error, NULL);
+            break;
+        }
+        if (kind == WSL_REQ_PLAIN) {
+            off += begin_request(c, &req, buf + off, len - off);
+            continue;
+        }
+        upgrade(c, &req);
+        /* Frames the client sent right behind its request: parse them from the shared buffer as
+         * if just read. */
+        size_t extra = len - off - req.head_len;
+        uint8_t *rbuf = c->srv->rbuf;
+        if (extra) memmove(rbuf, buf + off + req.head_len, extra);
+        free(own);
+        if (extra && c->state == WSL_CONN_OPEN) parse_frames(c, rbuf, extra);
+        return;
+    }
+    stash(c, own, buf + off, len - off);
+}
+
+/* The answer just written was waited for by requests the client pipelined. */
+static void http_resume(wsl_conn *c)
+{
+    wsl_bytes *b = c->in;
+    c->in = NULL;
+    http_input(c, b, b->data, b->len);
+}
+
+/* The client closed its side (or the connection broke) while requests were being read. */
+static void http_eof(wsl_conn *c)
+{
+    if (c->state == WSL_CONN_HANDSHAKE && c->http && !c->in) {
+        /* Between requests: an ordinary end, once the last answer is out. */
+        wsl_conn_log(c, WSL_LOG_DEBUG, "closed by the client after %u requests",
+                     (unsigned)c->http->served);
+        if (c->out.bytes > 0) {
+            end_after_write(c);
+            return;
+        }
+    } else if (c->state == WSL_CONN_REQUEST) {
+        wsl_conn_log(c, WSL_LOG_DEBUG, "%s: the client left before the answer", c->http->what);
+    }
+    wsl_conn_destroy(c); /* vanished mid-request */
+}
+
+static void read_http(wsl_conn *c)
 {
     /* A request usually arrives whole in one read: read into the shared buffer, and keep a
-     * private copy only while the request is incomplete. */
+     * private copy only of what is left over (an incomplete head, pipelined requests). */
     uint8_t *buf = c->srv->rbuf;
-    size_t have = 0;
+    size_t have = 0, cap = http_read_cap(c);
     wsl_bytes *b = c->in;
     if (b) {
-        if (!(b = bytes_reserve(b, (size_t)b->len + 1024))) {
+        have = b->len;
+        if (have >= cap) { /* full: read again once those bytes are handled */
+            http_poll(c);
+            return;
+        }
+        if (!(b = bytes_reserve(b, have + 4096 < cap ? have + 4096 : cap))) {
             wsl_conn_destroy(c);
             return;
         }
         c->in = b;
         buf = b->data;
-        have = b->len;
+        if (cap > b->cap) cap = b->cap;
     }
-    size_t room = b ? b->cap - have : WSL_READ_BUF;
-    if (have + room > HEAD_READ_MAX) room = HEAD_READ_MAX - have;
-    ssize_t r = read(c->fd, buf + have, room);
+    ssize_t r = read(c->fd, buf + have, cap - have);
     if (r <= 0) {
         if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
-        wsl_conn_destroy(c); /* vanished mid-handshake */
+        http_eof(c);
         return;
     }
     wsl_metrics.bytes_received += (size_t)r;
-    size_t len = have + (size_t)r;
-    if (b) b->len = (uint32_t)len;
-
-    /* Re-examined on every read (a scan of at most 8 KiB) so garbage is refused at once. */
-    wsl_request req;
-    switch (wsl_http_parse(&req, (const char *)buf, len)) {
-    case WSL_REQ_INCOMPLETE:
-        if (!b) {
-            if (!(b = bytes_reserve(NULL, len))) {
-                wsl_conn_destroy(c);
-                return;
-            }
-            memcpy(b->data, buf, len);
-            b->len = (uint32_t)len;
-            c->in = b;
-        }
-        return;
-    case WSL_REQ_ERROR:
-        if (wsl_http_header(&req, "upgrade")) wsl_metrics_refused(req.status);
-        http_error(c, req.status, req.error, NULL);
-        return;
-    case WSL_REQ_FILE:
-        serve_file(c, &req);
-        return;
-    case WSL_REQ_UPGRADE:
-        break;
-    }
-
-    upgrade(c, &req);
-    /* Frames the client sent right behind its request: parse them from the shared buffer as if
-     * just read (the private request copy, if any, goes away now). */
-    size_t extra = len - req.head_len;
-    uint8_t *rbuf = c->srv->rbuf;
-    if (extra) memmove(rbuf, buf + req.head_len, extra);
-    free(c->in);
-    c->in = NULL;
-    if (extra && c->state == WSL_CONN_OPEN) parse_frames(c, rbuf, extra);
+    c->in = NULL; /* http_input owns the bytes now */
+    if (b) b->len = (uint32_t)(have + (size_t)r);
+    http_input(c, b, buf, have + (size_t)r);
 }
 
 static void read_frames(wsl_conn *c)
@@ -753,8 +1128,8 @@ static void on_poll(uv_poll_t *h, int status, int events)
     }
     if (events & UV_WRITABLE) wsl_conn_flush(c);
     if (c->state == WSL_CONN_DEAD || !(events & UV_READABLE) || !(c->events & UV_READABLE)) return;
-    if (c->state == WSL_CONN_HANDSHAKE)
-        read_request(c);
+    if (c->state == WSL_CONN_HANDSHAKE || c->state == WSL_CONN_BODY || c->state == WSL_CONN_REQUEST)
+        read_http(c);
     else
         read_frames(c);
 }

@@ -1,6 +1,7 @@
-/* One client connection's life: the HTTP upgrade, frames in and out, the close handshake, the
- * output queue with back-pressure, and the timeouts (handshake, idle ping, close). It reads from
- * the server's shared buffer and keeps private memory only while something is partial, and reports
+/* One client connection's life: the HTTP upgrade, or plain HTTP requests (keep-alive, pipelined,
+ * answered in order), frames in and out, the close handshake, the output queue with
+ * back-pressure, and the timeouts (handshake, request, idle ping, close). It reads from the
+ * server's shared buffer and keeps private memory only while something is partial, and reports
  * what happens through a table of event callbacks (wsl_conn_events): it knows nothing above it. */
 #ifndef WSL_CONN_H
 #define WSL_CONN_H
@@ -22,8 +23,10 @@ typedef struct wsl_server wsl_server;
 typedef struct wsl_conn wsl_conn;
 
 typedef enum {
-    WSL_CONN_HANDSHAKE,  /* reading the HTTP request */
-    WSL_CONN_RESPONDING, /* writing a plain HTTP answer; closes once it is written */
+    WSL_CONN_HANDSHAKE,  /* reading a request head: the first, or the next on a kept-alive one */
+    WSL_CONN_BODY,       /* reading the body of a plain request */
+    WSL_CONN_REQUEST,    /* a plain request is with the event owner, waiting for its answer */
+    WSL_CONN_RESPONDING, /* writing the last plain HTTP answer; closes once it is written */
     WSL_CONN_OPEN,       /* WebSocket open: the event owner sees it */
     WSL_CONN_CLOSING,    /* a close frame went one way or both; no more messages */
     WSL_CONN_DEAD,       /* socket closed; freed by libuv's close callback */
@@ -35,6 +38,14 @@ typedef struct wsl_upgrade {
     char body[512];     /* refusal body */
     char protocol[256]; /* chosen subprotocol, "" for none */
 } wsl_upgrade;
+
+/* A plain HTTP request as the request event reports it. Everything it points to is valid for
+ * the call only. */
+typedef struct wsl_http_req {
+    const wsl_request *head; /* method, path, query, headers; remote and secure filled */
+    const uint8_t *body;     /* the whole body, decoded ("" when there was none) */
+    size_t body_len;
+} wsl_http_req;
 
 /* How a connection reports to whoever owns its events (the server holds the table and passes
  * `ud` back; main points it at the script). Every callback may run arbitrary code, including
@@ -55,6 +66,14 @@ typedef struct wsl_conn_events {
     void (*drain)(void *ud, wsl_conn *c);
     /* The connection is about to be freed: drop every pointer to it. Must not send or close. */
     void (*release)(void *ud, wsl_conn *c);
+    /* A plain request (not an upgrade), whole. The owner answers it with wsl_conn_respond, now
+     * or, after wsl_conn_defer, later (within --request-timeout); if it does neither before
+     * returning, the connection answers as it does without an owner: a static file for GET and
+     * HEAD, else 404. */
+    void (*request)(void *ud, wsl_conn *c, const wsl_http_req *req);
+    /* A deferred request will get no answer from the owner: it timed out (the connection
+     * answers 504 right after) or the connection is going. Must not send or close. */
+    void (*request_abandoned)(void *ud, wsl_conn *c);
 } wsl_conn_events;
 
 /* Growable bytes owned by one connection (the request being read, a partial frame header or
@@ -72,6 +91,9 @@ typedef enum {
     WSL_INFO_PROTOCOL,
     WSL_INFO_HEADERS, /* where the headers start */
 } wsl_info_field;
+
+/* A connection's plain HTTP requests (conn.c): created at the first, freed with the connection. */
+typedef struct wsl_conn_http wsl_conn_http;
 
 /* What the upgrade request said, kept for the event owner: one allocation made at the upgrade,
  * freed with the connection. Strings are NUL-terminated inside data. */
@@ -97,7 +119,8 @@ struct wsl_conn {
     wsl_bytes *in;  /* unconsumed input: the request so far, or a partial frame */
     wsl_bytes *msg; /* a message spanning reads or frames */
     wsl_conn_info *info;
-    wsl_sublist subs; /* topics, owned by the server's wsl_topics */
+    wsl_conn_http *http; /* plain HTTP requests; NULL for a WebSocket */
+    wsl_sublist subs;    /* topics, owned by the server's wsl_topics */
     int fd;
     uint32_t udata;      /* the event owner's slot (the script keeps its object's reference) */
     uint8_t state;       /* wsl_conn_state */
@@ -112,6 +135,7 @@ struct wsl_conn {
     unsigned lingering : 1; /* our side is shut down; read and discard until EOF */
     unsigned pinged : 1;    /* an idle ping is outstanding */
     unsigned drain_armed : 1;
+    unsigned secure : 1; /* the upgrade came over TLS (to us, or to a trusted proxy) */
 };
 
 /* A frame encoded once and sent to any number of connections: small frames are copied into each
@@ -149,13 +173,32 @@ int wsl_conn_close(wsl_conn *c, unsigned code, const char *reason, size_t len);
 int wsl_conn_close_begin(wsl_conn *c, unsigned code, const char *reason, size_t len);
 void wsl_conn_close_finish(wsl_conn *c, const char *reason, size_t len);
 
-/* Close the socket now: runs the close event (1006) if it was open, then the release event;
- * c is DEAD afterwards (see struct wsl_conn). Harmless on a DEAD connection. */
+/* Close the socket now: runs the close event (1006) if it was open, request_abandoned if a
+ * deferred request was waiting, then the release event; c is DEAD afterwards (see struct
+ * wsl_conn). Harmless on a DEAD connection. */
 void wsl_conn_destroy(wsl_conn *c);
 
+/* Answer the plain request c waits on (see the request event): status (100-999; the caller
+ * keeps it to 200-599), the header lines `headers` (hlen bytes of "Name: value\r\n", checked by
+ * the caller, without Content-Length, Transfer-Encoding or Connection; Content-Type defaults to
+ * text/plain; charset=utf-8) and the body (not sent for HEAD, 204 and 304). The connection then
+ * waits for the next request, or closes (the client asked, HTTP/1.0 without keep-alive, the
+ * request cap, a shutdown). 0; WSL_ECLOSED when no request waits; WSL_ENOMEM (the connection
+ * then closes). Runs no event. */
+int wsl_conn_respond(wsl_conn *c, int status, const char *headers, size_t hlen, const void *body,
+                     size_t len);
+/* The owner will answer the waiting request later. 0, or WSL_ECLOSED when none waits. */
+int wsl_conn_defer(wsl_conn *c);
+/* Whether a plain request waits for the owner's answer. */
+bool wsl_conn_request_pending(const wsl_conn *c);
+/* The owner's slot for the waiting request (as udata is for the connection); NULL when c has
+ * never had a plain request. */
+uint32_t *wsl_conn_request_slot(wsl_conn *c);
+
 /* Write what is queued; the server calls it once per loop iteration for dirty connections.
- * May run the drain event, and may destroy c (a write error, or the end of a lingering close):
- * check wsl_conn_is_dead afterwards before touching anything but its state. */
+ * May run the drain event, and may destroy c (a write error, or the end of a lingering close);
+ * once a plain answer is out it goes on with the requests the client pipelined, which runs
+ * their events. Check wsl_conn_is_dead afterwards before touching anything but its state. */
 void wsl_conn_flush(wsl_conn *c);
 
 /* A state timeout passed (the server's sweep calls this for expired connections). May run the

@@ -12,6 +12,7 @@
 typedef struct lconn {
     wsl_lhandle h; /* h.p: the wsl_conn */
     uint64_t id;
+    bool secure;
 } lconn;
 
 /* The conn metatable, anchored in the registry for the state's life, so its address identifies
@@ -27,6 +28,7 @@ void wsl_lconn_push(lua_State *L, wsl_conn *c)
     int ref;
     lconn *u = wsl_lhandle_new(L, sizeof *u, 1, WSL_CONN_MT, c, &ref);
     u->id = wsl_conn_id(c);
+    u->secure = c->secure;
     c->udata = (uint32_t)ref;
 }
 
@@ -141,6 +143,10 @@ static int conn_index(lua_State *L)
     const char *k = luaL_checkstring(L, 2);
     if (strcmp(k, "id") == 0) {
         lua_pushinteger(L, (lua_Integer)u->id);
+        return 1;
+    }
+    if (strcmp(k, "secure") == 0) {
+        lua_pushboolean(L, u->secure);
         return 1;
     }
     if (strcmp(k, "data") == 0 || strcmp(k, "headers") == 0) {

@@ -95,7 +95,9 @@ static int ws_spawn(lua_State *L)
     lua_State *co = lua_newthread(L);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &spawned_key);
     lua_pushvalue(L, -2);
-    if (s->conn_now)
+    if (s->req_now) /* for on_request: a failure answers its request 500 */
+        wsl_lhandle_push(L, s->req_now);
+    else if (s->conn_now)
         wsl_lconn_push(L, s->conn_now);
     else
         lua_pushboolean(L, 0);

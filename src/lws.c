@@ -226,6 +226,8 @@ static void push_options(lua_State *L, const wsl_server *srv)
     set_number(L, "handshake_timeout", o->handshake_timeout);
     set_number(L, "idle_timeout", o->idle_timeout);
     set_number(L, "handler_timeout", o->handler_timeout);
+    set_integer(L, "max_request_body", (lua_Integer)o->max_request_body);
+    set_number(L, "request_timeout", o->request_timeout);
     lua_pushboolean(L, o->reload);
     lua_setfield(L, -2, "reload");
     set_integer(L, "verbosity", o->verbosity);

@@ -34,6 +34,12 @@ static const char usage[] =
     "      --idle-timeout SEC       ping a silent client, close it if still silent after\n"
     "                               as long again (default 60; 0 disables)\n"
     "      --handler-timeout SEC    stop a Lua handler running longer (default 2; 0 disables)\n"
+    "      --max-request-body BYTES largest body of a plain HTTP request (default 1M)\n"
+    "      --request-timeout SEC    answer 408 to a plain request whose body takes longer, 504\n"
+    "                               to one whose answer does (default 30; 0 disables)\n"
+    "      --trust-proxy CIDRS      peers in these comma-separated ranges (127.0.0.1/32,::1)\n"
+    "                               may name the client: X-Forwarded-For, X-Real-IP and\n"
+    "                               X-Forwarded-Proto (default: no one)\n"
     "      --lua-memory BYTES       memory cap of the Lua state (default 512M; 0 disables)\n"
     "      --reload                 reload the script when its file changes (SIGHUP always does)\n"
     "      --log-queries            log query strings, which may hold tokens (default: the\n"
@@ -64,6 +70,9 @@ enum {
     OPT_HANDSHAKE_TIMEOUT,
     OPT_IDLE_TIMEOUT,
     OPT_HANDLER_TIMEOUT,
+    OPT_MAX_REQUEST_BODY,
+    OPT_REQUEST_TIMEOUT,
+    OPT_TRUST_PROXY,
     OPT_LUA_MEMORY,
     OPT_RELOAD,
     OPT_LOG_QUERIES,
@@ -85,6 +94,9 @@ static const struct option longopts[] = {
     {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
     {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
     {"handler-timeout", required_argument, NULL, OPT_HANDLER_TIMEOUT},
+    {"max-request-body", required_argument, NULL, OPT_MAX_REQUEST_BODY},
+    {"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
+    {"trust-proxy", required_argument, NULL, OPT_TRUST_PROXY},
     {"lua-memory", required_argument, NULL, OPT_LUA_MEMORY},
     {"reload", no_argument, NULL, OPT_RELOAD},
     {"log-queries", no_argument, NULL, OPT_LOG_QUERIES},
@@ -224,6 +236,8 @@ int wsl_options_parse(wsl_options *o, int argc, char **argv)
         .handshake_timeout = 10,
         .idle_timeout = 60,
         .handler_timeout = 2,
+        .max_request_body = 1u << 20,
+        .request_timeout = 30,
         .workers = 1,
         .redis_prefix = "wsluad",
     };
@@ -267,6 +281,21 @@ int wsl_options_parse(wsl_options *o, int argc, char **argv)
             if (!parse_seconds(optarg, &o->handler_timeout))
                 return bad("--handler-timeout", optarg);
             break;
+        case OPT_MAX_REQUEST_BODY:
+            if (!wsl_parse_size(optarg, &o->max_request_body) || o->max_request_body > (1u << 30))
+                return bad("--max-request-body (0 to 1G)", optarg);
+            break;
+        case OPT_REQUEST_TIMEOUT:
+            if (!parse_seconds(optarg, &o->request_timeout))
+                return bad("--request-timeout", optarg);
+            break;
+        case OPT_TRUST_PROXY: {
+            char why[256];
+            if (wsl_proxy_parse(optarg, o->trust, WSL_PROXY_MAX_RANGES, &o->ntrust, why,
+                                sizeof why) != 0)
+                return bad_because("--trust-proxy", why);
+            break;
+        }
         case OPT_LUA_MEMORY:
             if (!wsl_parse_size(optarg, &o->lua_memory)) return bad("--lua-memory", optarg);
             break;

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "proxy.h"
+
 /* Filled by wsl_options_parse; strings point into argv or into host[], never freed. */
 typedef struct wsl_options {
     char host[256];         /* without brackets for IPv6; ":PORT" and "*:PORT" give 0.0.0.0 */
@@ -32,6 +34,12 @@ typedef struct wsl_options {
     bool metrics;             /* --metrics: serve GET /metrics on metrics_host:metrics_port */
     char metrics_host[256];   /* as host above */
     int metrics_port;
+
+    /* Plain HTTP requests. */
+    uint64_t max_request_body; /* a larger body gets 413 */
+    double request_timeout;    /* seconds for a body to arrive, then for its answer; 0: none */
+    wsl_cidr trust[WSL_PROXY_MAX_RANGES]; /* --trust-proxy: who may name the client */
+    size_t ntrust;
 } wsl_options;
 
 #define WSL_MAX_WORKERS 1024

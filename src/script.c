@@ -1,7 +1,7 @@
 /* The core of the Lua binding: the state and its memory cap, protected calls under a time limit
  * that no Lua code can escape (coroutines included), loading and live reload, and the dispatch
- * of connection events to the script's handlers. The Lua types live in lconn.c, lws.c and
- * ltimer.c; what they share is in script_priv.h. */
+ * of connection events to the script's handlers. The Lua types live in lconn.c, lrequest.c,
+ * lws.c and ltimer.c; what they share is in script_priv.h. */
 #include "script_priv.h"
 
 #include <lualib.h>
@@ -18,7 +18,7 @@
 #define TICKS         4                   /* time-limit checks per --handler-timeout */
 #define TRIM_GROWTH   (16u * 1024 * 1024) /* heap growth in a failed call worth giving back */
 #define REPEAT_WINDOW 10000               /* ms: identical errors are counted, not logged */
-#define HANDLER_COUNT 6
+#define HANDLER_COUNT 7
 
 /* Registry keys (their addresses). */
 static char err_value_key, err_trace_key, saved_key, chunk_key;
@@ -496,6 +496,7 @@ static int setup_body(lua_State *L)
     luaL_openlibs(L);
     track_coroutines(L);
     wsl_lconn_open(L);
+    wsl_lrequest_open(L);
     wsl_ltimer_open(L);
     /* Handlers make short-lived strings (every message is one): the generational collector
      * handles those with far less work than the incremental one. */
@@ -569,8 +570,8 @@ int wsl_script_load(wsl_script *s)
     return wsl_protect(s, run_body, NULL, s->path, NULL) ? 0 : -1;
 }
 
-static const char *const handler_names[HANDLER_COUNT] = {"on_open",  "on_message", "on_close",
-                                                         "on_error", "on_upgrade", "on_drain"};
+static const char *const handler_names[HANDLER_COUNT] = {
+    "on_open", "on_message", "on_close", "on_error", "on_upgrade", "on_drain", "on_request"};
 
 static int save_handlers_body(lua_State *L)
 {
@@ -747,6 +748,10 @@ static int handler_body(lua_State *L)
 
 void wsl_handler_failed(wsl_script *s, wsl_conn *c)
 {
+    if (wsl_conn_request_pending(c)) { /* a function ws.spawn ran for on_request */
+        wsl_lrequest_fail(s->L, c);
+        return;
+    }
     if (!wsl_conn_is_open(c)) return; /* only logged */
     lua_State *L = s->L;
     bool has_on_error = lua_getglobal(L, "on_error") == LUA_TFUNCTION;
@@ -827,8 +832,10 @@ static void push_request(lua_State *L, const upgrade_call *u)
     push_span(L, req->query);
     lua_setfield(L, -2, "query");
     char peer[64];
-    lua_pushstring(L, wsl_conn_peer(u->c, peer, sizeof peer));
+    lua_pushstring(L, req->remote ? req->remote : wsl_conn_peer(u->c, peer, sizeof peer));
     lua_setfield(L, -2, "remote");
+    lua_pushboolean(L, req->secure);
+    lua_setfield(L, -2, "secure");
     if (req->origin.len) {
         push_span(L, req->origin);
         lua_setfield(L, -2, "origin");
@@ -913,8 +920,68 @@ static void on_upgrade(void *ud, wsl_conn *c, const wsl_request *req, wsl_upgrad
     }
 }
 
+/* ---- on_request ------------------------------------------------------------------------ */
+
+/* on_request's argument. */
+typedef struct request_call {
+    wsl_conn *c;
+    const wsl_http_req *req;
+} request_call;
+
+/* The stack of request_body: the argument, the handler, req, then on_request's results. */
+enum { REQUEST_OBJ = 3 };
+
+/* What on_request returned: status, body, headers is the answer; nothing leaves the request to
+ * req:defer() or to the server (files, 404). A continuation, as upgrade_done is. */
+static int request_done(lua_State *L, int call_status, lua_KContext ctx)
+{
+    (void)call_status;
+    (void)ctx;
+    request_call *rc = lua_touserdata(L, 1);
+    /* Answered inside the handler (req:respond, a failure of what it spawned): results unused. */
+    if (!wsl_conn_request_pending(rc->c) || lua_isnil(L, REQUEST_OBJ + 1)) return 0;
+    wsl_lrequest_answer(L, rc->c, REQUEST_OBJ + 1, "on_request");
+    return 0;
+}
+
+static int request_body(lua_State *L)
+{
+    request_call *rc = lua_touserdata(L, 1);
+    if (!get_handler(L, "on_request")) return 0;
+    wsl_lrequest_push(L, rc->c, rc->req); /* at REQUEST_OBJ */
+    wsl_script_of(L)->req_now = (int)*wsl_conn_request_slot(rc->c);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, REQUEST_OBJ);
+    lua_callk(L, 1, 3, 0, request_done);
+    return request_done(L, LUA_OK, 0);
+}
+
+static void on_request(void *ud, wsl_conn *c, const wsl_http_req *req)
+{
+    wsl_script *s = ud;
+    request_call rc = {.c = c, .req = req};
+    int outer = s->req_now;
+    bool ok = wsl_protect(s, request_body, &rc, "on_request", NULL);
+    s->req_now = outer;
+    if (!ok && wsl_conn_request_pending(c)) {
+        wsl_conn_log(c, WSL_LOG_WARN, "on_request failed: answered 500");
+        wsl_lrequest_fail(s->L, c);
+    } else if (!wsl_conn_request_pending(c) || !wsl_lrequest_deferred(s->L, c)) {
+        wsl_lrequest_release(s->L, c); /* answered, or the server answers: req is done */
+    }
+}
+
+/* A deferred request timed out, or its client left. */
+static void on_request_abandoned(void *ud, wsl_conn *c)
+{
+    wsl_script *s = ud;
+    if (s->L) wsl_lrequest_release(s->L, c);
+}
+
 static void on_release(void *ud, wsl_conn *c)
 {
+    wsl_script *s = ud;
+    if (s->L) wsl_lrequest_release(s->L, c); /* already done, unless something was missed */
     wsl_lconn_release(ud, c);
 }
 
@@ -925,4 +992,6 @@ const wsl_conn_events wsl_script_events = {
     .close = on_close,
     .drain = on_drain,
     .release = on_release,
+    .request = on_request,
+    .request_abandoned = on_request_abandoned,
 };

@@ -1,7 +1,8 @@
 /* What the files of the Lua binding share, and nothing outside the binding includes: the state
  * (struct wsl_script), protected calls, and the conn objects. script.c is the core (state,
- * memory cap, time limit, load and reload, event dispatch); lconn.c the conn object, lws.c the
- * `ws` module, ltimer.c its timers, lhandle.c the box they share. */
+ * memory cap, time limit, load and reload, event dispatch); lconn.c the conn object, lrequest.c
+ * the req object of on_request, lws.c the `ws` module, ltimer.c its timers, lhandle.c the box
+ * they share. */
 #ifndef WSL_SCRIPT_PRIV_H
 #define WSL_SCRIPT_PRIV_H
 
@@ -16,8 +17,9 @@
 #include "script.h"
 #include "server.h"
 
-#define WSL_CONN_MT  "wsluad.conn"
-#define WSL_TIMER_MT "wsluad.timer"
+#define WSL_CONN_MT    "wsluad.conn"
+#define WSL_TIMER_MT   "wsluad.timer"
+#define WSL_REQUEST_MT "wsluad.request"
 
 /* Owned by main: created by wsl_script_new, freed by wsl_script_free after the loop ended. */
 struct wsl_script {
@@ -35,6 +37,7 @@ struct wsl_script {
     uv_timer_t debounce;
     bool watching;
     wsl_conn *conn_now; /* whose handler runs now (NULL: none, or a timer) */
+    int req_now;        /* the req object of the on_request that runs now (a registry ref; 0) */
     bool waiting;       /* the running coroutine of ws.spawn yields to wait (wsl_spawn_waiting) */
     wsl_list sleepers;  /* ws.sleep timers (lspawn.c) */
     wsl_registry *metrics; /* ws.metric's (lmetric.c), freed with the state */
@@ -98,6 +101,22 @@ void wsl_lconn_release(wsl_script *s, wsl_conn *c);
 /* Add header (name in any case) to the table on top of the stack; repeats are joined. */
 void wsl_lconn_add_header(lua_State *L, const char *name, size_t nlen, const char *value,
                           size_t vlen);
+
+/* req objects (lrequest.c). A req object points at its connection while the request waits for
+ * an answer; the connection's request slot holds its registry reference meanwhile. */
+void wsl_lrequest_open(lua_State *L); /* the metatable */
+/* Push a new req object for the request c reports (pinned, in c's request slot). */
+void wsl_lrequest_push(lua_State *L, wsl_conn *c, const wsl_http_req *r);
+/* Answer c's request with the status, body and headers at idx, idx + 1, idx + 2 (c NULL: it is
+ * gone). The result of wsl_conn_respond (WSL_ECLOSED when gone); wrong values answer 500 and
+ * raise an error naming fn. The req object stops answering. */
+int wsl_lrequest_answer(lua_State *L, wsl_conn *c, int idx, const char *fn);
+/* Whether the script called req:defer() on c's waiting request. */
+bool wsl_lrequest_deferred(lua_State *L, wsl_conn *c);
+/* The req object of c stops answering (answered, not deferred, or abandoned). */
+void wsl_lrequest_release(lua_State *L, wsl_conn *c);
+/* A handler failed for c's waiting request: 500, and the req object stops answering. */
+void wsl_lrequest_fail(lua_State *L, wsl_conn *c);
 
 /* The `ws` module (lws.c): pushes it. */
 int wsl_lws_open(lua_State *L);

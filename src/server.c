@@ -63,7 +63,7 @@ static void on_sweep(uv_timer_t *t)
 {
     wsl_server *s = t->data;
     uint64_t now = uv_now(s->loop);
-    for (int i = WSL_LIST_HANDSHAKE; i <= WSL_LIST_CLOSING; i++) {
+    for (int i = WSL_LIST_HANDSHAKE; i < WSL_LIST_COUNT; i++) {
         /* Expiring moves or removes the head, so this ends; bound it anyway against a
          * connection that re-arms itself with a deadline already past. */
         size_t budget = s->lists[i].n;
@@ -427,13 +427,15 @@ int wsl_server_init(wsl_server *s, uv_loop_t *loop, const wsl_options *opt)
 {
     static const wsl_conn_events nobody;
     *s = (wsl_server){.loop = loop, .opt = opt, .events = &nobody, .listen_fd = -1, .spare_fd = -1};
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < WSL_LIST_COUNT; i++)
         wsl_list_init(&s->lists[i].head);
     s->rbuf = malloc(WSL_READ_BUF);
     s->topics = wsl_topics_new();
     if (!s->rbuf || !s->topics) return WSL_ENOMEM;
     s->handshake_ms = (uint64_t)(opt->handshake_timeout * 1000);
     s->idle_ms = (uint64_t)(opt->idle_timeout * 1000);
+    s->keepalive_ms = s->idle_ms ? s->idle_ms : s->handshake_ms;
+    s->request_ms = (uint64_t)(opt->request_timeout * 1000);
     s->max_conns = opt->max_connections ? opt->max_connections : default_max_conns();
 
     uv_check_init(loop, &s->flush_check);
@@ -451,6 +453,8 @@ int wsl_server_init(wsl_server *s, uv_loop_t *loop, const wsl_options *opt)
     if (opt->handshake_timeout > 0 && opt->handshake_timeout < shortest)
         shortest = opt->handshake_timeout;
     if (opt->idle_timeout > 0 && opt->idle_timeout < shortest) shortest = opt->idle_timeout;
+    if (opt->request_timeout > 0 && opt->request_timeout < shortest)
+        shortest = opt->request_timeout;
     uint64_t tick = (uint64_t)(shortest * 1000 / 8);
     if (tick < 10) tick = 10;
     if (tick > 250) tick = 250;
@@ -522,7 +526,7 @@ static void on_shutdown_timeout(uv_timer_t *t)
 {
     wsl_server *s = t->data;
     wsl_conn *c;
-    for (int i = WSL_LIST_HANDSHAKE; i <= WSL_LIST_CLOSING; i++)
+    for (int i = WSL_LIST_HANDSHAKE; i < WSL_LIST_COUNT; i++)
         while ((c = list_head(s, i)))
             wsl_conn_destroy(c);
 }
@@ -559,6 +563,10 @@ void wsl_server_shutdown(wsl_server *s)
     s->nconns++; /* hold finish() back until every connection below is dealt with */
     wsl_conn *c;
     while ((c = list_head(s, WSL_LIST_HANDSHAKE)))
+        wsl_conn_destroy(c);
+    /* Plain HTTP between requests goes too; a request being read or answered has until the
+     * shutdown timeout, and its answer closes the connection. */
+    while ((c = list_head(s, WSL_LIST_KEEPALIVE)))
         wsl_conn_destroy(c);
     /* Every connection leaves the open state before any close handler runs: a handler that
      * tells the others someone left reaches nobody, instead of n handlers sending n frames

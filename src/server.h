@@ -19,7 +19,15 @@
 #define WSL_CLOSE_TIMEOUT_MS    2000 /* wait for the peer's close reply, or its FIN */
 #define WSL_SHUTDOWN_TIMEOUT_MS 3000 /* graceful shutdown gives clients this long */
 
-enum { WSL_LIST_NONE, WSL_LIST_HANDSHAKE, WSL_LIST_OPEN, WSL_LIST_CLOSING };
+enum {
+    WSL_LIST_NONE,
+    WSL_LIST_HANDSHAKE,
+    WSL_LIST_OPEN,
+    WSL_LIST_CLOSING,
+    WSL_LIST_KEEPALIVE, /* plain HTTP between requests (deadline: the idle timeout) */
+    WSL_LIST_REQUEST,   /* a plain request's body or answer (deadline: --request-timeout) */
+    WSL_LIST_COUNT
+};
 
 /* Connections linked through wsl_conn.link, oldest deadline first: every connection in one list
  * has the same timeout, so appending keeps it sorted and the sweep only looks at the head. */
@@ -52,8 +60,8 @@ typedef struct wsl_server {
 
     /* Indexed by WSL_LIST_*: HANDSHAKE (deadline = accept + handshake timeout), OPEN (deadline =
      * last input + idle timeout; also the set broadcast walks), CLOSING (RESPONDING and CLOSING
-     * connections; deadline = close timeout). */
-    wsl_conn_list lists[4];
+     * connections; deadline = close timeout), KEEPALIVE, REQUEST. */
+    wsl_conn_list lists[WSL_LIST_COUNT];
     wsl_conn *dirty;
     wsl_conn **by_id; /* open connections by id: open addressing, linear probing */
     size_t by_id_cap; /* a power of two, or 0 */
@@ -61,7 +69,7 @@ typedef struct wsl_server {
     unsigned max_conns;
     uint64_t next_id;
 
-    uint64_t handshake_ms, idle_ms;
+    uint64_t handshake_ms, idle_ms, keepalive_ms, request_ms; /* the lists' timeouts */
     uint8_t *rbuf; /* WSL_READ_BUF bytes shared by every read */
     bool stopping;
     void (*on_stopped)(struct wsl_server *); /* set by main: shutdown finished */

@@ -101,7 +101,8 @@ static const char *content_type(const char *file)
 /* Formats the head (and room for body_len bytes after it) in one allocation. `location`, when not
  * NULL, is the raw request path; the redirect adds the missing slash to it. */
 static int build(int status, const char *ctype, const char *location, size_t location_len,
-                 size_t body_len, bool head, char **out, size_t *out_len, size_t *body_at)
+                 size_t body_len, bool head, const char *connection, char **out, size_t *out_len,
+                 size_t *body_at)
 {
     static const char fmt[] = "HTTP/1.1 %d %s\r\n"
                               "Content-Type: %s\r\n"
@@ -109,14 +110,16 @@ static int build(int status, const char *ctype, const char *location, size_t loc
                               "%s%.*s%s"
                               "X-Content-Type-Options: nosniff\r\n"
                               "Cache-Control: no-cache\r\n"
-                              "Connection: close\r\n"
+                              "%s%s%s"
                               "\r\n";
     const char *lpre = location ? "Location: " : "";
     const char *lpost = location ? "/\r\n" : "";
     int loc_len = location ? (int)location_len : 0;
     const char *loc = location ? location : "";
-    int hlen =
-        snprintf(NULL, 0, fmt, status, reason(status), ctype, body_len, lpre, loc_len, loc, lpost);
+    const char *cpre = connection ? "Connection: " : "", *cpost = connection ? "\r\n" : "";
+    if (!connection) connection = "";
+    int hlen = snprintf(NULL, 0, fmt, status, reason(status), ctype, body_len, lpre, loc_len, loc,
+                        lpost, cpre, connection, cpost);
     if (hlen < 0) return -1;
     size_t total = (size_t)hlen + (head ? 0 : body_len);
     char *p = malloc(total + 1); /* +1: snprintf writes a NUL after the head */
@@ -126,7 +129,7 @@ static int build(int status, const char *ctype, const char *location, size_t loc
         return -1;
     }
     snprintf(p, (size_t)hlen + 1, fmt, status, reason(status), ctype, body_len, lpre, loc_len, loc,
-             lpost);
+             lpost, cpre, connection, cpost);
     *out = p;
     *out_len = total;
     *body_at = (size_t)hlen;
@@ -135,13 +138,13 @@ static int build(int status, const char *ctype, const char *location, size_t loc
 
 /* Errors and redirects carry their reason as a short text body. */
 static int respond_text(int status, const char *location, size_t location_len, bool head,
-                        char **out, size_t *out_len)
+                        const char *connection, char **out, size_t *out_len)
 {
     const char *r = reason(status);
     size_t rlen = strlen(r);
     size_t at;
-    if (build(status, "text/plain; charset=utf-8", location, location_len, rlen + 1, head, out,
-              out_len, &at) < 0)
+    if (build(status, "text/plain; charset=utf-8", location, location_len, rlen + 1, head,
+              connection, out, out_len, &at) < 0)
         return -1;
     if (!head) {
         memcpy(*out + at, r, rlen);
@@ -254,8 +257,8 @@ static bool read_all(int fd, char *dst, size_t len)
     return true;
 }
 
-int wsl_static_respond(const wsl_static *s, const char *path, size_t len, bool head, char **out,
-                       size_t *out_len)
+int wsl_static_respond(const wsl_static *s, const char *path, size_t len, bool head,
+                       const char *connection, char **out, size_t *out_len)
 {
     *out = NULL;
     *out_len = 0;
@@ -266,44 +269,49 @@ int wsl_static_respond(const wsl_static *s, const char *path, size_t len, bool h
             break;
         }
     }
-    if (len == 0 || path[0] != '/') return respond_text(400, NULL, 0, head, out, out_len);
+    if (len == 0 || path[0] != '/')
+        return respond_text(400, NULL, 0, head, connection, out, out_len);
 
     char norm[PATH_MAX];
     long nlen = wsl_static_normalize(path, len, norm, sizeof norm);
     /* Leaving the root, or a name too long to exist, is a file that is not there. */
-    if (nlen < 0) return respond_text(nlen == -EINVAL ? 400 : 404, NULL, 0, head, out, out_len);
+    if (nlen < 0)
+        return respond_text(nlen == -EINVAL ? 400 : 404, NULL, 0, head, connection, out, out_len);
 
     bool want_dir = norm[nlen - 1] == '/';
     char full[PATH_MAX];
     int n = snprintf(full, sizeof full, "%s%s%s", s->root, norm, want_dir ? "index.html" : "");
-    if (n < 0 || (size_t)n >= sizeof full) return respond_text(404, NULL, 0, head, out, out_len);
+    if (n < 0 || (size_t)n >= sizeof full)
+        return respond_text(404, NULL, 0, head, connection, out, out_len);
 
     char resolved[PATH_MAX];
     if (!realpath(full, resolved))
-        return respond_text(errno_status(errno), NULL, 0, head, out, out_len);
+        return respond_text(errno_status(errno), NULL, 0, head, connection, out, out_len);
     /* A symlink leading out of the root: as if the file were not there. */
-    if (!inside_root(s, resolved)) return respond_text(404, NULL, 0, head, out, out_len);
+    if (!inside_root(s, resolved))
+        return respond_text(404, NULL, 0, head, connection, out, out_len);
 
     /* O_NONBLOCK: opening a FIFO someone left in the directory must not hang the server. */
     int fd = open(resolved, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
-    if (fd < 0) return respond_text(errno_status(errno), NULL, 0, head, out, out_len);
+    if (fd < 0) return respond_text(errno_status(errno), NULL, 0, head, connection, out, out_len);
     struct stat st;
     int status;
     if (fstat(fd, &st) != 0) {
-        status = respond_text(500, NULL, 0, head, out, out_len);
+        status = respond_text(500, NULL, 0, head, connection, out, out_len);
     } else if (S_ISDIR(st.st_mode) && !want_dir) {
-        status = respond_text(301, path, len, head, out, out_len);
+        status = respond_text(301, path, len, head, connection, out, out_len);
     } else if (!S_ISREG(st.st_mode)) {
-        status = respond_text(404, NULL, 0, head, out, out_len);
+        status = respond_text(404, NULL, 0, head, connection, out, out_len);
     } else if ((unsigned long long)st.st_size > WSL_STATIC_MAX_FILE) {
-        status = respond_text(403, NULL, 0, head, out, out_len);
+        status = respond_text(403, NULL, 0, head, connection, out, out_len);
     } else {
         size_t size = (size_t)st.st_size;
         size_t at;
-        status = build(200, content_type(resolved), NULL, 0, size, head, out, out_len, &at);
+        status =
+            build(200, content_type(resolved), NULL, 0, size, head, connection, out, out_len, &at);
         if (status == 200 && !head && !read_all(fd, *out + at, size)) {
             free(*out);
-            status = respond_text(500, NULL, 0, head, out, out_len);
+            status = respond_text(500, NULL, 0, head, connection, out, out_len);
         }
     }
     close(fd);

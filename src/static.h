@@ -30,11 +30,12 @@ void wsl_static_close(wsl_static *s);
 long wsl_static_normalize(const char *path, size_t len, char *out, size_t cap);
 
 /* Build the whole response for a raw (percent-encoded) request path: status line, Content-Type,
- * Content-Length, Connection: close, and the body unless `head`. Returns the HTTP status (200,
+ * Content-Length, "Connection: <connection>" unless it is NULL ("close", "keep-alive"), and the
+ * body unless `head`. Returns the HTTP status (200,
  * 301 for a directory without its trailing slash, 400 for a malformed path, 403 for a file that
  * cannot be read or is too large, 404 for a missing one or a path leaving the root, 500); *out is
  * malloc'd and the caller frees it; on allocation failure returns -1 and *out is NULL. */
-int wsl_static_respond(const wsl_static *s, const char *path, size_t len, bool head, char **out,
-                       size_t *out_len);
+int wsl_static_respond(const wsl_static *s, const char *path, size_t len, bool head,
+                       const char *connection, char **out, size_t *out_len);
 
 #endif

@@ -4,9 +4,10 @@
     check_docs.py agreement    --help, the man page's OPTIONS, README.md and the real parser agree
     check_docs.py man_lint     groff -man -ww -z and mandoc -Tlint report nothing
     check_docs.py man_example  the man page's EXAMPLES holds lua/chat.lua verbatim
-    check_docs.py man_api      every handler, conn method and field, ws function and field,
-                               timer method, ws.options key and on_upgrade req field that
-                               the Lua binding defines is documented in the man page
+    check_docs.py man_api      every handler, conn method and field, req method and field,
+                               ws function and field, timer method, ws.options key and
+                               on_upgrade req field that the Lua binding defines is
+                               documented in the man page
     check_docs.py print_example   prints lua/chat.lua as roff, to paste into EXAMPLES
 
 Environment: WSLUAD_BIN (the built wsluad), WSLUAD_SRC (the source tree).
@@ -27,8 +28,8 @@ MAN = os.path.join(SRC, "man", "wsluad.1")
 CHAT = os.path.join(SRC, "lua", "chat.lua")
 # The Lua binding: the core and one file per Lua type.
 BINDING = [os.path.join(SRC, "src", f)
-           for f in ("script.c", "lconn.c", "lws.c", "ltimer.c", "lspawn.c", "lredis.c",
-                     "lmetric.c")]
+           for f in ("script.c", "lconn.c", "lrequest.c", "lws.c", "ltimer.c", "lspawn.c",
+                     "lredis.c", "lmetric.c")]
 
 failures = []
 
@@ -166,7 +167,8 @@ def man_options(src):
 
 # A value each kind of argument accepts, and one it must refuse.
 GOOD_VALUE = {"HOST:PORT": "127.0.0.1:0", "BYTES": "64K", "N": "100", "SEC": "0.5",
-              "URL": "redis://127.0.0.1:6379", "NAME": "test", "FORMAT": "json"}
+              "URL": "redis://127.0.0.1:6379", "NAME": "test", "FORMAT": "json",
+              "CIDRS": "127.0.0.1/32,::1"}
 # Options for which the value of their kind is wrong: more than one worker needs --redis.
 GOOD_OPTION_VALUE = {"workers": "1"}
 BAD_VALUE = "bogus"
@@ -360,12 +362,14 @@ def check_man_api():
     docs = {
         "LUA HANDLERS": prose(section(src, "LUA HANDLERS")),
         "CONNECTION OBJECT": prose(section(src, "CONNECTION OBJECT")),
+        "REQUEST OBJECT": prose(section(src, "REQUEST OBJECT")),
         "THE WS MODULE": prose(section(src, "THE WS MODULE")),
     }
     want = []  # (what the man page must contain, in which section, where it came from)
 
     # luaL_Reg tables: the functions scripts call.
     prefixes = {"conn_methods": ("conn:", "CONNECTION OBJECT"), "fns": ("ws.", "THE WS MODULE"),
+                "req_methods": ("req:", "REQUEST OBJECT"),
                 "logs": ("ws.log.", "THE WS MODULE"),
                 "timer_methods": ("handle:", "THE WS MODULE"),
                 "metric_fns": ("ws.metric.", "THE WS MODULE"),
@@ -407,6 +411,8 @@ def check_man_api():
         want.append((key, "THE WS MODULE", "push_options (ws.options)"))
     for fld in setfields(function_body(c, "push_request")):
         want.append((fld, "LUA HANDLERS", "upgrade_body (on_upgrade's req)"))
+    for fld in setfields(function_body(c, "wsl_lrequest_push")):
+        want.append(("req." + fld, "REQUEST OBJECT", "wsl_lrequest_push (on_request's req)"))
 
     for text, sec, origin in want:
         found = (re.search(r"\b%s" % re.escape(text), docs[sec]) if text[0].isalnum()

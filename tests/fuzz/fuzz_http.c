@@ -1,15 +1,20 @@
-/* libFuzzer target for the request head parser and the answers (src/http.c, with
- * src/handshake.c behind it): arbitrary bytes as the start of a connection. Every span must lie
- * inside the buffer, each kind must satisfy its promises, parsing must be stable (the head
- * alone classifies the same), and the answers must build within their capacity. */
+/* libFuzzer target for the request head parser, the body decoder and the answers (src/http.c,
+ * with src/handshake.c behind it), and the client a trusted proxy names (src/proxy.c): arbitrary
+ * bytes as the start of a connection. Every span must lie inside the buffer, each kind must
+ * satisfy its promises, parsing must be stable (the head alone classifies the same), a body
+ * decodes the same however its bytes are split (and the input decodes as a chunked body too),
+ * and the answers must build within their capacity. */
+#include <arpa/inet.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "handshake.h"
 #include "fuzz.h"
 #include "http.h"
+#include "proxy.h"
 
 static void span_inside(wsl_span s, const char *buf, size_t len)
 {
@@ -43,28 +48,97 @@ static void check_request(const wsl_request *req, wsl_req_kind k, const char *bu
         ASSERT(!memmem(buf, len, "\r\n\r\n", 4));
         break;
     case WSL_REQ_ERROR:
-        ASSERT(req->status == 400 || req->status == 405 || req->status == 426 ||
-               req->status == 431 || req->status == 505);
+        ASSERT(req->status == 400 || req->status == 405 || req->status == 417 ||
+               req->status == 426 || req->status == 431 || req->status == 501 ||
+               req->status == 505);
         ASSERT(req->error && req->error[0]);
         break;
     case WSL_REQ_UPGRADE:
-    case WSL_REQ_FILE:
+    case WSL_REQ_PLAIN:
         ASSERT(req->head_len >= 4 && req->head_len <= len && req->head_len <= WSL_HTTP_MAX_HEAD);
         ASSERT(memcmp(buf + req->head_len - 4, "\r\n\r\n", 4) == 0);
         ASSERT(req->method.len > 0);
-        ASSERT(req->path.len > 0 && req->path.p[0] == '/');
+        ASSERT(req->path.len > 0 &&
+               (req->path.p[0] == '/' || (req->path.len == 1 && req->path.p[0] == '*')));
         span_inside(req->path, buf, req->head_len);
         if (k == WSL_REQ_UPGRADE) {
             ASSERT(wsl_handshake_key_valid(req->key.p, req->key.len));
             ASSERT(req->method.len == 3 && memcmp(req->method.p, "GET", 3) == 0);
+            ASSERT(req->body == WSL_BODY_NONE);
         } else {
             ASSERT(req->key.len == 0);
             ASSERT(wsl_http_header(req, "upgrade") == NULL);
+            /* A body only as Content-Length or chunked, never both, never in HTTP/1.0 chunked. */
+            ASSERT(req->body <= WSL_BODY_CHUNKED);
+            ASSERT((req->body == WSL_BODY_LENGTH) == (req->content_length > 0));
+            if (req->body == WSL_BODY_CHUNKED) {
+                ASSERT(!req->http10);
+                ASSERT(!wsl_http_header(req, "content-length"));
+            }
+            if (req->keep_alive && req->http10) ASSERT(wsl_http_header(req, "connection"));
+            ASSERT(!(req->head && req->get));
         }
         break;
     default:
         ASSERT(0);
     }
+}
+
+/* Decode p[0..n) as req's body in pieces of `step` bytes: the decoded bytes into out (n bytes
+ * at most), the last event, and the bytes consumed when it was DONE. */
+static wsl_body_event decode(const wsl_request *req, const char *p, size_t n, size_t step,
+                             char *out, size_t *out_len, size_t *consumed)
+{
+    wsl_http_body b;
+    wsl_http_body_init(&b, req);
+    size_t off = 0;
+    *out_len = 0;
+    wsl_body_event ev = WSL_BODY_MORE;
+    while (true) {
+        size_t end = off + step < n ? off + step : n;
+        for (;;) {
+            size_t used;
+            wsl_span d;
+            ev = wsl_http_body_next(&b, p + off, end - off, &used, &d);
+            ASSERT(used <= end - off);
+            if (ev == WSL_BODY_DATA) {
+                ASSERT(d.len > 0 && d.p >= p + off && d.p + d.len == p + off + used);
+                ASSERT(*out_len + d.len <= n);
+                memcpy(out + *out_len, d.p, d.len);
+                *out_len += d.len;
+            } else {
+                ASSERT(d.len == 0);
+            }
+            off += used;
+            if (ev == WSL_BODY_MORE) ASSERT(off == end);
+            if (ev != WSL_BODY_DATA) break;
+        }
+        if (ev != WSL_BODY_MORE || off == n) break;
+    }
+    *consumed = off;
+    if (req->body == WSL_BODY_LENGTH) {
+        ASSERT(*out_len <= req->content_length);
+        ASSERT((ev == WSL_BODY_DONE) == (*out_len == req->content_length));
+        ASSERT(ev != WSL_BODY_BAD);
+    }
+    return ev;
+}
+
+/* The same stream must decode the same whole, byte by byte and in pieces of another size. */
+static void check_body(const wsl_request *req, const char *p, size_t n, size_t step)
+{
+    char *a = malloc(n + 1), *b = malloc(n + 1);
+    ASSERT(a && b);
+    size_t alen, blen, aused, bused;
+    wsl_body_event ea = decode(req, p, n, n ? n : 1, a, &alen, &aused);
+    size_t steps[] = {1, step ? step : 1};
+    for (size_t i = 0; i < 2; i++) {
+        wsl_body_event eb = decode(req, p, n, steps[i], b, &blen, &bused);
+        ASSERT(ea == eb && alen == blen && memcmp(a, b, alen) == 0);
+        if (ea == WSL_BODY_DONE || ea == WSL_BODY_BAD) ASSERT(aused == bused);
+    }
+    free(a);
+    free(b);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -80,7 +154,54 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_request(&req, k, buf, size);
 
     char out[WSL_HTTP_MAX_HEAD + 1024];
-    if (k == WSL_REQ_UPGRADE || k == WSL_REQ_FILE) {
+    size_t step = size ? data[size - 1] % 17 + 1 : 1;
+    if (k == WSL_REQ_PLAIN) check_body(&req, buf + req.head_len, size - req.head_len, step);
+    /* The whole input as a chunked body too, so the fuzzer reaches the decoder directly. */
+    static const char te[] = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    static wsl_request chunked;
+    if (chunked.kind != WSL_REQ_PLAIN)
+        ASSERT(wsl_http_parse(&chunked, te, sizeof te - 1) == WSL_REQ_PLAIN);
+    check_body(&chunked, buf, size, step);
+
+    if (k == WSL_REQ_PLAIN) {
+        /* The client a trusted proxy names is an address that formats and parses back. */
+        static wsl_cidr trust[2];
+        static size_t ntrust;
+        char why[128];
+        if (!ntrust)
+            ASSERT(wsl_proxy_parse("10.0.0.0/8,::1", trust, 2, &ntrust, why, sizeof why) == 0);
+        wsl_ipaddr client, again_ip;
+        bool secure = false;
+        if (wsl_proxy_client(trust, ntrust, &req, &client, &secure)) {
+            char ip[WSL_IP_STRLEN];
+            wsl_ip_format(&client, ip, sizeof ip);
+            ASSERT(wsl_ip_parse(ip, strlen(ip), &again_ip));
+            ASSERT(again_ip.v4 == client.v4 && memcmp(again_ip.b, client.b, 16) == 0);
+        }
+        /* Its header values as an answer's header block when they may be one. */
+        size_t hl = 0;
+        char block[WSL_HTTP_MAX_HEAD + 512];
+        for (size_t i = 0; i < req.nheaders; i++) {
+            const wsl_header *h = &req.headers[i];
+            /* as the binding does: no Content-Length of its own, and values that may be sent */
+            if (!wsl_http_field_value(h->value.p, h->value.len) ||
+                (h->name.len == 14 && strncasecmp(h->name.p, "content-length", 14) == 0))
+                continue;
+            hl += (size_t)snprintf(block + hl, sizeof block - hl, "%.*s: %.*s\r\n",
+                                   (int)h->name.len, h->name.p, (int)h->value.len, h->value.p);
+            ASSERT(hl < sizeof block);
+        }
+        int status = 100 + (int)(size % 500);
+        size_t n = wsl_http_answer_head(out, sizeof out, status, block, hl, size, size & 3);
+        if (n) {
+            ASSERT(n == strlen(out) && memcmp(out + n - 4, "\r\n\r\n", 4) == 0);
+            ASSERT(memmem(out, n, "\r\n\r\n", 4) == out + n - 4); /* one head, no early end */
+            ASSERT((strstr(out, "\r\nContent-Length: ") != NULL) ==
+                   wsl_http_status_has_body(status));
+        }
+    }
+
+    if (k == WSL_REQ_UPGRADE || k == WSL_REQ_PLAIN) {
         /* The head alone says the same: bytes after it never matter. */
         wsl_req_kind k2 = wsl_http_parse(&again, buf, req.head_len);
         check_request(&again, k2, buf, req.head_len);

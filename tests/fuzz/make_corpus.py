@@ -145,6 +145,13 @@ def http_seeds():
         "long-header": b"GET / HTTP/1.1\r\nHost: h\r\nX-Long: " + b"a" * 8200 + b"\r\n\r\n",
         "incomplete": b"GET /slow HTTP/1.1\r\nHost: h\r\nUser-Age",
         "nul-in-header": b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x00b\r\n\r\n",
+        "post-length": b"POST /publish?topic=news HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer s\r\nContent-Length: 11\r\n\r\nhello world",
+        "post-chunked": b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        "put-expect": b"PUT /x HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
+        "delete-keepalive-10": b"DELETE /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        "options-asterisk": b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+        "proxied": b"GET /describe HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 203.0.113.7, [2001:db8::1]:80, 10.0.0.1\r\nX-Real-IP: 198.51.100.2\r\nX-Forwarded-Proto: https\r\n\r\n",
+        "chunk-body-only": b"1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n",
     }
     for name, data in seeds.items():
         write("http", name, data)

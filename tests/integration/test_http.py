@@ -1,5 +1,5 @@
 """Plain HTTP: the upgrade's error answers (400, 405, 426, 404) and the static file handler
-with its traversal guard."""
+with its traversal guard. (Requests the script answers, keep-alive and pipelining: test_request.py.)"""
 
 import os
 import socket
@@ -13,7 +13,8 @@ from wsclient import handshake_request, read_http_response
 
 def exchange(server, raw):
     """Send raw bytes; return (status, headers, body) and check that the server then closes
-    the connection (plain HTTP answers carry Connection: close)."""
+    the connection (error answers carry Connection: close, and so does any answer to a request
+    that says Connection: close)."""
     with socket.create_connection((HOST, server.port), timeout=wsclient.DEFAULT_TIMEOUT) as s:
         s.sendall(raw)
         status, headers, body, rest = read_http_response(s)
@@ -101,10 +102,11 @@ def test_upgrade_with_other_method_405(server, method):
     check_error(*exchange(server, upgrade(server, method=method)), 405)
 
 
-def test_plain_post_405(server):
+def test_plain_post_without_on_request_404(server):
+    # Methods other than GET and HEAD are for on_request; without it, nothing is there.
     raw = (f"POST /index.html HTTP/1.1\r\nHost: {HOST}:{server.port}\r\n"
-           f"Content-Length: 3\r\n\r\nabc").encode()
-    check_error(*exchange(server, raw), 405)
+           f"Connection: close\r\nContent-Length: 3\r\n\r\nabc").encode()
+    check_error(*exchange(server, raw), 404)
 
 
 def test_connection_token_list_case_insensitive(server):
@@ -114,8 +116,11 @@ def test_connection_token_list_case_insensitive(server):
 
 
 def test_static_none_plain_get_404(server):
-    check_error(*exchange(server, f"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()), 404)
-    check_error(*exchange(server, f"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n".encode()), 404)
+    close = "Connection: close\r\n"
+    check_error(*exchange(server, f"GET / HTTP/1.1\r\nHost: {HOST}\r\n{close}\r\n".encode()),
+                404)
+    check_error(*exchange(server, f"GET /index.html HTTP/1.1\r\nHost: x\r\n{close}\r\n".encode()),
+                404)
 
 
 def test_server_survives_http_errors(server):
@@ -159,7 +164,8 @@ def static(tmp_path_factory):
 
 
 def get(server, path):
-    return exchange(server, f"GET {path} HTTP/1.1\r\nHost: {HOST}:{server.port}\r\n\r\n".encode())
+    return exchange(server, f"GET {path} HTTP/1.1\r\nHost: {HOST}:{server.port}\r\n"
+                            f"Connection: close\r\n\r\n".encode())
 
 
 @pytest.mark.parametrize("name", sorted(FILES))

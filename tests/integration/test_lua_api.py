@@ -306,7 +306,8 @@ def test_ws_get_many_connections_some_closed():
 # said. No other spelling is looked for: a field that moved or was renamed fails here.
 DOCUMENTED_OPTIONS = ["listen", "address", "static", "max_message", "max_backpressure",
                       "max_connections", "lua_memory", "handshake_timeout", "idle_timeout",
-                      "handler_timeout", "reload", "verbosity"]
+                      "handler_timeout", "max_request_body", "request_timeout", "reload",
+                      "verbosity"]
 
 
 def project_version():
@@ -330,7 +331,7 @@ def test_ws_options_every_field_from_the_command_line(tmp_path):
     with Server("probe.lua", "--static", str(www), "--max-message", "12345",
                 "--max-backpressure", "777K", "--max-connections", "77", "--lua-memory", "64M",
                 "--handshake-timeout", "3.5", "--idle-timeout", "42", "--handler-timeout", "1.5",
-                "--reload", "-v") as s:
+                "--max-request-body", "3K", "--request-timeout", "7.5", "--reload", "-v") as s:
         c = s.connect()
         o = options(c)
         assert o == {
@@ -344,6 +345,8 @@ def test_ws_options_every_field_from_the_command_line(tmp_path):
             "handshake_timeout": ("float", "3.5"),
             "idle_timeout": ("float", "42.0"),
             "handler_timeout": ("float", "1.5"),
+            "max_request_body": ("integer", "3072"),
+            "request_timeout": ("float", "7.5"),
             "reload": ("boolean", "true"),
             "verbosity": ("integer", "1"),
         }
@@ -371,6 +374,8 @@ def test_ws_options_defaults_and_other_values():
         assert o["handshake_timeout"] == ("float", "10.0")
         assert o["idle_timeout"] == ("float", "60.0")
         assert o["handler_timeout"] == ("float", "2.0")
+        assert o["max_request_body"] == ("integer", str(1 << 20))
+        assert o["request_timeout"] == ("float", "30.0")
         # Derived from the open-file limit: the soft limit raised to the hard one (an unlimited
         # one counts as 1048576), less 64 descriptors of headroom.
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]

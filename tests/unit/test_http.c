@@ -1,6 +1,8 @@
 /* Unit tests for src/http.c: the upgrade request and every way to get it wrong (each HTTP
- * status), case-insensitive tokens, incomplete heads, limits, smuggling shapes, bytes
- * pipelined after the head, and the answers it writes. */
+ * status), plain requests of any method with their body framing, keep-alive and Expect,
+ * case-insensitive tokens, incomplete heads, limits, smuggling shapes, bytes pipelined after the
+ * head, the body decoder (Content-Length and chunked, fed in every split), and the answers it
+ * writes. */
 #include <stdlib.h>
 
 #include "handshake.h"
@@ -91,7 +93,7 @@ static void test_incomplete_and_pipelined(void)
     /* Even when they happen to look like HTTP. */
     char two[256];
     snprintf(two, sizeof two, "GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
-    CHECK_EQ(parse(two), WSL_REQ_FILE);
+    CHECK_EQ(parse(two), WSL_REQ_PLAIN);
     CHECK_EQ(req.head_len, strlen("GET /a HTTP/1.1\r\nHost: h\r\n\r\n"));
     CHECK_MEM(req.path.p, req.path.len, "/a");
 }
@@ -207,35 +209,280 @@ static void test_upgrade_errors(void)
 
 static void test_plain_requests(void)
 {
-    CHECK_EQ(parse("GET /index.html HTTP/1.1\r\nHost: h\r\n\r\n"), WSL_REQ_FILE);
+    CHECK_EQ(parse("GET /index.html HTTP/1.1\r\nHost: h\r\n\r\n"), WSL_REQ_PLAIN);
     CHECK(!req.head);
     CHECK_MEM(req.path.p, req.path.len, "/index.html");
     CHECK_EQ(req.query.len, 0);
-    CHECK_EQ(parse("HEAD /x?y HTTP/1.1\r\nHost: h\r\n\r\n"), WSL_REQ_FILE);
+    CHECK_EQ(parse("HEAD /x?y HTTP/1.1\r\nHost: h\r\n\r\n"), WSL_REQ_PLAIN);
     CHECK(req.head);
     CHECK_MEM(req.query.p, req.query.len, "y");
-    CHECK_EQ(parse("GET /q? HTTP/1.1\r\nHost: h\r\n\r\n"), WSL_REQ_FILE);
+    CHECK_EQ(parse("GET /q? HTTP/1.1\r\nHost: h\r\n\r\n"), WSL_REQ_PLAIN);
     CHECK_MEM(req.path.p, req.path.len, "/q");
     CHECK_EQ(req.query.len, 0);
-    CHECK_EQ(parse("GET / HTTP/1.0\r\n\r\n"), WSL_REQ_FILE); /* HTTP/1.0 needs no Host */
+    CHECK_EQ(parse("GET / HTTP/1.0\r\n\r\n"), WSL_REQ_PLAIN); /* HTTP/1.0 needs no Host */
     /* A Sec-WebSocket-Key without Upgrade is just a GET. */
     CHECK_EQ(parse("GET / HTTP/1.1\r\nHost: h\r\nSec-WebSocket-Key: " KEY "\r\n\r\n"),
-             WSL_REQ_FILE);
+             WSL_REQ_PLAIN);
     CHECK_EQ(req.key.len, 0);
-    CHECK_EQ(parse("GET / HTTP/1.1\r\nHost: h\r\nOrigin: null\r\n\r\n"), WSL_REQ_FILE);
+    CHECK_EQ(parse("GET / HTTP/1.1\r\nHost: h\r\nOrigin: null\r\n\r\n"), WSL_REQ_PLAIN);
     CHECK_MEM(req.origin.p, req.origin.len, "null");
 
-    EXPECT_STATUS(parse("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"), 405);
-    EXPECT_STATUS(parse("DELETE / HTTP/1.1\r\nHost: h\r\n\r\n"), 405);
-    EXPECT_STATUS(parse("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n"), 405);
-    EXPECT_STATUS(parse("CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n"), 405);
+    /* Any method, any body: the script decides. */
+    CHECK_EQ(parse("POST /p?t=x HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"),
+             WSL_REQ_PLAIN);
+    CHECK_MEM(req.method.p, req.method.len, "POST");
+    CHECK_MEM(req.path.p, req.path.len, "/p");
+    CHECK_MEM(req.query.p, req.query.len, "t=x");
+    CHECK_EQ(req.body, WSL_BODY_LENGTH);
+    CHECK_EQ(req.content_length, 2);
+    CHECK(!req.get && !req.head);
+    CHECK_EQ(req.head_len, strlen("POST /p?t=x HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n"));
+    CHECK_EQ(parse("DELETE /x HTTP/1.1\r\nHost: h\r\n\r\n"), WSL_REQ_PLAIN);
+    CHECK_EQ(req.body, WSL_BODY_NONE);
+    CHECK_EQ(parse("PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"),
+             WSL_REQ_PLAIN);
+    CHECK_EQ(req.body, WSL_BODY_CHUNKED);
+    CHECK_EQ(parse("PATCH /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: CHUNKED\r\n\r\n"),
+             WSL_REQ_PLAIN);
+    CHECK_EQ(req.body, WSL_BODY_CHUNKED);
+    CHECK_EQ(parse("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n"), WSL_REQ_PLAIN);
+    CHECK_MEM(req.path.p, req.path.len, "*");
+    EXPECT_STATUS(parse("GET * HTTP/1.1\r\nHost: h\r\n\r\n"), 400); /* '*' is for OPTIONS */
+    EXPECT_STATUS(parse("CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n"), 501);
     EXPECT_STATUS(parse("GET / HTTP/1.1\r\n\r\n"), 400); /* HTTP/1.1 without Host */
     EXPECT_STATUS(parse("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
-    EXPECT_STATUS(parse("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n"), 400);
-    EXPECT_STATUS(parse("HEAD / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
-    CHECK_EQ(parse("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"), WSL_REQ_FILE);
+    CHECK_EQ(parse("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n"), WSL_REQ_PLAIN);
+    CHECK(req.get);
+    CHECK_EQ(req.content_length, 10);
+    CHECK_EQ(parse("HEAD / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"),
+             WSL_REQ_PLAIN);
+    CHECK(req.head);
+    CHECK_EQ(parse("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"), WSL_REQ_PLAIN);
+    CHECK_EQ(req.body, WSL_BODY_NONE);
     EXPECT_STATUS(parse("GET / HTTP/2.0\r\nHost: h\r\n\r\n"), 505);
     EXPECT_STATUS(parse("GET / HTTP/1.2\r\nHost: h\r\n\r\n"), 505);
+}
+
+/* Transfer-Encoding and Content-Length together, codings we do not decode, HTTP/1.0 with
+ * Transfer-Encoding: the shapes request smuggling is made of. */
+static void test_framing(void)
+{
+    EXPECT_STATUS(parse("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n"), 400);
+    EXPECT_STATUS(parse("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+                  400);
+    EXPECT_STATUS(parse("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+                  501);
+    EXPECT_STATUS(parse("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n"
+                        "Transfer-Encoding: chunked\r\n\r\n"),
+                  501);
+    EXPECT_STATUS(parse("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+                        "Content-Length: 3\r\n\r\n"),
+                  400);
+    EXPECT_STATUS(parse("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+    EXPECT_STATUS(parse("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n"
+                        "Content-Length: 2\r\n\r\n"),
+                  400);
+    CHECK_EQ(parse("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 18446744073709551615\r\n\r\n"),
+             WSL_REQ_PLAIN);
+    CHECK_EQ(req.content_length, 18446744073709551615ull);
+    EXPECT_STATUS(
+        parse("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 18446744073709551616\r\n\r\n"), 400);
+
+    /* Keep-alive: 1.1 unless "close", 1.0 only when asked. */
+    CHECK_EQ(parse("GET / HTTP/1.1\r\nHost: h\r\n\r\n"), WSL_REQ_PLAIN);
+    CHECK(req.keep_alive && !req.http10);
+    CHECK_EQ(parse("GET / HTTP/1.1\r\nHost: h\r\nConnection: Close\r\n\r\n"), WSL_REQ_PLAIN);
+    CHECK(!req.keep_alive);
+    CHECK_EQ(parse("GET / HTTP/1.1\r\nHost: h\r\nConnection: foo, close\r\n\r\n"), WSL_REQ_PLAIN);
+    CHECK(!req.keep_alive);
+    CHECK_EQ(parse("GET / HTTP/1.0\r\n\r\n"), WSL_REQ_PLAIN);
+    CHECK(!req.keep_alive && req.http10);
+    CHECK_EQ(parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"), WSL_REQ_PLAIN);
+    CHECK(req.keep_alive && req.http10);
+
+    /* Expect: only 100-continue. */
+    CHECK_EQ(parse("PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\n"
+                   "Content-Length: 5\r\n\r\n"),
+             WSL_REQ_PLAIN);
+    CHECK(req.expect_100);
+    CHECK_EQ(parse("PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n"), WSL_REQ_PLAIN);
+    CHECK(!req.expect_100);
+    EXPECT_STATUS(parse("PUT / HTTP/1.1\r\nHost: h\r\nExpect: 200-ok\r\n\r\n"), 417);
+}
+
+/* Feed body bytes to a fresh decoder in pieces of `step` bytes (the rest of the stream is kept,
+ * as the connection does); returns the decoded body, or "BAD" / "MORE" / "OVER:<rest>" when it
+ * ended before the whole input (the bytes after the body). */
+static const char *decode(const char *head, const char *body, size_t body_len, size_t step)
+{
+    static char out[20000];
+    wsl_request r;
+    CHECK_EQ(wsl_http_parse(&r, head, strlen(head)), WSL_REQ_PLAIN);
+    wsl_http_body b;
+    wsl_http_body_init(&b, &r);
+    size_t n = 0, fed = 0, have = 0;
+    static char pending[20000];
+    while (true) {
+        /* the decoder sees whatever is not consumed yet, plus the next step */
+        size_t add = fed + step <= body_len ? step : body_len - fed;
+        memcpy(pending + have, body + fed, add);
+        fed += add;
+        have += add;
+        size_t off = 0;
+        for (;;) {
+            size_t used;
+            wsl_span d;
+            wsl_body_event ev = wsl_http_body_next(&b, pending + off, have - off, &used, &d);
+            CHECK(used <= have - off);
+            if (ev == WSL_BODY_DATA) {
+                CHECK(d.len > 0 && d.p >= pending + off && d.p + d.len <= pending + off + used);
+                memcpy(out + n, d.p, d.len);
+                n += d.len;
+            }
+            off += used;
+            if (ev == WSL_BODY_BAD) return "BAD";
+            if (ev == WSL_BODY_DONE) {
+                out[n] = 0;
+                if (off < have || fed < body_len) {
+                    static char over[40000];
+                    snprintf(over, sizeof over, "OVER:%s|%.*s%.*s", out, (int)(have - off),
+                             pending + off, (int)(body_len - fed), body + fed);
+                    return over;
+                }
+                return out;
+            }
+            if (ev == WSL_BODY_MORE) break;
+        }
+        memmove(pending, pending + off, have - off);
+        have -= off;
+        if (fed == body_len) return "MORE";
+    }
+}
+
+static void test_body(void)
+{
+    static const char CL[] = "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n";
+    static const char TE[] = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    static const struct {
+        const char *head, *body, *want;
+    } cases[] = {
+        {CL, "hello world", "hello world"},
+        {CL, "hello worldGET / HTTP/1.1", "OVER:hello world|GET / HTTP/1.1"},
+        {CL, "hello", "MORE"},
+        {TE, "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", "hello world"},
+        {TE, "B\r\nhello world\r\n0\r\n\r\n", "hello world"},
+        {TE, "b;ext=1;q=\"a b\"\r\nhello world\r\n0\r\n\r\n", "hello world"},
+        {TE, "0000b \t;e\r\nhello world\r\n0\r\n\r\n", "hello world"},
+        {TE, "0\r\n\r\n", ""},
+        {TE, "0\r\nX-Trailer: 1\r\nY: 2\r\n\r\n", ""},
+        {TE, "3\r\nabc\r\n0\r\n\r\nGET", "OVER:abc|GET"},
+        {TE, "3\r\nabc\r\n", "MORE"},
+        {TE, "3\r\nabc", "MORE"},
+        /* Malformed: bare LF, missing CRLF after data, no digits, junk after the size, a size
+         * past 2^60, a control byte in an extension or trailer, a line too long. */
+        {TE, "3\nabc\r\n0\r\n\r\n", "BAD"},
+        {TE, "3\r\nabcd\r\n0\r\n\r\n", "BAD"},
+        {TE, "3\r\nabc\n0\r\n\r\n", "BAD"},
+        {TE, "\r\nabc\r\n", "BAD"},
+        {TE, "x\r\n", "BAD"},
+        {TE, "3 3\r\nabc\r\n", "BAD"},
+        {TE, "3x\r\nabc\r\n", "BAD"},
+        {TE, "-3\r\nabc\r\n", "BAD"},
+        {TE, "10000000000000000\r\n", "BAD"},
+        {TE, "3;a\x01\r\nabc\r\n", "BAD"},
+        {TE, "0\r\nX: a\nb\r\n\r\n", "BAD"},
+        {TE, "0\r\n\n", "BAD"},
+        {TE, "0\r\n\r\r", "BAD"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t len = strlen(cases[i].body);
+        for (size_t step = 1; step <= len + 1; step++) {
+            TEST_CONTEXT("body %zu (%s) in steps of %zu", i, cases[i].body, step);
+            CHECK_STR(decode(cases[i].head, cases[i].body, len, step), cases[i].want);
+        }
+    }
+    /* Limits: a chunk-size line of WSL_HTTP_MAX_CHUNK_LINE bytes is fine, one more is not; so
+     * are the trailers. */
+    static char big[WSL_HTTP_MAX_TRAILERS + 64];
+    for (int extra = 0; extra <= 1; extra++) {
+        size_t n = (size_t)snprintf(big, sizeof big, "1;");
+        while (n < (size_t)WSL_HTTP_MAX_CHUNK_LINE + (size_t)extra)
+            big[n++] = 'e';
+        n += (size_t)snprintf(big + n, sizeof big - n, "\r\nx\r\n0\r\n\r\n");
+        TEST_CONTEXT("chunk line of %d bytes", WSL_HTTP_MAX_CHUNK_LINE + extra);
+        CHECK_STR(decode(TE, big, n, n), extra ? "BAD" : "x");
+        n = (size_t)snprintf(big, sizeof big, "0\r\nT: ");
+        while (n < (size_t)WSL_HTTP_MAX_TRAILERS + 5 + (size_t)extra - 2)
+            big[n++] = 't';
+        n += (size_t)snprintf(big + n, sizeof big - n, "\r\n\r\n");
+        TEST_CONTEXT("trailers of %d bytes", WSL_HTTP_MAX_TRAILERS + extra);
+        CHECK_STR(decode(TE, big, n, n), extra ? "BAD" : "");
+    }
+    TEST_CONTEXT("%s", "");
+    /* No body: done at once, even with nothing to read. */
+    wsl_http_body b;
+    size_t used = 99;
+    wsl_span d;
+    CHECK_EQ(parse("GET / HTTP/1.1\r\nHost: h\r\n\r\n"), WSL_REQ_PLAIN);
+    wsl_http_body_init(&b, &req);
+    CHECK_EQ(wsl_http_body_next(&b, "", 0, &used, &d), WSL_BODY_DONE);
+    CHECK_EQ(used, 0);
+}
+
+static void test_answers(void)
+{
+    char out[1024];
+    size_t n = wsl_http_answer_head(out, sizeof out, 200, NULL, 0, 5, 0);
+    CHECK_MEM(out, n,
+              "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
+              "Content-Length: 5\r\n\r\n");
+    /* The script's Content-Type wins, in any case; its lines come first. */
+    static const char h[] = "content-TYPE: application/json\r\nX-A: 1\r\n";
+    n = wsl_http_answer_head(out, sizeof out, 201, h, sizeof h - 1, 2, WSL_ANSWER_CLOSE);
+    CHECK_MEM(out, n,
+              "HTTP/1.1 201 Created\r\ncontent-TYPE: application/json\r\nX-A: 1\r\n"
+              "Content-Length: 2\r\nConnection: close\r\n\r\n");
+    /* A name that only starts like it does not count. */
+    static const char h2[] = "X-Content-Type: a\r\n";
+    n = wsl_http_answer_head(out, sizeof out, 200, h2, sizeof h2 - 1, 0, WSL_ANSWER_KEEP_ALIVE);
+    CHECK_MEM(out, n,
+              "HTTP/1.1 200 OK\r\nX-Content-Type: a\r\nContent-Type: text/plain; charset=utf-8\r\n"
+              "Content-Length: 0\r\nConnection: keep-alive\r\n\r\n");
+    /* 204 and 304 have no body: no Content-Length, no default type. */
+    n = wsl_http_answer_head(out, sizeof out, 204, NULL, 0, 7, 0);
+    CHECK_MEM(out, n, "HTTP/1.1 204 No Content\r\n\r\n");
+    n = wsl_http_answer_head(out, sizeof out, 304, "ETag: \"x\"\r\n", 11, 7, 0);
+    CHECK_MEM(out, n, "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n");
+    CHECK(!wsl_http_status_has_body(100) && !wsl_http_status_has_body(204) &&
+          !wsl_http_status_has_body(304) && wsl_http_status_has_body(200) &&
+          wsl_http_status_has_body(404));
+    /* Too small: 0 at every size below the real one. */
+    size_t real = wsl_http_answer_head(out, sizeof out, 404, h, sizeof h - 1, 10, 0);
+    for (size_t cap = 0; cap <= real; cap++) {
+        char small[256];
+        TEST_CONTEXT("cap %zu", cap);
+        CHECK_EQ(wsl_http_answer_head(small, cap, 404, h, sizeof h - 1, 10, 0), 0);
+    }
+    TEST_CONTEXT("%s", "");
+    CHECK_EQ(wsl_http_answer_head(out, real + 1, 404, h, sizeof h - 1, 10, 0), real);
+    CHECK_EQ(wsl_http_answer_head(out, sizeof out, 99, NULL, 0, 0, 0), 0);
+
+    /* What a script may put in a header. */
+    CHECK(wsl_http_token("X-Custom_1.a!#$%&'*+^`|~", 24));
+    CHECK(!wsl_http_token("", 0));
+    CHECK(!wsl_http_token("a b", 3));
+    CHECK(!wsl_http_token("a:b", 3));
+    CHECK(!wsl_http_token("a\r\nb", 4));
+    CHECK(!wsl_http_token("\xc3\xa9", 2));
+    CHECK(wsl_http_field_value("", 0));
+    CHECK(wsl_http_field_value("text/html; q=\"a\tb\"", 18));
+    CHECK(wsl_http_field_value("caf\xc3\xa9", 5)); /* obs-text */
+    CHECK(!wsl_http_field_value("a\r\nX-Injected: 1", 18));
+    CHECK(!wsl_http_field_value("a\nb", 3));
+    CHECK(!wsl_http_field_value("a\rb", 3));
+    CHECK(!wsl_http_field_value("a\0b", 3));
+    CHECK(!wsl_http_field_value("a\x7f", 2));
+    CHECK(!wsl_http_field_value("\x1b[31m", 5));
 }
 
 static void test_malformed(void)
@@ -253,6 +500,7 @@ static void test_malformed(void)
         "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1x\r\n\r\n",
         "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding:\r\n\r\n",
         "GET /a b HTTP/1.1\r\nHost: h\r\n\r\n",
         "\r\n\r\n",
         "HTTP/1.1 200 OK\r\n\r\n", /* a response */
@@ -302,7 +550,7 @@ static void test_limits(void)
         if (extra) {
             EXPECT_STATUS(k, 431);
         } else {
-            CHECK_EQ(k, WSL_REQ_FILE);
+            CHECK_EQ(k, WSL_REQ_PLAIN);
             CHECK_EQ(req.head_len, total);
         }
         /* Before the end: INCOMPLETE; with more bytes after it: the same answer. */
@@ -310,7 +558,7 @@ static void test_limits(void)
         if (extra)
             EXPECT_STATUS(wsl_http_parse(&req, buf, total + 50), 431);
         else
-            CHECK_EQ(wsl_http_parse(&req, buf, total + 50), WSL_REQ_FILE);
+            CHECK_EQ(wsl_http_parse(&req, buf, total + 50), WSL_REQ_PLAIN);
     }
     TEST_CONTEXT("%s", "");
     memset(buf, 'a', sizeof buf);
@@ -330,7 +578,7 @@ static void test_limits(void)
         if (extra) {
             EXPECT_STATUS(k, 400);
         } else {
-            CHECK_EQ(k, WSL_REQ_FILE);
+            CHECK_EQ(k, WSL_REQ_PLAIN);
             CHECK_EQ(req.nheaders, WSL_HTTP_MAX_HEADERS);
         }
     }
@@ -428,6 +676,9 @@ int main(void)
     test_case_insensitive();
     test_upgrade_errors();
     test_plain_requests();
+    test_framing();
+    test_body();
+    test_answers();
     test_malformed();
     test_limits();
     test_token_lists();

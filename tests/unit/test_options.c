@@ -73,6 +73,9 @@ static void test_defaults_and_values(void)
     CHECK_EQ(o.port, 8080);
     CHECK_EQ(o.max_message, 1 << 20);
     CHECK(o.handler_timeout > 0);
+    CHECK_EQ(o.max_request_body, 1 << 20);
+    CHECK(o.request_timeout == 30);
+    CHECK_EQ(o.ntrust, 0);
 
     char *set[] = {"wsluad",         "--max-message", "64K", "--lua-memory", "1G", "-l",
                    "127.0.0.1:9001", "x.lua",         NULL};
@@ -81,6 +84,22 @@ static void test_defaults_and_values(void)
     CHECK_EQ(o.lua_memory, 1ull << 30);
     CHECK_STR(o.host, "127.0.0.1");
     CHECK_EQ(o.port, 9001);
+
+    char *http[] = {"wsluad",
+                    "--max-request-body",
+                    "0",
+                    "--request-timeout",
+                    "0.25",
+                    "--trust-proxy",
+                    "10.0.0.0/8,::1",
+                    "x.lua",
+                    NULL};
+    CHECK_EQ(parse(&o, http), WSL_OPTIONS_RUN);
+    CHECK_EQ(o.max_request_body, 0);
+    CHECK(o.request_timeout == 0.25);
+    CHECK_EQ(o.ntrust, 2);
+    CHECK_EQ(o.trust[0].bits, 8);
+    CHECK_EQ(o.trust[1].bits, 128);
 }
 
 static void test_usage_errors(void)
@@ -92,6 +111,10 @@ static void test_usage_errors(void)
         {"wsluad", "--no-such-option", "x.lua", NULL, NULL},
         {"wsluad", "a.lua", "b.lua", NULL, NULL},
         {"wsluad", "-l", "127.0.0.1:99999", "x.lua", NULL},
+        {"wsluad", "--max-request-body", "2G", "x.lua", NULL},
+        {"wsluad", "--request-timeout", "-1", "x.lua", NULL},
+        {"wsluad", "--trust-proxy", "10.0.0.0/40", "x.lua", NULL},
+        {"wsluad", "--trust-proxy", "", "x.lua", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TEST_CONTEXT("case %zu (%s)", i, cases[i][1]);

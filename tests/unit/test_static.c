@@ -66,7 +66,7 @@ typedef struct {
 static void request(const wsl_static *s, const char *path, size_t len, bool head, response *r)
 {
     memset(r, 0, sizeof *r);
-    r->status = wsl_static_respond(s, path, len, head, &r->raw, &r->raw_len);
+    r->status = wsl_static_respond(s, path, len, head, "close", &r->raw, &r->raw_len);
     if (!r->raw) return;
     const char *end = memmem(r->raw, r->raw_len, "\r\n\r\n", 4);
     CHECK(end != NULL);
@@ -392,6 +392,32 @@ static void test_head(const wsl_static *s)
     done(&r);
 }
 
+/* The Connection header is the caller's: "close", "keep-alive" (HTTP/1.0), or none at all. */
+static void test_connection_header(const wsl_static *s)
+{
+    static const char *const values[] = {"close", "keep-alive", NULL};
+    for (size_t i = 0; i < 3; i++) {
+        TEST_CONTEXT("Connection %s", values[i] ? values[i] : "(none)");
+        for (int missing = 0; missing <= 1; missing++) {
+            char *out = NULL;
+            size_t len = 0;
+            const char *path = missing ? "/missing" : "/index.html";
+            int st = wsl_static_respond(s, path, strlen(path), false, values[i], &out, &len);
+            CHECK_EQ(st, missing ? 404 : 200);
+            if (!out) continue;
+            const char *end = memmem(out, len, "\r\n\r\n", 4);
+            CHECK(end != NULL);
+            char want[64];
+            snprintf(want, sizeof want, "\r\nConnection: %s\r\n", values[i] ? values[i] : "");
+            bool has = end && memmem(out, (size_t)(end - out) + 2, want, strlen(want));
+            bool any = end && memmem(out, (size_t)(end - out) + 2, "Connection:", 11);
+            CHECK(values[i] ? has : !any);
+            free(out);
+        }
+    }
+    TEST_CONTEXT("%s", "");
+}
+
 static void test_open(void)
 {
     wsl_static s;
@@ -514,6 +540,7 @@ int main(void)
     test_limits(&s);
     test_unreadable(&s);
     test_head(&s);
+    test_connection_header(&s);
     wsl_static_close(&s);
     test_open();
     remove_tree();
