@@ -73,6 +73,7 @@ typedef enum {
     WSL_HANDLER_DRAIN,
     WSL_HANDLER_ERROR,
     WSL_HANDLER_TIMER, /* ws.timer and ws.every callbacks */
+    WSL_HANDLER_REQUEST,
     WSL_HANDLERS
 } wsl_handler_kind;
 

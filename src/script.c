@@ -948,6 +948,7 @@ static int request_body(lua_State *L)
 {
     request_call *rc = lua_touserdata(L, 1);
     if (!get_handler(L, "on_request")) return 0;
+    wsl_script_of(L)->ran = true;
     wsl_lrequest_push(L, rc->c, rc->req); /* at REQUEST_OBJ */
     wsl_script_of(L)->req_now = (int)*wsl_conn_request_slot(rc->c);
     lua_pushvalue(L, 2);
@@ -961,7 +962,7 @@ static void on_request(void *ud, wsl_conn *c, const wsl_http_req *req)
     wsl_script *s = ud;
     request_call rc = {.c = c, .req = req};
     int outer = s->req_now;
-    bool ok = wsl_protect(s, request_body, &rc, "on_request", NULL);
+    bool ok = wsl_protect_handler(s, WSL_HANDLER_REQUEST, request_body, &rc, "on_request", NULL);
     s->req_now = outer;
     if (!ok && wsl_conn_request_pending(c)) {
         wsl_conn_log(c, WSL_LOG_WARN, "on_request failed: answered 500");

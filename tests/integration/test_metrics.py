@@ -541,3 +541,19 @@ def test_bad_metrics_address():
         assert "cannot serve metrics" in s.stderr
     finally:
         busy.close()
+
+
+def test_on_request_calls_are_counted(tmp_path):
+    path = tmp_path / "req.lua"
+    path.write_text('function on_request(req) if req.path == "/boom" then error("boom") end '
+                    'return 200, "ok" end\n')
+    with Server(str(path), "--metrics", f"{HOST}:0", "--static", "none") as s:
+        addr = metrics_address(s)
+        m0 = scrape(addr)
+        for p in ("/a", "/b", "/boom"):
+            s.http(f"GET {p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        m1 = scrape(addr)
+        calls = "wsluad_handler_calls_total"
+        errors = "wsluad_handler_errors_total"
+        assert val(m1, calls, handler="on_request") - val(m0, calls, handler="on_request") == 3
+        assert val(m1, errors, handler="on_request") - val(m0, errors, handler="on_request") == 1
