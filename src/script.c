@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -20,21 +21,27 @@
 #define HANDLER_COUNT 6
 
 /* Registry keys (their addresses). */
-static char err_value_key, err_trace_key, saved_key, chunk_key;
+static char err_value_key, err_trace_key, saved_key, chunk_key, last_key;
+/* (Each runner's address keys the traceback of its last error; see keep_traceback.) */
 
 /* ---- time limit ------------------------------------------------------------------------------
  * Every protected call runs on a thread of its own (a "runner", kept and reused), and every
  * coroutine the script resumes goes through co_resume below, so the thread running right now is
  * always known (`running`). While a call is in progress an interval timer (SIGALRM) ticks TICKS
  * times per time limit; a tick that finds the same top-level call in progress for more than
- * TICKS ticks installs a hook on the running thread. On the runner the hook yields, which
- * abandons the call however many pcalls the script wrapped around its loop; where Lua cannot
- * yield (a user coroutine, or inside a C function such as table.sort) it raises an error, and
- * the thread that resumed it gets the hook in turn. Until a call overruns, no clock is read and
- * no hook runs. lua_sethook is safe in a signal handler; the server starts no other threads. */
+ * TICKS ticks installs a hook on the running thread. The hook yields wherever Lua can: on the
+ * runner that abandons the call however many pcalls the script wrapped around its loop; in a
+ * coroutine it returns to the coroutine.resume that resumed it, which reports the stop, and the
+ * resuming thread gets the hook in turn. Where Lua cannot yield (inside a C function such as
+ * table.sort, or on the main thread) the hook raises an error, which no pcall of the script can
+ * keep (co_pcall). Until a call overruns, no clock is read and no hook runs. lua_sethook is safe
+ * in a signal handler; the server starts no other threads.
+ *
+ * Lua leaves hooks disabled on a thread an error raised from a hook unwinds, until a pcall
+ * catches the error: hence the pcall at the bottom of every runner (run_call), and an error
+ * only where Lua cannot yield. */
 
-static lua_State *volatile running;    /* the thread running Lua now; NULL between calls */
-static lua_State *volatile runner_now; /* the runner of the current innermost call */
+static lua_State *volatile running; /* the thread running Lua now; NULL between calls */
 static volatile sig_atomic_t in_call;
 static volatile sig_atomic_t call_seq, seen_seq, ticks;
 static volatile sig_atomic_t alarm_armed;
@@ -42,6 +49,8 @@ static volatile sig_atomic_t overrun; /* the current top-level call must end */
 static const char *volatile overrun_why;
 static volatile sig_atomic_t interrupt_seq, interrupt_pending;
 static const char *volatile interrupt_why;
+static volatile sig_atomic_t stop_sig;       /* the signal that asked the process to end */
+static volatile sig_atomic_t told, told_seq; /* a call was told to stop after stop_sig came */
 static double handler_timeout;
 static char timeout_msg[96];
 
@@ -52,7 +61,7 @@ static void overrun_hook(lua_State *L, lua_Debug *ar)
         lua_sethook(L, NULL, 0, 0);
         return;
     }
-    if (L == runner_now && lua_isyieldable(L)) {
+    if (lua_isyieldable(L)) {
         lua_yield(L, 0);
         return;
     }
@@ -60,9 +69,11 @@ static void overrun_hook(lua_State *L, lua_Debug *ar)
     luaL_error(L, "%s", overrun_why);
 }
 
+/* Not again on a thread that has it: that would restart its count, and a loop that resumes a
+ * coroutine (which gets stopped each time) would never reach it. */
 static void hook(lua_State *L)
 {
-    if (L) lua_sethook(L, overrun_hook, LUA_MASKCOUNT, 100);
+    if (L && lua_gethook(L) != overrun_hook) lua_sethook(L, overrun_hook, LUA_MASKCOUNT, 100);
 }
 
 static void arm_alarm(void)
@@ -75,17 +86,43 @@ static void arm_alarm(void)
     alarm_armed = 1;
 }
 
+/* Stop the current top-level call. Some code the hook cannot reach: Lua runs __gc finalizers
+ * with hooks off, and a C function (a pattern match, os.execute) does not return to Lua. Once
+ * the process was asked to end, such a call still running a second after being told to stop
+ * ends it as a second signal would: SIGTERM always works. */
+static void stop_call(const char *why)
+{
+    overrun_why = why;
+    overrun = 1;
+    hook(running);
+    if (stop_sig) {
+        told = 1;
+        told_seq = call_seq;
+        struct itimerval it = {.it_value = {1, 0}};
+        setitimer(ITIMER_REAL, &it, NULL);
+        alarm_armed = 1;
+    }
+}
+
 static void on_alarm(int sig)
 {
     (void)sig;
     alarm_armed = 0;
     if (!in_call) return; /* idle: the next call arms it again */
+    if (told && told_seq == call_seq) {
+        static const char msg[] = "wsluad: Lua code that cannot be stopped (a __gc finalizer, or "
+                                  "blocked in C) is still running: exiting\n";
+        ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
+        (void)n;
+        signal(stop_sig, SIG_DFL);
+        raise(stop_sig);
+        return;
+    }
+    told = 0;
     if (interrupt_pending) {
         interrupt_pending = 0;
         if (interrupt_seq == call_seq) {
-            overrun_why = interrupt_why;
-            overrun = 1;
-            hook(running);
+            stop_call(interrupt_why);
             return;
         }
     }
@@ -95,9 +132,7 @@ static void on_alarm(int sig)
         ticks = 0;
     }
     if (++ticks > TICKS) {
-        overrun_why = timeout_msg;
-        overrun = 1;
-        hook(running);
+        stop_call(timeout_msg);
         return;
     }
     arm_alarm();
@@ -105,8 +140,9 @@ static void on_alarm(int sig)
 
 /* A call that is still the same one 100 ms later is stuck, not merely running: only that one
  * is stopped, so a shutdown does not abandon healthy handlers. */
-void wsl_script_interrupt(const char *why)
+void wsl_script_interrupt(const char *why, int sig)
 {
+    stop_sig = sig;
     if (!in_call) return;
     interrupt_why = why;
     interrupt_seq = call_seq;
@@ -120,7 +156,7 @@ void wsl_script_interrupt(const char *why)
 static lua_State *call_begin(wsl_script *s, lua_State *co)
 {
     lua_State *outer = running;
-    running = runner_now = co;
+    running = co;
     if (s->depth++ == 0) {
         call_seq++;
         in_call = 1;
@@ -131,16 +167,42 @@ static lua_State *call_begin(wsl_script *s, lua_State *co)
     return outer;
 }
 
-static void call_end(wsl_script *s, lua_State *outer, lua_State *outer_runner)
+static void call_end(wsl_script *s, lua_State *outer)
 {
     running = outer;
-    runner_now = outer_runner;
     if (--s->depth > 0) {
         if (overrun) hook(outer); /* the whole top-level call is over its time */
         return;
     }
     in_call = 0;
     overrun = 0; /* threads still hooked unhook themselves (overrun_hook) */
+}
+
+/* Script code also runs where no handler is called: a __tostring describing an error, the
+ * __close handlers of an abandoned call, finalizers (__gc) that the collector runs at any
+ * allocation (while compiling, say) and at exit. Such work runs as a call of its own on the main
+ * thread (which cannot yield, so an overrun raises there), under the time limit and the
+ * shutdown's interrupt like any handler; depth is held, so a handler it triggers (a __close that
+ * closes a connection runs on_close) gets a runner of its own, not the one being reset. Lua runs
+ * finalizers with hooks off: only stop_call's last resort ends one that never returns. */
+static lua_State *guard_begin(wsl_script *s)
+{
+    return call_begin(s, s->L);
+}
+
+static void guard_end(wsl_script *s, lua_State *outer)
+{
+    call_end(s, outer);
+}
+
+/* Run the pending __close handlers of co (lua_resetthread) with the time limit on co. */
+static void reset_thread(lua_State *L, lua_State *co)
+{
+    running = co;
+    if (overrun) hook(co);
+    lua_resetthread(co);
+    running = L;
+    if (overrun) hook(L);
 }
 
 /* ---- coroutines, tracked -------------------------------------------------------------------- */
@@ -176,7 +238,14 @@ static int resume(lua_State *L, lua_State *co, int narg)
     if (overrun) hook(co);
     int nres, st = lua_resume(co, L, narg, &nres);
     running = L;
-    if (overrun) hook(L);
+    if (overrun) {
+        hook(L);
+        if (st == LUA_YIELD) { /* (most likely) the stop, not the script's yield: say so */
+            lua_pop(co, nres);
+            lua_pushstring(L, overrun_why);
+            return -1;
+        }
+    }
     if (st == LUA_OK || st == LUA_YIELD) {
         if (!lua_checkstack(L, nres + 1)) {
             lua_pop(co, nres);
@@ -206,8 +275,10 @@ static int co_wrapped(lua_State *L)
     int n = resume(L, co, lua_gettop(L));
     if (n >= 0) return n;
     int st = lua_status(co);
-    if (st != LUA_OK && st != LUA_YIELD) { /* dead by an error: close its pending variables */
-        lua_resetthread(co);
+    /* Dead by an error: close its pending variables; not once the call is over its time (an
+     * error the hook raised may have left the coroutine's hooks off, see above). */
+    if (st != LUA_OK && st != LUA_YIELD && !overrun) {
+        reset_thread(L, co);
         lua_settop(co, 0);
     }
     if (lua_type(L, -1) == LUA_TSTRING) { /* where the wrapped function was called */
@@ -228,15 +299,96 @@ static int co_wrap(lua_State *L)
     return 1;
 }
 
-/* coroutine.resume and coroutine.wrap go through resume(); the rest of the library is Lua's. */
+/* coroutine.close runs co's pending __close handlers on co: Lua's, with the time limit on co. */
+static int co_close(lua_State *L)
+{
+    lua_State *co = lua_tothread(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    if (co && co != L) {
+        running = co;
+        if (overrun) hook(co);
+    }
+    int st = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+    running = L;
+    if (overrun) hook(L);
+    return st == LUA_OK ? lua_gettop(L) : lua_error(L);
+}
+
+/* pcall and xpcall, as Lua's except that an error caught while the current call is over its time
+ * is raised again. Where Lua cannot yield (in a coroutine, or inside a C function such as
+ * table.sort) the stop is an error, and a script catching it in a loop would never give control
+ * back. The first result (true) sits at index `ok`. */
+static int catch_done(lua_State *L, int status, lua_KContext ok)
+{
+    if (status == LUA_OK || status == LUA_YIELD) return lua_gettop(L) - (int)ok + 1;
+    if (overrun) return lua_error(L);
+    lua_pushboolean(L, 0);
+    lua_pushvalue(L, -2);
+    return 2;
+}
+
+static int co_pcall(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lua_pushboolean(L, 1);
+    lua_insert(L, 1);
+    return catch_done(L, lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 0, 1, catch_done), 1);
+}
+
+/* xpcall's message handler, around the script's: not run once the call is over its time. The
+ * stop's error is raised from the hook, and Lua runs a message handler for it with hooks off: a
+ * handler that loops could never be stopped. */
+static int co_msgh(lua_State *L)
+{
+    if (overrun) return 1; /* the error as it is */
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+static int co_xpcall(lua_State *L)
+{
+    int n = lua_gettop(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION); /* the message handler stays at 2 */
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, co_msgh, 1);
+    lua_replace(L, 2);
+    lua_pushboolean(L, 1);
+    lua_pushvalue(L, 1);
+    lua_rotate(L, 3, 2); /* true and the function below the arguments */
+    return catch_done(L, lua_pcallk(L, n - 2, LUA_MULTRET, 2, 3, catch_done), 3);
+}
+
+/* Lua code in a hook function runs with hooks off, so the time limit could never stop it; and a
+ * script clearing hooks in a loop would remove the one that stops it. */
+static int no_sethook(lua_State *L)
+{
+    return luaL_error(L, "debug.sethook is not available: wsluad's time limit uses the hook");
+}
+
+/* Replace fn in the library table lib by f, which gets the original as its upvalue. */
+static void replace(lua_State *L, const char *lib, const char *fn, lua_CFunction f)
+{
+    if (lua_getglobal(L, lib) == LUA_TTABLE) {
+        lua_getfield(L, -1, fn);
+        lua_pushcclosure(L, f, 1);
+        lua_setfield(L, -2, fn);
+    }
+    lua_pop(L, 1);
+}
+
+/* What runs the script's code in other threads or catches errors goes through the functions
+ * above, so the time limit always knows the running thread and its stop cannot be caught. */
 static void track_coroutines(lua_State *L)
 {
-    lua_getglobal(L, "coroutine");
-    lua_pushcfunction(L, co_resume);
-    lua_setfield(L, -2, "resume");
-    lua_pushcfunction(L, co_wrap);
-    lua_setfield(L, -2, "wrap");
-    lua_pop(L, 1);
+    replace(L, "coroutine", "resume", co_resume);
+    replace(L, "coroutine", "wrap", co_wrap);
+    replace(L, "coroutine", "close", co_close);
+    replace(L, "_G", "pcall", co_pcall);
+    replace(L, "_G", "xpcall", co_xpcall);
+    replace(L, "debug", "sethook", no_sethook);
 }
 
 /* ---- memory cap ------------------------------------------------------------------------- */
@@ -254,12 +406,22 @@ static void *lalloc(void *ud, void *ptr, size_t osize, size_t nsize)
         return NULL; /* Lua collects garbage and retries, then raises "not enough memory" */
     void *p = realloc(ptr, nsize);
     if (p) s->mem = s->mem - old + nsize;
+    if (s->mem > s->peak) s->peak = s->mem;
     return p;
 }
 
 /* ---- protected calls ------------------------------------------------------------------------ */
 
-/* The thread for calls at depth d, created on first use and kept. */
+static int new_runner_body(lua_State *L)
+{
+    lua_State **t = lua_touserdata(L, 1);
+    *t = lua_newthread(L);
+    lua_pushinteger(L, luaL_ref(L, LUA_REGISTRYINDEX));
+    return 1;
+}
+
+/* The thread for calls at depth d, created on first use and kept. Created in protected mode:
+ * at the memory cap even this fails, and an unprotected error would abort the process. */
 static lua_State *runner(wsl_script *s, int d)
 {
     if (d < s->nrunners) return s->runners[d];
@@ -267,9 +429,17 @@ static lua_State *runner(wsl_script *s, int d)
     if (r) s->runners = r;
     int *refs = r ? realloc(s->runner_refs, (size_t)(d + 1) * sizeof *refs) : NULL;
     if (refs) s->runner_refs = refs;
-    if (!r || !refs || !lua_checkstack(s->L, 1)) return NULL;
-    r[d] = lua_newthread(s->L);
-    refs[d] = luaL_ref(s->L, LUA_REGISTRYINDEX);
+    if (!r || !refs || !lua_checkstack(s->L, 2)) return NULL;
+    /* No collection step here, outside any call: it could run the script's finalizers. */
+    bool gc = lua_gc(s->L, LUA_GCISRUNNING);
+    lua_gc(s->L, LUA_GCSTOP);
+    lua_pushcfunction(s->L, new_runner_body);
+    lua_pushlightuserdata(s->L, &r[d]);
+    bool ok = lua_pcall(s->L, 1, 1, 0) == LUA_OK;
+    if (ok) refs[d] = (int)lua_tointeger(s->L, -1);
+    lua_pop(s->L, 1);
+    if (gc) lua_gc(s->L, LUA_GCRESTART);
+    if (!ok) return NULL;
     s->nrunners = d + 1;
     return r[d];
 }
@@ -293,24 +463,43 @@ static const char *describe(lua_State *L, int i)
     return lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, i));
 }
 
+static int describe_body(lua_State *L)
+{
+    describe(L, 1);
+    return 1;
+}
+
 /* Runs on the main thread, protected: keeps the error value and the traceback for on_error and
- * formats the message (a __tostring metamethod is script code and may itself fail). */
+ * formats the message. The value is kept first, so on_error never gets an older one; __tostring
+ * is script code that may fail or loop (and an overrun raises on this thread): protected too. */
 static int failed_body(lua_State *L)
 {
     failure *f = lua_touserdata(L, 1);
     if (f->status == LUA_YIELD) {
         lua_pushstring(L, f->yield_why);
-        /* The runner's stack is intact: the traceback shows where the loop was. */
     } else {
         lua_xmove(f->co, L, 1);
     }
     int v = lua_gettop(L);
-    const char *msg = describe(L, v);
-    snprintf(f->msg, sizeof f->msg, "%s", msg);
-    luaL_traceback(L, f->co, msg, 0);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &err_trace_key);
     lua_pushvalue(L, v);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &err_value_key);
+    lua_pushcfunction(L, describe_body);
+    lua_pushvalue(L, v);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK || lua_type(L, -1) != LUA_TSTRING) {
+        lua_pop(L, 1);
+        lua_pushfstring(L, "(error object is a %s value whose __tostring failed)",
+                        luaL_typename(L, v));
+    }
+    const char *msg = lua_tostring(L, -1);
+    if (f->status == LUA_ERRMEM) msg = "not enough memory (--lua-memory)"; /* Lua's says less */
+    snprintf(f->msg, sizeof f->msg, "%s", msg);
+    if (f->status != LUA_YIELD && lua_rawgetp(L, LUA_REGISTRYINDEX, f->co) == LUA_TSTRING) {
+        lua_pushfstring(L, "%s\n%s", msg, lua_tostring(L, -1)); /* where the error was raised */
+    } else {
+        /* Abandoned: the runner's stack is intact and shows where the loop was. */
+        luaL_traceback(L, f->co, msg, 0);
+    }
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &err_trace_key);
     return 0;
 }
 
@@ -320,22 +509,35 @@ void wsl_push_last_error(lua_State *L)
     lua_rawgetp(L, LUA_REGISTRYINDEX, &err_trace_key);
 }
 
-/* Log the failure, or count it when it repeats the previous one within REPEAT_WINDOW: a timer
- * that raises five times a second must not flood the log. */
+/* Say how many times the last error logged repeated since it was logged or last counted. */
+static void flush_repeats(wsl_script *s, uint64_t now)
+{
+    if (s->repeats) {
+        int n = (int)strcspn(s->last_error, "\n"); /* the handler's name, from the key */
+        wsl_error("the previous Lua error (in %.*s) repeated %u more times", n, s->last_error,
+                  s->repeats);
+    }
+    s->repeats = 0;
+    s->repeat_since = now;
+}
+
+/* Log the failure, or count it when it repeats the previous one (same handler, same message)
+ * less than REPEAT_WINDOW after it: a timer that raises five times a second must not flood the
+ * log. The count is logged at most once per REPEAT_WINDOW, and when another error comes; an
+ * error that comes back after a quiet REPEAT_WINDOW is logged in full again. */
 static void log_failure(wsl_script *s, const failure *f, const char *trace)
 {
     char key[sizeof s->last_error];
     if (snprintf(key, sizeof key, "%s\n%s", f->what, f->msg) < 0) key[0] = '\0';
     uint64_t now = uv_now(wsl_server_loop(s->srv));
-    if (strcmp(key, s->last_error) == 0 && now - s->repeat_since < REPEAT_WINDOW) {
+    bool again = strcmp(key, s->last_error) == 0 && now - s->last_seen < REPEAT_WINDOW;
+    s->last_seen = now;
+    if (again) {
         s->repeats++;
+        if (now - s->repeat_since >= REPEAT_WINDOW) flush_repeats(s, now);
         return;
     }
-    if (s->repeats)
-        wsl_error("the previous Lua error (in %s) repeated %u more times", f->what, s->repeats);
-    s->repeats = 0;
-    s->repeat_since = now;
-    if (strcmp(key, s->last_error) == 0) return; /* once per window is enough */
+    flush_repeats(s, now);
     snprintf(s->last_error, sizeof s->last_error, "%s", key);
     if (f->conn)
         wsl_error("Lua error in %s (%s): %s", f->what, f->conn, trace);
@@ -343,14 +545,34 @@ static void log_failure(wsl_script *s, const failure *f, const char *trace)
         wsl_error("Lua error in %s: %s", f->what, trace);
 }
 
-static void failed(wsl_script *s, failure *f, size_t mem_before)
+/* The error value and traceback when failed_body could not make them (under the memory cap,
+ * or a __tostring that fails): the message, once the failed call's memory is back. */
+static int fallback_body(lua_State *L)
+{
+    failure *f = lua_touserdata(L, 1);
+    lua_pushstring(L, f->msg);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &err_trace_key);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &err_value_key);
+    return 0;
+}
+
+/* Under guard_begin: everything here may run script code. `grew`: the heap grew by more than
+ * TRIM_GROWTH at some point of the call (it may have shrunk since, by an emergency collection
+ * under the memory cap). */
+static void failed(wsl_script *s, failure *f, bool grew)
 {
     lua_State *L = s->L;
     int base = lua_gettop(L);
+    lua_pushnil(L); /* setting nil allocates nothing: on_error never gets an older error */
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &err_value_key);
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &err_trace_key);
     lua_pushcfunction(L, failed_body);
     lua_pushlightuserdata(L, f);
     const char *trace = NULL;
-    if (lua_pcall(L, 1, 0, 0) == LUA_OK) {
+    bool described = lua_pcall(L, 1, 0, 0) == LUA_OK;
+    if (described) {
         lua_rawgetp(L, LUA_REGISTRYINDEX, &err_trace_key);
         trace = lua_tostring(L, -1);
     } else {
@@ -360,13 +582,21 @@ static void failed(wsl_script *s, failure *f, size_t mem_before)
     }
     log_failure(s, f, trace ? trace : f->msg);
     lua_settop(L, base);
-    lua_resetthread(f->co); /* an abandoned or failed runner is clean for the next call */
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, f->co); /* keep_traceback's */
+    reset_thread(L, f->co); /* an abandoned or failed runner is clean for the next call */
     lua_settop(f->co, 0);
     /* A call that failed after piling up memory leaves garbage the collector may take long to
      * reach, and free pages glibc keeps: give them back now. */
-    if (s->mem > mem_before + TRIM_GROWTH) {
+    if (grew) {
         lua_gc(L, LUA_GCCOLLECT);
         malloc_trim(0);
+    }
+    if (!described) {
+        lua_pushcfunction(L, fallback_body);
+        lua_pushlightuserdata(L, f);
+        lua_pcall(L, 1, 0, 0); /* on failure the keys stay nil */
+        lua_settop(L, base);
     }
 }
 
@@ -378,6 +608,36 @@ int wsl_body_done(lua_State *L, int status, lua_KContext ctx)
     return 0;
 }
 
+/* The message handler of every call: keeps the traceback where the error was raised, under the
+ * runner's address (a nested call has a runner of its own), for failed_body. It runs no script
+ * code, which matters: when the hook raised the error, Lua runs it with hooks off. */
+static int keep_traceback(lua_State *L)
+{
+    luaL_traceback(L, L, NULL, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, L);
+    return 1;
+}
+
+/* No results when the body returned, two when it failed: the error value and the status. */
+static int run_call_done(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)ctx;
+    if (status == LUA_OK || status == LUA_YIELD) return 0;
+    lua_pushinteger(L, status);
+    return 2;
+}
+
+/* The bottom of every runner: the body (at 1, its argument at 2) under a pcall. See the time
+ * limit: an error the hook raised must meet a pcall before it ends the thread, or Lua would run
+ * the thread's __close handlers, and every later call on that runner, with hooks off. The
+ * failure is returned, not raised again: a runner never dies. */
+static int run_call(lua_State *L)
+{
+    lua_pushcfunction(L, keep_traceback);
+    lua_insert(L, 1);
+    return run_call_done(L, lua_pcallk(L, 1, 0, 1, 0, run_call_done), 0);
+}
+
 bool wsl_protect(wsl_script *s, lua_CFunction body, void *arg, const char *what, const wsl_conn *c)
 {
     lua_State *co = runner(s, s->depth);
@@ -385,17 +645,31 @@ bool wsl_protect(wsl_script *s, lua_CFunction body, void *arg, const char *what,
         wsl_error("Lua error in %s: not enough memory for a call", what);
         return false;
     }
+    lua_pushcfunction(co, run_call);
     lua_pushcfunction(co, body);
     lua_pushlightuserdata(co, arg);
-    size_t mem_before = s->mem;
-    lua_State *outer_runner = runner_now;
+    size_t mem_before = s->mem, outer_peak = s->peak;
+    s->peak = s->mem;
     lua_State *outer = call_begin(s, co);
-    int nres, st = lua_resume(co, outer ? outer : s->L, 1, &nres);
+    int nres, st = lua_resume(co, outer ? outer : s->L, 2, &nres);
+    if (st == LUA_OK && nres == 2) { /* run_call caught an error: the value stays on top */
+        st = (int)lua_tointeger(co, -1);
+        lua_pop(co, 1);
+    }
     const char *why = overrun ? overrun_why : "attempt to yield from outside a coroutine";
-    call_end(s, outer, outer_runner);
-    if (st == LUA_OK) {
+    /* The outermost call told to stop fails even if it returned first: the stop reached a
+     * coroutine whose coroutine.resume returned false, and the script went on to return. */
+    bool stopped = overrun && s->depth == 1;
+    call_end(s, outer);
+    bool grew = s->peak > mem_before + TRIM_GROWTH;
+    if (s->peak < outer_peak) s->peak = outer_peak;
+    if (st == LUA_OK && !stopped) {
         lua_settop(co, 0);
         return true;
+    }
+    if (st == LUA_OK) {
+        lua_settop(co, 0);
+        st = LUA_YIELD; /* failed_body: the message is `why` */
     }
     failure f = {.co = co, .status = st, .yield_why = why, .what = what};
     char who[96];
@@ -404,7 +678,11 @@ bool wsl_protect(wsl_script *s, lua_CFunction body, void *arg, const char *what,
                  wsl_conn_remote(c));
         f.conn = who;
     }
-    failed(s, &f, mem_before);
+    /* Describing the error and closing the abandoned call run script code: a call of their own,
+     * with a time of their own when this one was the outermost. */
+    lua_State *g = guard_begin(s);
+    failed(s, &f, grew);
+    guard_end(s, g);
     return false;
 }
 
@@ -430,9 +708,27 @@ static void set_paths(lua_State *L, const char *script)
     lua_pop(L, 3);
 }
 
+/* The __gc of an object made before any other with a finalizer: lua_close runs finalizers in
+ * the reverse order of their marking, so this one runs last, when no script code is left. It
+ * ends the guard wsl_script_free put around lua_close (the state is freed right after). */
+static volatile sig_atomic_t closing;
+
+static int last_finalizer(lua_State *L)
+{
+    (void)L;
+    if (closing) in_call = 0;
+    return 0;
+}
+
 static int setup_body(lua_State *L)
 {
     wsl_script *s = lua_touserdata(L, 1);
+    lua_newuserdatauv(L, 0, 0);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, last_finalizer);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &last_key);
     luaL_openlibs(L);
     track_coroutines(L);
     wsl_lconn_open(L);
@@ -446,18 +742,34 @@ static int setup_body(lua_State *L)
     return 0;
 }
 
-/* Compile the file into the registry (chunk_key). It runs no script code, so it needs no time
- * limit; a syntax error is logged as the compiler wrote it (a traceback would say nothing). */
+static int store_chunk(lua_State *L)
+{
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &chunk_key);
+    return 0;
+}
+
+/* Compile the file into the registry (chunk_key). A syntax error is logged as the compiler wrote
+ * it (a traceback would say nothing). The compiler runs no script code, but its allocations may
+ * let the collector run finalizers: guarded. */
 static int compile(wsl_script *s)
 {
     lua_State *L = s->L;
+    int base = lua_gettop(L), r = 0;
+    lua_State *g = guard_begin(s);
     if (luaL_loadfile(L, s->path) != LUA_OK) {
         wsl_error("%s", lua_tostring(L, -1));
-        lua_pop(L, 1);
-        return -1;
+        r = -1;
+    } else { /* stored in protected mode: a new registry key may need memory */
+        lua_pushcfunction(L, store_chunk);
+        lua_insert(L, -2);
+        if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+            wsl_error("%s: %s", s->path, lua_tostring(L, -1));
+            r = -1;
+        }
     }
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &chunk_key);
-    return 0;
+    lua_settop(L, base);
+    guard_end(s, g);
+    return r;
 }
 
 static int run_body(lua_State *L)
@@ -511,13 +823,17 @@ int wsl_script_load(wsl_script *s)
 static const char *const handler_names[HANDLER_COUNT] = {"on_open",  "on_message", "on_close",
                                                          "on_error", "on_upgrade", "on_drain"};
 
+/* Raw, as get_handler reads them. */
 static int save_handlers_body(lua_State *L)
 {
     lua_createtable(L, 0, HANDLER_COUNT);
+    lua_pushglobaltable(L);
     for (int i = 0; i < HANDLER_COUNT; i++) {
-        lua_getglobal(L, handler_names[i]);
-        lua_setfield(L, -2, handler_names[i]);
+        lua_pushstring(L, handler_names[i]);
+        lua_rawget(L, -2);
+        lua_setfield(L, -3, handler_names[i]);
     }
+    lua_pop(L, 1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &saved_key);
     return 0;
 }
@@ -525,10 +841,13 @@ static int save_handlers_body(lua_State *L)
 static int restore_handlers_body(lua_State *L)
 {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &saved_key);
+    lua_pushglobaltable(L);
     for (int i = 0; i < HANDLER_COUNT; i++) {
-        lua_getfield(L, -1, handler_names[i]);
-        lua_setglobal(L, handler_names[i]);
+        lua_pushstring(L, handler_names[i]);
+        lua_getfield(L, -3, handler_names[i]);
+        lua_rawset(L, -3);
     }
+    lua_pop(L, 1);
     lua_pushnil(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &saved_key);
     return 0;
@@ -599,6 +918,7 @@ int wsl_script_watch(wsl_script *s)
 
 void wsl_script_stop(wsl_script *s)
 {
+    flush_repeats(s, 0); /* a count not logged yet */
     if (s->L) wsl_ltimer_stop(s, WSL_TIMERS_ALL, 0);
     if (s->watching) uv_close((uv_handle_t *)&s->watch, NULL);
     s->watching = false;
@@ -616,8 +936,23 @@ const char *wsl_script_path(const wsl_script *s)
 void wsl_script_free(wsl_script *s)
 {
     if (!s) return;
-    if (s->L) lua_close(s->L);
-    running = runner_now = NULL;
+    if (s->L) {
+        /* lua_close runs the script's finalizers: as a call, so that one that never returns
+         * is watched like any script code (Lua runs finalizers with hooks off: stop_call's last
+         * resort ends it once a signal asked the process to end). last_finalizer ends the call
+         * before the state is freed, so that SIGALRM cannot touch freed memory. */
+        guard_begin(s);
+        closing = 1;
+        lua_close(s->L);
+        in_call = 0; /* in case the script destroyed the registry and its last finalizer */
+        closing = 0;
+        overrun = 0;
+        s->depth = 0;
+        struct itimerval off = {0};
+        setitimer(ITIMER_REAL, &off, NULL);
+        alarm_armed = 0;
+    }
+    running = NULL;
     free(s->runners);
     free(s->runner_refs);
     free(s->path);
@@ -637,12 +972,19 @@ typedef struct handler_call {
     size_t len;
     bool binary;
     unsigned code;
+    bool missing; /* out: the script does not define the handler */
 } handler_call;
 
-/* Push the handler; false (nothing pushed) when the script does not define it. */
+/* Push the handler; false (nothing pushed) when the script does not define it. A raw lookup:
+ * a "strict" __index on _G that raises for undefined globals must not make every event whose
+ * handler the script leaves out an error. */
 static bool get_handler(lua_State *L, const char *name)
 {
-    if (lua_getglobal(L, name) == LUA_TFUNCTION) return true;
+    lua_pushglobaltable(L);
+    lua_pushstring(L, name);
+    int t = lua_rawget(L, -2);
+    lua_remove(L, -2);
+    if (t == LUA_TFUNCTION) return true;
     lua_pop(L, 1);
     return false;
 }
@@ -650,7 +992,10 @@ static bool get_handler(lua_State *L, const char *name)
 static int handler_body(lua_State *L)
 {
     handler_call *h = lua_touserdata(L, 1);
-    if (!get_handler(L, h->handler)) return 0;
+    if (!get_handler(L, h->handler)) {
+        h->missing = true;
+        return 0;
+    }
     wsl_lconn_push(L, h->c);
     int n = 1;
     switch (h->args) {
@@ -683,13 +1028,9 @@ static void dispatch(wsl_script *s, handler_call *h)
 {
     if (wsl_protect(s, handler_body, h, h->handler, h->c)) return;
     if (!wsl_conn_is_open(h->c) || h->args == ARGS_CLOSE) return; /* only logged */
-    lua_State *L = s->L;
-    bool has_on_error = lua_getglobal(L, "on_error") == LUA_TFUNCTION;
-    lua_pop(L, 1);
-    if (has_on_error) {
-        handler_call err = {.args = ARGS_ERROR, .c = h->c, .handler = "on_error"};
-        if (wsl_protect(s, handler_body, &err, "on_error", h->c)) return;
-    }
+    /* Looked up inside the call too: nothing of the script runs outside one. */
+    handler_call err = {.args = ARGS_ERROR, .c = h->c, .handler = "on_error"};
+    if (wsl_protect(s, handler_body, &err, "on_error", h->c) && !err.missing) return;
     if (wsl_conn_is_open(h->c)) wsl_conn_close(h->c, 1011, "internal error", 14);
 }
 
