@@ -22,7 +22,6 @@
 
 /* Registry keys (their addresses). */
 static char err_value_key, err_trace_key, saved_key, chunk_key, last_key;
-/* (Each runner's address keys the traceback of its last error; see keep_traceback.) */
 
 /* ---- time limit ------------------------------------------------------------------------------
  * Every protected call runs on a thread of its own (a "runner", kept and reused), and every
@@ -38,8 +37,8 @@ static char err_value_key, err_trace_key, saved_key, chunk_key, last_key;
  * in a signal handler; the server starts no other threads.
  *
  * Lua leaves hooks disabled on a thread an error raised from a hook unwinds, until a pcall
- * catches the error: hence the pcall at the bottom of every runner (run_call), and an error
- * only where Lua cannot yield. */
+ * catches it: hence an error only where Lua cannot yield, and a runner such an error may have
+ * ended is not used again (wsl_protect). */
 
 static lua_State *volatile running; /* the thread running Lua now; NULL between calls */
 static volatile sig_atomic_t in_call;
@@ -153,7 +152,7 @@ void wsl_script_interrupt(const char *why, int sig)
 }
 
 /* Enter a call on thread co; returns the thread that ran before. */
-static lua_State *call_begin(wsl_script *s, lua_State *co)
+static inline lua_State *call_begin(wsl_script *s, lua_State *co)
 {
     lua_State *outer = running;
     running = co;
@@ -167,7 +166,7 @@ static lua_State *call_begin(wsl_script *s, lua_State *co)
     return outer;
 }
 
-static void call_end(wsl_script *s, lua_State *outer)
+static inline void call_end(wsl_script *s, lua_State *outer)
 {
     running = outer;
     if (--s->depth > 0) {
@@ -424,24 +423,43 @@ static int new_runner_body(lua_State *L)
  * at the memory cap even this fails, and an unprotected error would abort the process. */
 static lua_State *runner(wsl_script *s, int d)
 {
-    if (d < s->nrunners) return s->runners[d];
-    lua_State **r = realloc(s->runners, (size_t)(d + 1) * sizeof *r);
-    if (r) s->runners = r;
-    int *refs = r ? realloc(s->runner_refs, (size_t)(d + 1) * sizeof *refs) : NULL;
-    if (refs) s->runner_refs = refs;
-    if (!r || !refs || !lua_checkstack(s->L, 2)) return NULL;
+    if (d < s->nrunners && s->runners[d]) return s->runners[d];
+    lua_State **r = s->runners;
+    int *refs = s->runner_refs;
+    if (d >= s->nrunners) {
+        r = realloc(s->runners, (size_t)(d + 1) * sizeof *r);
+        if (r) s->runners = r;
+        refs = r ? realloc(s->runner_refs, (size_t)(d + 1) * sizeof *refs) : NULL;
+        if (refs) s->runner_refs = refs;
+        if (!r || !refs) return NULL;
+        r[d] = NULL;
+        s->nrunners = d + 1;
+    }
+    if (!lua_checkstack(s->L, 2)) return NULL;
     /* No collection step here, outside any call: it could run the script's finalizers. */
     bool gc = lua_gc(s->L, LUA_GCISRUNNING);
     lua_gc(s->L, LUA_GCSTOP);
     lua_pushcfunction(s->L, new_runner_body);
     lua_pushlightuserdata(s->L, &r[d]);
     bool ok = lua_pcall(s->L, 1, 1, 0) == LUA_OK;
-    if (ok) refs[d] = (int)lua_tointeger(s->L, -1);
+    if (ok)
+        refs[d] = (int)lua_tointeger(s->L, -1);
+    else
+        r[d] = NULL; /* made, perhaps, but not kept */
     lua_pop(s->L, 1);
     if (gc) lua_gc(s->L, LUA_GCRESTART);
-    if (!ok) return NULL;
-    s->nrunners = d + 1;
-    return r[d];
+    return ok ? r[d] : NULL;
+}
+
+/* Let a runner go; the next call at depth d makes another. Done with one that an error from the
+ * hook may have ended (its hooks stay off, see the time limit), and with one abandoned by a
+ * yield, which keeps the message handler of the pcall it was in as its own (lua_resetthread
+ * does not clear it): an error raised outside a pcall on its next call would call whatever
+ * sits at that stack slot. */
+static void drop_runner(wsl_script *s, int d)
+{
+    luaL_unref(s->L, LUA_REGISTRYINDEX, s->runner_refs[d]);
+    s->runners[d] = NULL;
 }
 
 /* What a failed call left, for failed_body. */
@@ -449,6 +467,8 @@ typedef struct failure {
     lua_State *co;
     int status;
     const char *yield_why; /* LUA_YIELD: why the call was abandoned */
+    bool hooks_off;        /* the runner may have hooks off: not to run again */
+    int depth;             /* the runner's */
     const char *what;
     const char *conn; /* "conn#ID ADDR" or NULL */
     char msg[256];    /* the message, for the log and the repeat check */
@@ -493,12 +513,8 @@ static int failed_body(lua_State *L)
     const char *msg = lua_tostring(L, -1);
     if (f->status == LUA_ERRMEM) msg = "not enough memory (--lua-memory)"; /* Lua's says less */
     snprintf(f->msg, sizeof f->msg, "%s", msg);
-    if (f->status != LUA_YIELD && lua_rawgetp(L, LUA_REGISTRYINDEX, f->co) == LUA_TSTRING) {
-        lua_pushfstring(L, "%s\n%s", msg, lua_tostring(L, -1)); /* where the error was raised */
-    } else {
-        /* Abandoned: the runner's stack is intact and shows where the loop was. */
-        luaL_traceback(L, f->co, msg, 0);
-    }
+    /* The runner's stack is intact (dead or abandoned): it shows where the error or loop was. */
+    luaL_traceback(L, f->co, msg, 0);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &err_trace_key);
     return 0;
 }
@@ -582,10 +598,11 @@ static void failed(wsl_script *s, failure *f, bool grew)
     }
     log_failure(s, f, trace ? trace : f->msg);
     lua_settop(L, base);
-    lua_pushnil(L);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, f->co); /* keep_traceback's */
-    reset_thread(L, f->co); /* an abandoned or failed runner is clean for the next call */
-    lua_settop(f->co, 0);
+    if (!f->hooks_off) { /* (with hooks off its __close handlers would be beyond the limit) */
+        reset_thread(L, f->co); /* an abandoned or failed runner is clean for the next call */
+        lua_settop(f->co, 0);
+    }
+    if (f->hooks_off || f->status == LUA_YIELD) drop_runner(s, f->depth);
     /* A call that failed after piling up memory leaves garbage the collector may take long to
      * reach, and free pages glibc keeps: give them back now. */
     if (grew) {
@@ -608,58 +625,24 @@ int wsl_body_done(lua_State *L, int status, lua_KContext ctx)
     return 0;
 }
 
-/* The message handler of every call: keeps the traceback where the error was raised, under the
- * runner's address (a nested call has a runner of its own), for failed_body. It runs no script
- * code, which matters: when the hook raised the error, Lua runs it with hooks off. */
-static int keep_traceback(lua_State *L)
-{
-    luaL_traceback(L, L, NULL, 1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, L);
-    return 1;
-}
-
-/* No results when the body returned, two when it failed: the error value and the status. */
-static int run_call_done(lua_State *L, int status, lua_KContext ctx)
-{
-    (void)ctx;
-    if (status == LUA_OK || status == LUA_YIELD) return 0;
-    lua_pushinteger(L, status);
-    return 2;
-}
-
-/* The bottom of every runner: the body (at 1, its argument at 2) under a pcall. See the time
- * limit: an error the hook raised must meet a pcall before it ends the thread, or Lua would run
- * the thread's __close handlers, and every later call on that runner, with hooks off. The
- * failure is returned, not raised again: a runner never dies. */
-static int run_call(lua_State *L)
-{
-    lua_pushcfunction(L, keep_traceback);
-    lua_insert(L, 1);
-    return run_call_done(L, lua_pcallk(L, 1, 0, 1, 0, run_call_done), 0);
-}
-
 bool wsl_protect(wsl_script *s, lua_CFunction body, void *arg, const char *what, const wsl_conn *c)
 {
-    lua_State *co = runner(s, s->depth);
+    int d = s->depth;
+    lua_State *co = runner(s, d);
     if (!co) {
         wsl_error("Lua error in %s: not enough memory for a call", what);
         return false;
     }
-    lua_pushcfunction(co, run_call);
     lua_pushcfunction(co, body);
     lua_pushlightuserdata(co, arg);
     size_t mem_before = s->mem, outer_peak = s->peak;
     s->peak = s->mem;
     lua_State *outer = call_begin(s, co);
-    int nres, st = lua_resume(co, outer ? outer : s->L, 2, &nres);
-    if (st == LUA_OK && nres == 2) { /* run_call caught an error: the value stays on top */
-        st = (int)lua_tointeger(co, -1);
-        lua_pop(co, 1);
-    }
+    int nres, st = lua_resume(co, outer ? outer : s->L, 1, &nres);
     const char *why = overrun ? overrun_why : "attempt to yield from outside a coroutine";
     /* The outermost call told to stop fails even if it returned first: the stop reached a
      * coroutine whose coroutine.resume returned false, and the script went on to return. */
-    bool stopped = overrun && s->depth == 1;
+    bool overrun_seen = overrun, stopped = overrun && s->depth == 1;
     call_end(s, outer);
     bool grew = s->peak > mem_before + TRIM_GROWTH;
     if (s->peak < outer_peak) s->peak = outer_peak;
@@ -671,7 +654,13 @@ bool wsl_protect(wsl_script *s, lua_CFunction body, void *arg, const char *what,
         lua_settop(co, 0);
         st = LUA_YIELD; /* failed_body: the message is `why` */
     }
-    failure f = {.co = co, .status = st, .yield_why = why, .what = what};
+    /* An error while the call was over its time may come from the hook (see drop_runner). */
+    failure f = {.co = co,
+                 .status = st,
+                 .yield_why = why,
+                 .what = what,
+                 .hooks_off = st != LUA_YIELD && overrun_seen,
+                 .depth = d};
     char who[96];
     if (c) {
         snprintf(who, sizeof who, "conn#%llu %s", (unsigned long long)wsl_conn_id(c),
@@ -975,18 +964,15 @@ typedef struct handler_call {
     bool missing; /* out: the script does not define the handler */
 } handler_call;
 
-/* Push the handler; false (nothing pushed) when the script does not define it. A raw lookup:
+/* Push the global table and the handler above it (the caller leaves the table where it is:
+ * cheaper than removing it); false when the script does not define the handler. A raw lookup:
  * a "strict" __index on _G that raises for undefined globals must not make every event whose
  * handler the script leaves out an error. */
 static bool get_handler(lua_State *L, const char *name)
 {
     lua_pushglobaltable(L);
     lua_pushstring(L, name);
-    int t = lua_rawget(L, -2);
-    lua_remove(L, -2);
-    if (t == LUA_TFUNCTION) return true;
-    lua_pop(L, 1);
-    return false;
+    return lua_rawget(L, -2) == LUA_TFUNCTION;
 }
 
 static int handler_body(lua_State *L)
@@ -1111,9 +1097,9 @@ static void push_request(lua_State *L, const upgrade_call *u)
     lua_setfield(L, -2, "data");
 }
 
-/* What on_upgrade returned (the stack: arg, the handler, req, its three results). A
+/* What on_upgrade returned (the stack: arg, _G, the handler, req, its three results). A
  * continuation, so that it also runs after the script caught an error with pcall. */
-enum { UPGRADE_REQ = 3 };
+enum { UPGRADE_REQ = 4 };
 
 static int upgrade_done(lua_State *L, int call_status, lua_KContext ctx)
 {
@@ -1158,7 +1144,7 @@ static int upgrade_body(lua_State *L)
     upgrade_call *u = lua_touserdata(L, 1);
     if (!get_handler(L, "on_upgrade")) return 0;
     push_request(L, u); /* at UPGRADE_REQ */
-    lua_pushvalue(L, 2);
+    lua_pushvalue(L, UPGRADE_REQ - 1);
     lua_pushvalue(L, UPGRADE_REQ);
     lua_callk(L, 1, 3, 0, upgrade_done);
     return upgrade_done(L, LUA_OK, 0);
