@@ -164,7 +164,7 @@ static void on_stop_signal(int sig)
         return;
     }
     stop_signal = sig;
-    wsl_script_interrupt("interrupted: the server is shutting down");
+    wsl_script_interrupt("interrupted: the server is shutting down", sig);
     uv_async_send(&stop_async);
 }
 

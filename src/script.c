@@ -1,7 +1,7 @@
 /* The core of the Lua binding: the state and its memory cap, protected calls under a time limit
  * that no Lua code can escape (coroutines included), loading and live reload, and the dispatch
  * of connection events to the script's handlers. The Lua types live in lconn.c, lrequest.c,
- * lws.c and ltimer.c; what they share is in script_priv.h. */
+ * lws.c, ltimer.c, lspawn.c, lredis.c and lmetric.c; what they share is in script_priv.h. */
 #include "script_priv.h"
 
 #include <lualib.h>
@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -21,21 +22,26 @@
 #define HANDLER_COUNT 7
 
 /* Registry keys (their addresses). */
-static char err_value_key, err_trace_key, saved_key, chunk_key;
+static char err_value_key, err_trace_key, saved_key, chunk_key, last_key;
 
 /* ---- time limit ------------------------------------------------------------------------------
  * Every protected call runs on a thread of its own (a "runner", kept and reused), and every
  * coroutine the script resumes goes through co_resume below, so the thread running right now is
  * always known (`running`). While a call is in progress an interval timer (SIGALRM) ticks TICKS
  * times per time limit; a tick that finds the same top-level call in progress for more than
- * TICKS ticks installs a hook on the running thread. On the runner the hook yields, which
- * abandons the call however many pcalls the script wrapped around its loop; where Lua cannot
- * yield (a user coroutine, or inside a C function such as table.sort) it raises an error, and
- * the thread that resumed it gets the hook in turn. Until a call overruns, no clock is read and
- * no hook runs. lua_sethook is safe in a signal handler; the server starts no other threads. */
+ * TICKS ticks installs a hook on the running thread. The hook yields wherever Lua can: on the
+ * runner that abandons the call however many pcalls the script wrapped around its loop; in a
+ * coroutine it returns to the coroutine.resume that resumed it, which reports the stop, and the
+ * resuming thread gets the hook in turn. Where Lua cannot yield (inside a C function such as
+ * table.sort, or on the main thread) the hook raises an error, which no pcall of the script can
+ * keep (co_pcall). Until a call overruns, no clock is read and no hook runs. lua_sethook is safe
+ * in a signal handler; the server starts no other threads.
+ *
+ * Lua leaves hooks disabled on a thread an error raised from a hook unwinds, until a pcall
+ * catches it: hence an error only where Lua cannot yield, and a runner such an error may have
+ * ended is not used again (wsl_protect). */
 
-static lua_State *volatile running;    /* the thread running Lua now; NULL between calls */
-static lua_State *volatile runner_now; /* the runner of the current innermost call */
+static lua_State *volatile running; /* the thread running Lua now; NULL between calls */
 static volatile sig_atomic_t in_call;
 static volatile sig_atomic_t call_seq, seen_seq, ticks;
 static volatile sig_atomic_t alarm_armed;
@@ -43,6 +49,8 @@ static volatile sig_atomic_t overrun; /* the current top-level call must end */
 static const char *volatile overrun_why;
 static volatile sig_atomic_t interrupt_seq, interrupt_pending;
 static const char *volatile interrupt_why;
+static volatile sig_atomic_t stop_sig;       /* the signal that asked the process to end */
+static volatile sig_atomic_t told, told_seq; /* a call was told to stop after stop_sig came */
 static double handler_timeout;
 static char timeout_msg[96];
 
@@ -53,7 +61,7 @@ static void overrun_hook(lua_State *L, lua_Debug *ar)
         lua_sethook(L, NULL, 0, 0);
         return;
     }
-    if (L == runner_now && lua_isyieldable(L)) {
+    if (lua_isyieldable(L)) {
         lua_yield(L, 0);
         return;
     }
@@ -61,9 +69,11 @@ static void overrun_hook(lua_State *L, lua_Debug *ar)
     luaL_error(L, "%s", overrun_why);
 }
 
+/* Not again on a thread that has it: that would restart its count, and a loop that resumes a
+ * coroutine (which gets stopped each time) would never reach it. */
 static void hook(lua_State *L)
 {
-    if (L) lua_sethook(L, overrun_hook, LUA_MASKCOUNT, 100);
+    if (L && lua_gethook(L) != overrun_hook) lua_sethook(L, overrun_hook, LUA_MASKCOUNT, 100);
 }
 
 static void arm_alarm(void)
@@ -76,17 +86,43 @@ static void arm_alarm(void)
     alarm_armed = 1;
 }
 
+/* Stop the current top-level call. Some code the hook cannot reach: Lua runs __gc finalizers
+ * with hooks off, and a C function (a pattern match, os.execute) does not return to Lua. Once
+ * the process was asked to end, such a call still running a second after being told to stop
+ * ends it as a second signal would: SIGTERM always works. */
+static void stop_call(const char *why)
+{
+    overrun_why = why;
+    overrun = 1;
+    hook(running);
+    if (stop_sig) {
+        told = 1;
+        told_seq = call_seq;
+        struct itimerval it = {.it_value = {1, 0}};
+        setitimer(ITIMER_REAL, &it, NULL);
+        alarm_armed = 1;
+    }
+}
+
 static void on_alarm(int sig)
 {
     (void)sig;
     alarm_armed = 0;
     if (!in_call) return; /* idle: the next call arms it again */
+    if (told && told_seq == call_seq) {
+        static const char msg[] = "wsluad: Lua code that cannot be stopped (a __gc finalizer, or "
+                                  "blocked in C) is still running: exiting\n";
+        ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
+        (void)n;
+        signal(stop_sig, SIG_DFL);
+        raise(stop_sig);
+        return;
+    }
+    told = 0;
     if (interrupt_pending) {
         interrupt_pending = 0;
         if (interrupt_seq == call_seq) {
-            overrun_why = interrupt_why;
-            overrun = 1;
-            hook(running);
+            stop_call(interrupt_why);
             return;
         }
     }
@@ -96,9 +132,7 @@ static void on_alarm(int sig)
         ticks = 0;
     }
     if (++ticks > TICKS) {
-        overrun_why = timeout_msg;
-        overrun = 1;
-        hook(running);
+        stop_call(timeout_msg);
         return;
     }
     arm_alarm();
@@ -106,8 +140,9 @@ static void on_alarm(int sig)
 
 /* A call that is still the same one 100 ms later is stuck, not merely running: only that one
  * is stopped, so a shutdown does not abandon healthy handlers. */
-void wsl_script_interrupt(const char *why)
+void wsl_script_interrupt(const char *why, int sig)
 {
+    stop_sig = sig;
     if (!in_call) return;
     interrupt_why = why;
     interrupt_seq = call_seq;
@@ -118,10 +153,10 @@ void wsl_script_interrupt(const char *why)
 }
 
 /* Enter a call on thread co; returns the thread that ran before. */
-static lua_State *call_begin(wsl_script *s, lua_State *co)
+static inline lua_State *call_begin(wsl_script *s, lua_State *co)
 {
     lua_State *outer = running;
-    running = runner_now = co;
+    running = co;
     if (s->depth++ == 0) {
         call_seq++;
         in_call = 1;
@@ -132,16 +167,42 @@ static lua_State *call_begin(wsl_script *s, lua_State *co)
     return outer;
 }
 
-static void call_end(wsl_script *s, lua_State *outer, lua_State *outer_runner)
+static inline void call_end(wsl_script *s, lua_State *outer)
 {
     running = outer;
-    runner_now = outer_runner;
     if (--s->depth > 0) {
         if (overrun) hook(outer); /* the whole top-level call is over its time */
         return;
     }
     in_call = 0;
     overrun = 0; /* threads still hooked unhook themselves (overrun_hook) */
+}
+
+/* Script code also runs where no handler is called: a __tostring describing an error, the
+ * __close handlers of an abandoned call, finalizers (__gc) that the collector runs at any
+ * allocation (while compiling, say) and at exit. Such work runs as a call of its own on the main
+ * thread (which cannot yield, so an overrun raises there), under the time limit and the
+ * shutdown's interrupt like any handler; depth is held, so a handler it triggers (a __close that
+ * closes a connection runs on_close) gets a runner of its own, not the one being reset. Lua runs
+ * finalizers with hooks off: only stop_call's last resort ends one that never returns. */
+static lua_State *guard_begin(wsl_script *s)
+{
+    return call_begin(s, s->L);
+}
+
+static void guard_end(wsl_script *s, lua_State *outer)
+{
+    call_end(s, outer);
+}
+
+/* Run the pending __close handlers of co (lua_resetthread) with the time limit on co. */
+static void reset_thread(lua_State *L, lua_State *co)
+{
+    running = co;
+    if (overrun) hook(co);
+    lua_resetthread(co);
+    running = L;
+    if (overrun) hook(L);
 }
 
 /* ---- coroutines, tracked -------------------------------------------------------------------- */
@@ -182,7 +243,14 @@ static int resume(lua_State *L, lua_State *co, int narg)
     if (overrun) hook(co);
     int nres, st = lua_resume(co, L, narg, &nres);
     running = L;
-    if (overrun) hook(L);
+    if (overrun) {
+        hook(L);
+        if (st == LUA_YIELD) { /* (most likely) the stop, not the script's yield: say so */
+            lua_pop(co, nres);
+            lua_pushstring(L, overrun_why);
+            return -1;
+        }
+    }
     if (st == LUA_OK || st == LUA_YIELD) {
         if (!lua_checkstack(L, nres + 1)) {
             lua_pop(co, nres);
@@ -212,8 +280,10 @@ static int co_wrapped(lua_State *L)
     int n = resume(L, co, lua_gettop(L));
     if (n >= 0) return n;
     int st = lua_status(co);
-    if (st != LUA_OK && st != LUA_YIELD) { /* dead by an error: close its pending variables */
-        lua_resetthread(co);
+    /* Dead by an error: close its pending variables; not once the call is over its time (an
+     * error the hook raised may have left the coroutine's hooks off, see above). */
+    if (st != LUA_OK && st != LUA_YIELD && !overrun) {
+        reset_thread(L, co);
         lua_settop(co, 0);
     }
     if (lua_type(L, -1) == LUA_TSTRING) { /* where the wrapped function was called */
@@ -234,15 +304,96 @@ static int co_wrap(lua_State *L)
     return 1;
 }
 
-/* coroutine.resume and coroutine.wrap go through resume(); the rest of the library is Lua's. */
+/* coroutine.close runs co's pending __close handlers on co: Lua's, with the time limit on co. */
+static int co_close(lua_State *L)
+{
+    lua_State *co = lua_tothread(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    if (co && co != L) {
+        running = co;
+        if (overrun) hook(co);
+    }
+    int st = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+    running = L;
+    if (overrun) hook(L);
+    return st == LUA_OK ? lua_gettop(L) : lua_error(L);
+}
+
+/* pcall and xpcall, as Lua's except that an error caught while the current call is over its time
+ * is raised again. Where Lua cannot yield (in a coroutine, or inside a C function such as
+ * table.sort) the stop is an error, and a script catching it in a loop would never give control
+ * back. The first result (true) sits at index `ok`. */
+static int catch_done(lua_State *L, int status, lua_KContext ok)
+{
+    if (status == LUA_OK || status == LUA_YIELD) return lua_gettop(L) - (int)ok + 1;
+    if (overrun) return lua_error(L);
+    lua_pushboolean(L, 0);
+    lua_pushvalue(L, -2);
+    return 2;
+}
+
+static int co_pcall(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lua_pushboolean(L, 1);
+    lua_insert(L, 1);
+    return catch_done(L, lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 0, 1, catch_done), 1);
+}
+
+/* xpcall's message handler, around the script's: not run once the call is over its time. The
+ * stop's error is raised from the hook, and Lua runs a message handler for it with hooks off: a
+ * handler that loops could never be stopped. */
+static int co_msgh(lua_State *L)
+{
+    if (overrun) return 1; /* the error as it is */
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+static int co_xpcall(lua_State *L)
+{
+    int n = lua_gettop(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION); /* the message handler stays at 2 */
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, co_msgh, 1);
+    lua_replace(L, 2);
+    lua_pushboolean(L, 1);
+    lua_pushvalue(L, 1);
+    lua_rotate(L, 3, 2); /* true and the function below the arguments */
+    return catch_done(L, lua_pcallk(L, n - 2, LUA_MULTRET, 2, 3, catch_done), 3);
+}
+
+/* Lua code in a hook function runs with hooks off, so the time limit could never stop it; and a
+ * script clearing hooks in a loop would remove the one that stops it. */
+static int no_sethook(lua_State *L)
+{
+    return luaL_error(L, "debug.sethook is not available: wsluad's time limit uses the hook");
+}
+
+/* Replace fn in the library table lib by f, which gets the original as its upvalue. */
+static void replace(lua_State *L, const char *lib, const char *fn, lua_CFunction f)
+{
+    if (lua_getglobal(L, lib) == LUA_TTABLE) {
+        lua_getfield(L, -1, fn);
+        lua_pushcclosure(L, f, 1);
+        lua_setfield(L, -2, fn);
+    }
+    lua_pop(L, 1);
+}
+
+/* What runs the script's code in other threads or catches errors goes through the functions
+ * above, so the time limit always knows the running thread and its stop cannot be caught. */
 static void track_coroutines(lua_State *L)
 {
-    lua_getglobal(L, "coroutine");
-    lua_pushcfunction(L, co_resume);
-    lua_setfield(L, -2, "resume");
-    lua_pushcfunction(L, co_wrap);
-    lua_setfield(L, -2, "wrap");
-    lua_pop(L, 1);
+    replace(L, "coroutine", "resume", co_resume);
+    replace(L, "coroutine", "wrap", co_wrap);
+    replace(L, "coroutine", "close", co_close);
+    replace(L, "_G", "pcall", co_pcall);
+    replace(L, "_G", "xpcall", co_xpcall);
+    replace(L, "debug", "sethook", no_sethook);
 }
 
 /* ---- memory cap ------------------------------------------------------------------------- */
@@ -260,24 +411,61 @@ static void *lalloc(void *ud, void *ptr, size_t osize, size_t nsize)
         return NULL; /* Lua collects garbage and retries, then raises "not enough memory" */
     void *p = realloc(ptr, nsize);
     if (p) s->mem = s->mem - old + nsize;
+    if (s->mem > s->peak) s->peak = s->mem;
     return p;
 }
 
 /* ---- protected calls ------------------------------------------------------------------------ */
 
-/* The thread for calls at depth d, created on first use and kept. */
+static int new_runner_body(lua_State *L)
+{
+    lua_State **t = lua_touserdata(L, 1);
+    *t = lua_newthread(L);
+    lua_pushinteger(L, luaL_ref(L, LUA_REGISTRYINDEX));
+    return 1;
+}
+
+/* The thread for calls at depth d, created on first use and kept. Created in protected mode:
+ * at the memory cap even this fails, and an unprotected error would abort the process. */
 static lua_State *runner(wsl_script *s, int d)
 {
-    if (d < s->nrunners) return s->runners[d];
-    lua_State **r = realloc(s->runners, (size_t)(d + 1) * sizeof *r);
-    if (r) s->runners = r;
-    int *refs = r ? realloc(s->runner_refs, (size_t)(d + 1) * sizeof *refs) : NULL;
-    if (refs) s->runner_refs = refs;
-    if (!r || !refs || !lua_checkstack(s->L, 1)) return NULL;
-    r[d] = lua_newthread(s->L);
-    refs[d] = luaL_ref(s->L, LUA_REGISTRYINDEX);
-    s->nrunners = d + 1;
-    return r[d];
+    if (d < s->nrunners && s->runners[d]) return s->runners[d];
+    lua_State **r = s->runners;
+    int *refs = s->runner_refs;
+    if (d >= s->nrunners) {
+        r = realloc(s->runners, (size_t)(d + 1) * sizeof *r);
+        if (r) s->runners = r;
+        refs = r ? realloc(s->runner_refs, (size_t)(d + 1) * sizeof *refs) : NULL;
+        if (refs) s->runner_refs = refs;
+        if (!r || !refs) return NULL;
+        r[d] = NULL;
+        s->nrunners = d + 1;
+    }
+    if (!lua_checkstack(s->L, 2)) return NULL;
+    /* No collection step here, outside any call: it could run the script's finalizers. */
+    bool gc = lua_gc(s->L, LUA_GCISRUNNING);
+    lua_gc(s->L, LUA_GCSTOP);
+    lua_pushcfunction(s->L, new_runner_body);
+    lua_pushlightuserdata(s->L, &r[d]);
+    bool ok = lua_pcall(s->L, 1, 1, 0) == LUA_OK;
+    if (ok)
+        refs[d] = (int)lua_tointeger(s->L, -1);
+    else
+        r[d] = NULL; /* made, perhaps, but not kept */
+    lua_pop(s->L, 1);
+    if (gc) lua_gc(s->L, LUA_GCRESTART);
+    return ok ? r[d] : NULL;
+}
+
+/* Let a runner go; the next call at depth d makes another. Done with one that an error from the
+ * hook may have ended (its hooks stay off, see the time limit), and with one abandoned by a
+ * yield, which keeps the message handler of the pcall it was in as its own (lua_resetthread
+ * does not clear it): an error raised outside a pcall on its next call would call whatever
+ * sits at that stack slot. */
+static void drop_runner(wsl_script *s, int d)
+{
+    luaL_unref(s->L, LUA_REGISTRYINDEX, s->runner_refs[d]);
+    s->runners[d] = NULL;
 }
 
 /* What a failed call left, for failed_body. */
@@ -285,6 +473,8 @@ typedef struct failure {
     lua_State *co;
     int status;
     const char *yield_why; /* LUA_YIELD: why the call was abandoned */
+    bool hooks_off;        /* the runner may have hooks off: not to run again */
+    int depth;             /* the runner's */
     const char *what;
     const char *conn; /* "conn#ID ADDR" or NULL */
     uint64_t conn_id; /* with conn: for the JSON log's fields */
@@ -301,24 +491,39 @@ static const char *describe(lua_State *L, int i)
     return lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, i));
 }
 
+static int describe_body(lua_State *L)
+{
+    describe(L, 1);
+    return 1;
+}
+
 /* Runs on the main thread, protected: keeps the error value and the traceback for on_error and
- * formats the message (a __tostring metamethod is script code and may itself fail). */
+ * formats the message. The value is kept first, so on_error never gets an older one; __tostring
+ * is script code that may fail or loop (and an overrun raises on this thread): protected too. */
 static int failed_body(lua_State *L)
 {
     failure *f = lua_touserdata(L, 1);
     if (f->status == LUA_YIELD) {
         lua_pushstring(L, f->yield_why);
-        /* The runner's stack is intact: the traceback shows where the loop was. */
     } else {
         lua_xmove(f->co, L, 1);
     }
     int v = lua_gettop(L);
-    const char *msg = describe(L, v);
-    snprintf(f->msg, sizeof f->msg, "%s", msg);
-    luaL_traceback(L, f->co, msg, 0);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &err_trace_key);
     lua_pushvalue(L, v);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &err_value_key);
+    lua_pushcfunction(L, describe_body);
+    lua_pushvalue(L, v);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK || lua_type(L, -1) != LUA_TSTRING) {
+        lua_pop(L, 1);
+        lua_pushfstring(L, "(error object is a %s value whose __tostring failed)",
+                        luaL_typename(L, v));
+    }
+    const char *msg = lua_tostring(L, -1);
+    if (f->status == LUA_ERRMEM) msg = "not enough memory (--lua-memory)"; /* Lua's says less */
+    snprintf(f->msg, sizeof f->msg, "%s", msg);
+    /* The runner's stack is intact (dead or abandoned): it shows where the error or loop was. */
+    luaL_traceback(L, f->co, msg, 0);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &err_trace_key);
     return 0;
 }
 
@@ -328,22 +533,35 @@ void wsl_push_last_error(lua_State *L)
     lua_rawgetp(L, LUA_REGISTRYINDEX, &err_trace_key);
 }
 
-/* Log the failure, or count it when it repeats the previous one within REPEAT_WINDOW: a timer
- * that raises five times a second must not flood the log. */
+/* Say how many times the last error logged repeated since it was logged or last counted. */
+static void flush_repeats(wsl_script *s, uint64_t now)
+{
+    if (s->repeats) {
+        int n = (int)strcspn(s->last_error, "\n"); /* the handler's name, from the key */
+        wsl_error("the previous Lua error (in %.*s) repeated %u more times", n, s->last_error,
+                  s->repeats);
+    }
+    s->repeats = 0;
+    s->repeat_since = now;
+}
+
+/* Log the failure, or count it when it repeats the previous one (same handler, same message)
+ * less than REPEAT_WINDOW after it: a timer that raises five times a second must not flood the
+ * log. The count is logged at most once per REPEAT_WINDOW, and when another error comes; an
+ * error that comes back after a quiet REPEAT_WINDOW is logged in full again. */
 static void log_failure(wsl_script *s, const failure *f, const char *trace)
 {
     char key[sizeof s->last_error];
     if (snprintf(key, sizeof key, "%s\n%s", f->what, f->msg) < 0) key[0] = '\0';
     uint64_t now = uv_now(wsl_server_loop(s->srv));
-    if (strcmp(key, s->last_error) == 0 && now - s->repeat_since < REPEAT_WINDOW) {
+    bool again = strcmp(key, s->last_error) == 0 && now - s->last_seen < REPEAT_WINDOW;
+    s->last_seen = now;
+    if (again) {
         s->repeats++;
+        if (now - s->repeat_since >= REPEAT_WINDOW) flush_repeats(s, now);
         return;
     }
-    if (s->repeats)
-        wsl_error("the previous Lua error (in %s) repeated %u more times", f->what, s->repeats);
-    s->repeats = 0;
-    s->repeat_since = now;
-    if (strcmp(key, s->last_error) == 0) return; /* once per window is enough */
+    flush_repeats(s, now);
     snprintf(s->last_error, sizeof s->last_error, "%s", key);
     if (f->conn)
         wsl_log_about(WSL_LOG_ERROR, f->conn_id, f->remote, "Lua error in %s (%s): %s", f->what,
@@ -352,14 +570,34 @@ static void log_failure(wsl_script *s, const failure *f, const char *trace)
         wsl_error("Lua error in %s: %s", f->what, trace);
 }
 
-static void failed(wsl_script *s, failure *f, size_t mem_before)
+/* The error value and traceback when failed_body could not make them (under the memory cap,
+ * or a __tostring that fails): the message, once the failed call's memory is back. */
+static int fallback_body(lua_State *L)
+{
+    failure *f = lua_touserdata(L, 1);
+    lua_pushstring(L, f->msg);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &err_trace_key);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &err_value_key);
+    return 0;
+}
+
+/* Under guard_begin: everything here may run script code. `grew`: the heap grew by more than
+ * TRIM_GROWTH at some point of the call (it may have shrunk since, by an emergency collection
+ * under the memory cap). */
+static void failed(wsl_script *s, failure *f, bool grew)
 {
     lua_State *L = s->L;
     int base = lua_gettop(L);
+    lua_pushnil(L); /* setting nil allocates nothing: on_error never gets an older error */
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &err_value_key);
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &err_trace_key);
     lua_pushcfunction(L, failed_body);
     lua_pushlightuserdata(L, f);
     const char *trace = NULL;
-    if (lua_pcall(L, 1, 0, 0) == LUA_OK) {
+    bool described = lua_pcall(L, 1, 0, 0) == LUA_OK;
+    if (described) {
         lua_rawgetp(L, LUA_REGISTRYINDEX, &err_trace_key);
         trace = lua_tostring(L, -1);
     } else {
@@ -369,13 +607,22 @@ static void failed(wsl_script *s, failure *f, size_t mem_before)
     }
     log_failure(s, f, trace ? trace : f->msg);
     lua_settop(L, base);
-    lua_resetthread(f->co); /* an abandoned or failed runner is clean for the next call */
-    lua_settop(f->co, 0);
+    if (!f->hooks_off) { /* (with hooks off its __close handlers would be beyond the limit) */
+        reset_thread(L, f->co); /* an abandoned or failed runner is clean for the next call */
+        lua_settop(f->co, 0);
+    }
+    if (f->depth >= 0 && (f->hooks_off || f->status == LUA_YIELD)) drop_runner(s, f->depth);
     /* A call that failed after piling up memory leaves garbage the collector may take long to
      * reach, and free pages glibc keeps: give them back now. */
-    if (s->mem > mem_before + TRIM_GROWTH) {
+    if (grew) {
         lua_gc(L, LUA_GCCOLLECT);
         malloc_trim(0);
+    }
+    if (!described) {
+        lua_pushcfunction(L, fallback_body);
+        lua_pushlightuserdata(L, f);
+        lua_pcall(L, 1, 0, 0); /* on failure the keys stay nil */
+        lua_settop(L, base);
     }
 }
 
@@ -387,14 +634,14 @@ int wsl_body_done(lua_State *L, int status, lua_KContext ctx)
     return 0;
 }
 
-/* Resume co (a runner holding a body and its argument, or a coroutine of ws.spawn holding what
- * it is resumed with) under the time limit. 1: it finished; 0: a coroutine of ws.spawn yields to
- * wait (it called wsl_spawn_waiting); -1: it failed, which is logged. */
-static int run(wsl_script *s, lua_State *co, int nargs, bool spawned, const char *what,
-               const wsl_conn *c)
+/* Resume co under the time limit: a runner (at depth d) holding a body and its argument, or a
+ * coroutine of ws.spawn holding what it is resumed with (d < 0). 1: it finished; 0: a coroutine
+ * of ws.spawn yields to wait (it called wsl_spawn_waiting); -1: it failed, which is logged. */
+static int run(wsl_script *s, lua_State *co, int nargs, int d, const char *what, const wsl_conn *c)
 {
-    size_t mem_before = s->mem;
-    lua_State *outer_runner = runner_now;
+    bool spawned = d < 0;
+    size_t mem_before = s->mem, outer_peak = s->peak;
+    s->peak = s->mem;
     lua_State *outer = call_begin(s, co);
     /* A run inside a run (ws.spawn called by a spawned function) must not leave its own
      * `waiting` behind: the outer coroutine's coroutine.yield() would pass for a wait that
@@ -404,22 +651,36 @@ static int run(wsl_script *s, lua_State *co, int nargs, bool spawned, const char
     int nres, st = lua_resume(co, outer ? outer : s->L, nargs, &nres);
     bool waiting = s->waiting;
     s->waiting = outer_waiting;
-    bool overran = overrun;
-    s->timed_out = overran && overrun_why == timeout_msg;
-    const char *why = overran ? overrun_why : "attempt to yield from outside a coroutine";
-    call_end(s, outer, outer_runner);
-    if (st == LUA_OK) {
+    const char *why = overrun ? overrun_why : "attempt to yield from outside a coroutine";
+    /* The outermost call told to stop fails even if it returned first: the stop reached a
+     * coroutine whose coroutine.resume returned false, and the script went on to return. */
+    bool overrun_seen = overrun, stopped = overrun && s->depth == 1;
+    s->timed_out = overrun_seen && overrun_why == timeout_msg;
+    call_end(s, outer);
+    bool grew = s->peak > mem_before + TRIM_GROWTH;
+    if (s->peak < outer_peak) s->peak = outer_peak;
+    if (st == LUA_OK && !stopped) {
         lua_settop(co, 0);
         return 1;
     }
-    if (st == LUA_YIELD && spawned && !overran) {
+    if (st == LUA_YIELD && spawned && !overrun_seen) {
         if (waiting) {
             lua_pop(co, nres);
             return 0;
         }
         why = "coroutine.yield() in a function run by ws.spawn (wait with ws.sleep or ws.redis)";
     }
-    failure f = {.co = co, .status = st, .yield_why = why, .what = what};
+    if (st == LUA_OK) {
+        lua_settop(co, 0);
+        st = LUA_YIELD; /* failed_body: the message is `why` */
+    }
+    /* An error while the call was over its time may come from the hook (see drop_runner). */
+    failure f = {.co = co,
+                 .status = st,
+                 .yield_why = why,
+                 .what = what,
+                 .hooks_off = st != LUA_YIELD && overrun_seen,
+                 .depth = d};
     char who[96];
     if (c) {
         snprintf(who, sizeof who, "conn#%llu %s", (unsigned long long)wsl_conn_id(c),
@@ -428,20 +689,25 @@ static int run(wsl_script *s, lua_State *co, int nargs, bool spawned, const char
         f.conn_id = wsl_conn_id(c);
         f.remote = wsl_conn_remote(c);
     }
-    failed(s, &f, mem_before);
+    /* Describing the error and closing the abandoned call run script code: a call of their own,
+     * with a time of their own when this one was the outermost. */
+    lua_State *g = guard_begin(s);
+    failed(s, &f, grew);
+    guard_end(s, g);
     return -1;
 }
 
 bool wsl_protect(wsl_script *s, lua_CFunction body, void *arg, const char *what, const wsl_conn *c)
 {
-    lua_State *co = runner(s, s->depth);
+    int d = s->depth;
+    lua_State *co = runner(s, d);
     if (!co) {
         wsl_error("Lua error in %s: not enough memory for a call", what);
         return false;
     }
     lua_pushcfunction(co, body);
     lua_pushlightuserdata(co, arg);
-    return run(s, co, 1, false, what, c) > 0;
+    return run(s, co, 1, d, what, c) > 0;
 }
 
 static uint64_t now_ns(void)
@@ -465,7 +731,7 @@ bool wsl_protect_handler(wsl_script *s, wsl_handler_kind k, lua_CFunction body, 
 
 int wsl_resume_spawned(wsl_script *s, lua_State *co, int nargs, const wsl_conn *c)
 {
-    return run(s, co, nargs, true, "a function run by ws.spawn", c);
+    return run(s, co, nargs, -1, "a function run by ws.spawn", c);
 }
 
 /* ---- the state, loading and reload -------------------------------------------------------- */
@@ -490,9 +756,27 @@ static void set_paths(lua_State *L, const char *script)
     lua_pop(L, 3);
 }
 
+/* The __gc of an object made before any other with a finalizer: lua_close runs finalizers in
+ * the reverse order of their marking, so this one runs last, when no script code is left. It
+ * ends the guard wsl_script_free put around lua_close (the state is freed right after). */
+static volatile sig_atomic_t closing;
+
+static int last_finalizer(lua_State *L)
+{
+    (void)L;
+    if (closing) in_call = 0;
+    return 0;
+}
+
 static int setup_body(lua_State *L)
 {
     wsl_script *s = lua_touserdata(L, 1);
+    lua_newuserdatauv(L, 0, 0);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, last_finalizer);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &last_key);
     luaL_openlibs(L);
     track_coroutines(L);
     wsl_lconn_open(L);
@@ -507,18 +791,34 @@ static int setup_body(lua_State *L)
     return 0;
 }
 
-/* Compile the file into the registry (chunk_key). It runs no script code, so it needs no time
- * limit; a syntax error is logged as the compiler wrote it (a traceback would say nothing). */
+static int store_chunk(lua_State *L)
+{
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &chunk_key);
+    return 0;
+}
+
+/* Compile the file into the registry (chunk_key). A syntax error is logged as the compiler wrote
+ * it (a traceback would say nothing). The compiler runs no script code, but its allocations may
+ * let the collector run finalizers: guarded. */
 static int compile(wsl_script *s)
 {
     lua_State *L = s->L;
+    int base = lua_gettop(L), r = 0;
+    lua_State *g = guard_begin(s);
     if (luaL_loadfile(L, s->path) != LUA_OK) {
         wsl_error("%s", lua_tostring(L, -1));
-        lua_pop(L, 1);
-        return -1;
+        r = -1;
+    } else { /* stored in protected mode: a new registry key may need memory */
+        lua_pushcfunction(L, store_chunk);
+        lua_insert(L, -2);
+        if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+            wsl_error("%s: %s", s->path, lua_tostring(L, -1));
+            r = -1;
+        }
     }
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &chunk_key);
-    return 0;
+    lua_settop(L, base);
+    guard_end(s, g);
+    return r;
 }
 
 static int run_body(lua_State *L)
@@ -573,13 +873,17 @@ int wsl_script_load(wsl_script *s)
 static const char *const handler_names[HANDLER_COUNT] = {
     "on_open", "on_message", "on_close", "on_error", "on_upgrade", "on_drain", "on_request"};
 
+/* Raw, as get_handler reads them. */
 static int save_handlers_body(lua_State *L)
 {
     lua_createtable(L, 0, HANDLER_COUNT);
+    lua_pushglobaltable(L);
     for (int i = 0; i < HANDLER_COUNT; i++) {
-        lua_getglobal(L, handler_names[i]);
-        lua_setfield(L, -2, handler_names[i]);
+        lua_pushstring(L, handler_names[i]);
+        lua_rawget(L, -2);
+        lua_setfield(L, -3, handler_names[i]);
     }
+    lua_pop(L, 1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &saved_key);
     return 0;
 }
@@ -587,10 +891,13 @@ static int save_handlers_body(lua_State *L)
 static int restore_handlers_body(lua_State *L)
 {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &saved_key);
+    lua_pushglobaltable(L);
     for (int i = 0; i < HANDLER_COUNT; i++) {
-        lua_getfield(L, -1, handler_names[i]);
-        lua_setglobal(L, handler_names[i]);
+        lua_pushstring(L, handler_names[i]);
+        lua_getfield(L, -3, handler_names[i]);
+        lua_rawset(L, -3);
     }
+    lua_pop(L, 1);
     lua_pushnil(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &saved_key);
     return 0;
@@ -661,6 +968,7 @@ int wsl_script_watch(wsl_script *s)
 
 void wsl_script_stop(wsl_script *s)
 {
+    flush_repeats(s, 0); /* a count not logged yet */
     if (s->L) {
         wsl_ltimer_stop(s, WSL_TIMERS_ALL, 0);
         wsl_lspawn_stop(s);
@@ -681,9 +989,24 @@ const char *wsl_script_path(const wsl_script *s)
 void wsl_script_free(wsl_script *s)
 {
     if (!s) return;
-    if (s->L) lua_close(s->L);
+    if (s->L) {
+        /* lua_close runs the script's finalizers: as a call, so that one that never returns
+         * is watched like any script code (Lua runs finalizers with hooks off: stop_call's last
+         * resort ends it once a signal asked the process to end). last_finalizer ends the call
+         * before the state is freed, so that SIGALRM cannot touch freed memory. */
+        guard_begin(s);
+        closing = 1;
+        lua_close(s->L);
+        in_call = 0; /* in case the script destroyed the registry and its last finalizer */
+        closing = 0;
+        overrun = 0;
+        s->depth = 0;
+        struct itimerval off = {0};
+        setitimer(ITIMER_REAL, &off, NULL);
+        alarm_armed = 0;
+    }
     wsl_registry_free(s->metrics);
-    running = runner_now = NULL;
+    running = NULL;
     free(s->runners);
     free(s->runner_refs);
     free(s->path);
@@ -704,20 +1027,27 @@ typedef struct handler_call {
     size_t len;
     bool binary;
     unsigned code;
+    bool missing; /* out: the script does not define the handler */
 } handler_call;
 
-/* Push the handler; false (nothing pushed) when the script does not define it. */
+/* Push the global table and the handler above it (the caller leaves the table where it is:
+ * cheaper than removing it); false when the script does not define the handler. A raw lookup:
+ * a "strict" __index on _G that raises for undefined globals must not make every event whose
+ * handler the script leaves out an error. */
 static bool get_handler(lua_State *L, const char *name)
 {
-    if (lua_getglobal(L, name) == LUA_TFUNCTION) return true;
-    lua_pop(L, 1);
-    return false;
+    lua_pushglobaltable(L);
+    lua_pushstring(L, name);
+    return lua_rawget(L, -2) == LUA_TFUNCTION;
 }
 
 static int handler_body(lua_State *L)
 {
     handler_call *h = lua_touserdata(L, 1);
-    if (!get_handler(L, h->handler)) return 0;
+    if (!get_handler(L, h->handler)) {
+        h->missing = true;
+        return 0;
+    }
     wsl_script_of(L)->ran = true;
     wsl_lconn_push(L, h->c);
     int n = 1;
@@ -753,14 +1083,10 @@ void wsl_handler_failed(wsl_script *s, wsl_conn *c)
         return;
     }
     if (!wsl_conn_is_open(c)) return; /* only logged */
-    lua_State *L = s->L;
-    bool has_on_error = lua_getglobal(L, "on_error") == LUA_TFUNCTION;
-    lua_pop(L, 1);
-    if (has_on_error) {
-        handler_call err = {
-            .args = ARGS_ERROR, .kind = WSL_HANDLER_ERROR, .c = c, .handler = "on_error"};
-        if (wsl_protect_handler(s, err.kind, handler_body, &err, "on_error", c)) return;
-    }
+    /* Looked up inside the call too: nothing of the script runs outside one. */
+    handler_call err = {
+        .args = ARGS_ERROR, .kind = WSL_HANDLER_ERROR, .c = c, .handler = "on_error"};
+    if (wsl_protect_handler(s, err.kind, handler_body, &err, "on_error", c) && !err.missing) return;
     if (wsl_conn_is_open(c)) wsl_conn_close(c, 1011, "internal error", 14);
 }
 
@@ -857,9 +1183,9 @@ static void push_request(lua_State *L, const upgrade_call *u)
     lua_setfield(L, -2, "data");
 }
 
-/* What on_upgrade returned (the stack: arg, the handler, req, its three results). A
+/* What on_upgrade returned (the stack: arg, _G, the handler, req, its three results). A
  * continuation, so that it also runs after the script caught an error with pcall. */
-enum { UPGRADE_REQ = 3 };
+enum { UPGRADE_REQ = 4 };
 
 static int upgrade_done(lua_State *L, int call_status, lua_KContext ctx)
 {
@@ -905,7 +1231,7 @@ static int upgrade_body(lua_State *L)
     if (!get_handler(L, "on_upgrade")) return 0;
     wsl_script_of(L)->ran = true;
     push_request(L, u); /* at UPGRADE_REQ */
-    lua_pushvalue(L, 2);
+    lua_pushvalue(L, UPGRADE_REQ - 1);
     lua_pushvalue(L, UPGRADE_REQ);
     lua_callk(L, 1, 3, 0, upgrade_done);
     return upgrade_done(L, LUA_OK, 0);
@@ -928,8 +1254,8 @@ typedef struct request_call {
     const wsl_http_req *req;
 } request_call;
 
-/* The stack of request_body: the argument, the handler, req, then on_request's results. */
-enum { REQUEST_OBJ = 3 };
+/* The stack of request_body: the argument, _G, the handler, req, then on_request's results. */
+enum { REQUEST_OBJ = 4 };
 
 /* What on_request returned: status, body, headers is the answer; nothing leaves the request to
  * req:defer() or to the server (files, 404). A continuation, as upgrade_done is. */
@@ -951,7 +1277,7 @@ static int request_body(lua_State *L)
     wsl_script_of(L)->ran = true;
     wsl_lrequest_push(L, rc->c, rc->req); /* at REQUEST_OBJ */
     wsl_script_of(L)->req_now = (int)*wsl_conn_request_slot(rc->c);
-    lua_pushvalue(L, 2);
+    lua_pushvalue(L, REQUEST_OBJ - 1);
     lua_pushvalue(L, REQUEST_OBJ);
     lua_callk(L, 1, 3, 0, request_done);
     return request_done(L, LUA_OK, 0);

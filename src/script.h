@@ -38,7 +38,8 @@ void wsl_script_metrics(wsl_script *s, wsl_mbuf *out);
 
 /* Async-signal-safe: abandon whatever Lua code is running now, as if its time limit had passed
  * (SIGTERM uses it so that a stuck handler cannot delay the shutdown). `why` is a static string
- * for the log. */
-void wsl_script_interrupt(const char *why);
+ * for the log. From then on, Lua code that a stop cannot reach (a __gc finalizer, a blocked C
+ * function) ends the process by `sig` a second after it was told to stop. */
+void wsl_script_interrupt(const char *why, int sig);
 
 #endif

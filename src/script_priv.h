@@ -27,6 +27,7 @@ struct wsl_script {
     wsl_server *srv;
     char *path; /* the script file */
     size_t mem, mem_limit;
+    size_t peak;         /* the highest mem during the current protected call (see wsl_protect) */
     int depth;           /* nested protected calls in progress (index into runners) */
     lua_State **runners; /* runners[d]: the thread that runs calls at depth d (see script.c) */
     int *runner_refs;
@@ -45,8 +46,9 @@ struct wsl_script {
     bool timed_out;        /* the last protected call ended by the time limit */
     /* The last error logged, so a repeated one is counted instead of logged each time. */
     char last_error[256];
-    unsigned repeats;
-    uint64_t repeat_since;
+    unsigned repeats;      /* since it was logged, or the count was */
+    uint64_t repeat_since; /* when it was logged, or the count was (loop time, ms) */
+    uint64_t last_seen;    /* when it last happened */
 };
 
 static inline wsl_script *wsl_script_of(lua_State *L)

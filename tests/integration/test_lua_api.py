@@ -105,6 +105,19 @@ def test_conn_after_close(server):
     assert ev1(b, "return ws.get(S.saved.id) == nil") == "true"
 
 
+def test_send_on_a_closed_conn_returns_nil_closed_ECLOSED(server):
+    # The error convention: exactly three values, the code name last.
+    a = server.connect()
+    b = server.connect()
+    aid = ev1(a, "S.saved = conn return conn.id")
+    a.close_handshake()
+    server.wait_for_log(rf"on_close id={aid} ")
+    assert ev(b, "return select('#', S.saved:send('x')), S.saved:send('x')") == \
+        ["3", "nil", "closed", "ECLOSED"]
+    assert ev(b, "return S.saved:send('x', 'binary')") == ["nil", "closed", "ECLOSED"]
+    assert ev(b, "return S.saved:close()") == ["nil", "closed", "ECLOSED"]
+
+
 def test_conn_send_kinds(server):
     c = server.connect()
     c.send_frame(OP_TEXT, "conn:send('t1') conn:send('b1', 'binary') conn:send('t2', 'text') "

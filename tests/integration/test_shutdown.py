@@ -1,0 +1,57 @@
+"""Graceful shutdown with a room (issue 8): on SIGTERM every connection leaves the open state before
+any on_close runs, so a handler that tells the others someone left sends nothing (sends return
+nil, "closed", "ECLOSED") and each client gets its close frame 1001 and no data frame at all;
+on_close sees code 1001 and ws.stopping() true. A client leaving on its own before that is an
+ordinary leave: ws.stopping() false, and the others hear about it."""
+
+import signal
+
+from harness import Server, connect_id
+from wsclient import OP_CLOSE
+
+N = 20
+CLOSE_RX = (r"on_close id={id} code=(\d+) stopping=(\w+) published=(\d+) sent=(\d+) "
+            r"failures=(.*)$")
+
+
+def test_shutdown_sends_n_close_frames_not_n_squared_messages():
+    s = Server("room.lua", "--static", "none")
+    with s:
+        leaver, leaver_id = connect_id(s)
+        members = [connect_id(s) for _ in range(N)]
+
+        # A client leaving on its own: the others hear it, and it is not the shutdown.
+        leaver.close_handshake(1000)
+        left = s.wait_for_log(CLOSE_RX.format(id=leaver_id)).groups()
+        assert left[0] == "1000" and left[2:] == (str(N), str(N), "")
+        for c, _ in members:
+            got = sorted(c.recv_text() for _ in range(2))
+            assert got == [f"{leaver_id} left", f"{leaver_id} left (direct)"]
+
+        mark = s.mark()
+        s.signal(signal.SIGTERM)
+        for c, cid in members:
+            frames = []
+            while True:
+                _, op, _ = c.recv_frame()
+                frames.append(op)
+                if op == OP_CLOSE:
+                    break
+            data = [op for op in frames if op != OP_CLOSE]
+            assert not data, f"client {cid} got {len(data)} data frames before its close"
+            assert c.close_received[0] == 1001, c.close_received
+            c.close(1001)
+            c.expect_eof()  # and nothing after the close frame either
+
+        assert left[1] == "false", "ws.stopping() in on_close of a client leaving on its own"
+        closes = {}
+        for _, cid in members:
+            m = s.wait_for_log(CLOSE_RX.format(id=cid), after=mark)
+            closes[cid] = m.groups()
+        for cid, (code, stopping, published, sent, failures) in closes.items():
+            assert (code, stopping, published, sent) == ("1001", "true", "0", "0"), (cid, closes[cid])
+            # every other member still in the table was tried, and refused as closed
+            assert all(f == "closed/ECLOSED" for f in failures.split(",") if f), failures
+        assert len(s.find_logs(r"on_close id=\d+ ", after=mark)) == N
+        assert s.wait_exit() == 0  # (a second SIGTERM would end it at once)
+    assert not s.find_logs(r"Lua error")
