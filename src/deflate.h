@@ -49,9 +49,10 @@ wsl_deflate *wsl_deflate_new(void); /* NULL when out of memory; streams are made
 void wsl_deflate_free(wsl_deflate *d);
 
 /* Compress one whole message for a peer whose window is 2^server_bits (0 means 15), without
- * context takeover and without the final 00 00 ff ff. 1: *out (valid until the next call on d)
- * holds *out_len bytes, fewer than n; 0: compression would not make it smaller, send it plain;
- * -ENOMEM. */
+ * context takeover and without the final 00 00 ff ff. Every server_bits below 15 gives the same
+ * bytes (a 9-bit zlib window, which never reaches back past 250 bytes), so one compressed frame
+ * serves all of them. 1: *out (valid until the next call on d) holds *out_len bytes, fewer than
+ * n; 0: compression would not make it smaller, send it plain; -ENOMEM. */
 int wsl_deflate_compress(wsl_deflate *d, unsigned server_bits, const void *in, size_t n,
                          const uint8_t **out, size_t *out_len);
 

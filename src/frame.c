@@ -249,10 +249,12 @@ size_t wsl_rx_next(wsl_rx *rx, uint8_t *p, size_t n, uint64_t max_message, wsl_r
                 len = len << 8 | q[2 + i];
             if (len >> 63) return fail(rx, ev, used, 1002, "64-bit length with the top bit set");
         }
-        /* rx->compressed is 0 before a message's first frame, RSV1 is 0 on the others. */
-        uint64_t max = (rx->compressed | rsv1) ? compressed_limit(max_message) : max_message;
-        if (rx->msg_len > max || len > max - rx->msg_len)
-            return fail(rx, ev, used, 1009, "message too big");
+        if (rx->msg_len > max_message || len > max_message - rx->msg_len) {
+            /* rx->compressed is 0 before a message's first frame, RSV1 is 0 on the others. */
+            uint64_t zmax = compressed_limit(max_message);
+            if (!(rx->compressed | rsv1) || rx->msg_len > zmax || len > zmax - rx->msg_len)
+                return fail(rx, ev, used, 1009, "message too big");
+        }
         if (m < hdr) return more(ev, used, hdr);
 
         if (op != WSL_OP_CONT) {

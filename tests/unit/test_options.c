@@ -73,6 +73,16 @@ static void test_defaults_and_values(void)
     CHECK_EQ(o.port, 8080);
     CHECK_EQ(o.max_message, 1 << 20);
     CHECK(o.handler_timeout > 0);
+    CHECK(!o.deflate); /* permessage-deflate is off unless asked for */
+    CHECK_EQ(o.deflate_min, 256);
+
+    char *z[] = {"wsluad", "--deflate", "--deflate-min", "1K", "x.lua", NULL};
+    CHECK_EQ(parse(&o, z), WSL_OPTIONS_RUN);
+    CHECK(o.deflate);
+    CHECK_EQ(o.deflate_min, 1024);
+    char *z0[] = {"wsluad", "--deflate-min", "0", "x.lua", NULL};
+    CHECK_EQ(parse(&o, z0), WSL_OPTIONS_RUN);
+    CHECK_EQ(o.deflate_min, 0);
 
     char *set[] = {"wsluad",         "--max-message", "64K", "--lua-memory", "1G", "-l",
                    "127.0.0.1:9001", "x.lua",         NULL};
@@ -92,6 +102,8 @@ static void test_usage_errors(void)
         {"wsluad", "--no-such-option", "x.lua", NULL, NULL},
         {"wsluad", "a.lua", "b.lua", NULL, NULL},
         {"wsluad", "-l", "127.0.0.1:99999", "x.lua", NULL},
+        {"wsluad", "--deflate-min", "small", "x.lua", NULL},
+        {"wsluad", "--deflate=yes", "x.lua", NULL, NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TEST_CONTEXT("case %zu (%s)", i, cases[i][1]);
