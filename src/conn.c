@@ -193,6 +193,7 @@ static wsl_conn_info *info_new(const char *remote, const wsl_request *req, const
 void wsl_msg_init(wsl_msg *m, int opcode, const void *payload, size_t len)
 {
     m->hlen = (uint8_t)wsl_frame_header(m->hdr, opcode, true, len);
+    m->zmade = 0;
     m->payload = payload;
     m->len = len;
     m->shared = NULL;
@@ -208,11 +209,50 @@ void wsl_msg_release(wsl_msg *m)
 {
     if (m->shared) wsl_buf_unref(m->shared);
     m->shared = NULL;
+    if (!m->zmade) return;
+    for (int v = 0; v < 2; v++)
+        if (m->zmade & (1u << v) && m->z[v]) wsl_buf_unref(m->z[v]);
+    m->zmade = 0;
+}
+
+/* The compressed frame of m for c's server window, made on first use for every recipient with
+ * that window: 0 when queued, 1 when compressing is not worth it (too short for --deflate-min,
+ * or no smaller; or out of memory: the plain frame still goes), WSL_ENOMEM. Kept out of line so
+ * that sending to a plain connection pays one test for it. */
+static __attribute__((noinline)) int queue_deflated(wsl_conn *c, wsl_msg *m)
+{
+    if (m->len < c->srv->opt->deflate_min) return 1;
+    unsigned v = c->zsmall;
+    if (!(m->zmade & (1u << v))) {
+        m->zmade |= (uint8_t)(1u << v);
+        m->z[v] = NULL;
+        const uint8_t *z;
+        size_t zlen;
+        if (wsl_deflate_compress(c->srv->deflate, v ? 8 : 15, m->payload, m->len, &z, &zlen) != 1)
+            return 1;
+        uint8_t hdr[WSL_SERVER_HDR_MAX];
+        size_t h = wsl_frame_header(hdr, m->hdr[0] & 0x0F, true, zlen);
+        hdr[0] |= WSL_FRAME_RSV1;
+        wsl_buf *b = wsl_buf_new(h + zlen);
+        if (!b) return 1;
+        memcpy(b->data, hdr, h);
+        memcpy(b->data + h, z, zlen);
+        b->len = (uint32_t)(h + zlen);
+        m->z[v] = b;
+    }
+    wsl_buf *b = m->z[v];
+    if (!b) return 1;
+    if ((b->len <= WSL_COPY_MAX ? wsl_queue_append(&c->out, b->data, b->len)
+                                : wsl_queue_share(&c->out, b)) != 0)
+        return WSL_ENOMEM;
+    wsl_server_mark_dirty(c->srv, c);
+    return 0;
 }
 
 static int queue_msg(wsl_conn *c, wsl_msg *m)
 {
     int r;
+    if (c->deflate && (r = queue_deflated(c, m)) != 1) return r;
     if (m->wire_len) {
         r = wsl_queue_append(&c->out, m->wire, m->wire_len);
     } else if (m->hlen + m->len <= WSL_COPY_MAX) {
@@ -408,9 +448,11 @@ void wsl_conn_destroy(wsl_conn *c)
     free(c->info);
     if (c->http) free(c->http->req);
     free(c->http);
+    wsl_inflater_free(srv->deflate, c->inflater);
     c->in = c->msg = NULL;
     c->info = NULL;
     c->http = NULL;
+    c->inflater = NULL;
     uv_close((uv_handle_t *)&c->poll, (uv_close_cb)free);
     close(c->fd); /* uv_close stopped polling it */
     wsl_server_conn_gone(srv);
@@ -556,6 +598,46 @@ static bool on_data(wsl_conn *c, const wsl_rx_event *ev)
     return true;
 }
 
+/* A piece of a compressed message: inflated as it arrives, the size limit and UTF-8 checked on
+ * what it inflates to, delivered whole. False when the connection was failed. */
+static bool on_compressed(wsl_conn *c, const wsl_rx_event *ev)
+{
+    if (c->state != WSL_CONN_OPEN) return true; /* after our close: discard until the reply */
+    unsigned flags = (ev->first ? WSL_INFLATE_FIRST : 0) | (ev->last ? WSL_INFLATE_LAST : 0) |
+                     (ev->opcode == WSL_OP_TEXT ? WSL_INFLATE_TEXT : 0) |
+                     (c->ztakeover ? WSL_INFLATE_TAKEOVER : 0);
+    const uint8_t *out;
+    size_t n;
+    int r = wsl_inflate(c->srv->deflate, &c->inflater, flags, c->zbits, ev->data, ev->len,
+                        c->srv->opt->max_message, &out, &n);
+    if (r < 0) {
+        const char *why;
+        unsigned code = wsl_inflate_close_code(r, &why);
+        fail(c, code, why);
+        return false;
+    }
+    if (ev->first && ev->last) {
+        deliver(c, out, n, ev->opcode); /* from the loop's inflate buffer: no copy */
+        return true;
+    }
+    size_t have = c->msg ? c->msg->len : 0;
+    wsl_bytes *b = bytes_reserve(c->msg, have + n);
+    if (!b) {
+        wsl_conn_log(c, WSL_LOG_ERROR, "out of memory assembling a message");
+        fail(c, 1011, "out of memory");
+        return false;
+    }
+    c->msg = b;
+    if (n) memcpy(b->data + b->len, out, n);
+    b->len += (uint32_t)n;
+    if (ev->last) {
+        c->msg = NULL;
+        deliver(c, b->data, b->len, ev->opcode);
+        free(b);
+    }
+    return true;
+}
+
 static void on_control(wsl_conn *c, const wsl_rx_event *ev)
 {
     switch (ev->opcode) {
@@ -603,7 +685,9 @@ static bool parse_frames(wsl_conn *c, uint8_t *p, size_t n)
             }
             return true;
         case WSL_RX_DATA:
-            if (!on_data(c, &ev)) {
+            if (ev.compressed) {
+                if (!on_compressed(c, &ev)) return false;
+            } else if (!on_data(c, &ev)) {
                 fail(c, 1011, "out of memory");
                 return false;
             }
@@ -697,10 +781,15 @@ static void upgrade(wsl_conn *c, wsl_request *req)
     }
 
     c->info = info_new(req->remote, req, up.protocol);
-    char accept[WSL_ACCEPT_LEN + 1], resp[1024];
+    char accept[WSL_ACCEPT_LEN + 1], resp[1024], ext[128];
     wsl_handshake_accept(req->key.p, req->key.len, accept);
-    size_t n = wsl_http_upgrade_response(resp, sizeof resp, accept,
-                                         up.protocol[0] ? up.protocol : NULL, strlen(up.protocol));
+    /* An extension we decline never fails the handshake: the answer just leaves it out. */
+    wsl_deflate_params zp;
+    bool z = srv->deflate && wsl_deflate_negotiate_request(req, WSL_DEFLATE_CLIENT_BITS, &zp) &&
+             wsl_deflate_answer(&zp, ext, sizeof ext) > 0;
+    size_t n =
+        wsl_http_upgrade_response(resp, sizeof resp, accept, up.protocol[0] ? up.protocol : NULL,
+                                  strlen(up.protocol), z ? ext : NULL);
     if (!c->info || n == 0 || wsl_server_index(srv, c) != 0) {
         refuse_upgrade(c, 500, "out of memory", NULL);
         return;
@@ -709,6 +798,12 @@ static void upgrade(wsl_conn *c, wsl_request *req)
         wsl_server_unindex(srv, c);
         refuse_upgrade(c, 500, "out of memory", NULL);
         return;
+    }
+    if (z) {
+        c->deflate = c->rx.deflate = 1;
+        c->zsmall = zp.server_bits && zp.server_bits < 15;
+        c->ztakeover = zp.client_takeover;
+        c->zbits = zp.client_bits & 15;
     }
     c->state = WSL_CONN_OPEN;
     c->opened = 1;

@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "buf.h"
+#include "deflate.h"
 #include "error.h"
 #include "frame.h"
 #include "http.h"
@@ -119,8 +120,9 @@ struct wsl_conn {
     wsl_bytes *in;  /* unconsumed input: the request so far, or a partial frame */
     wsl_bytes *msg; /* a message spanning reads or frames */
     wsl_conn_info *info;
-    wsl_conn_http *http; /* plain HTTP requests; NULL for a WebSocket */
-    wsl_sublist subs;    /* topics, owned by the server's wsl_topics */
+    wsl_conn_http *http;    /* plain HTTP requests; NULL for a WebSocket */
+    wsl_inflater *inflater; /* permessage-deflate: a client's kept window, a message in progress */
+    wsl_sublist subs;       /* topics, owned by the server's wsl_topics */
     int fd;
     uint32_t udata;      /* the event owner's slot (the script keeps its object's reference) */
     uint8_t state;       /* wsl_conn_state */
@@ -135,20 +137,28 @@ struct wsl_conn {
     unsigned lingering : 1; /* our side is shut down; read and discard until EOF */
     unsigned pinged : 1;    /* an idle ping is outstanding */
     unsigned drain_armed : 1;
-    unsigned secure : 1; /* the upgrade came over TLS (to us, or to a trusted proxy) */
+    unsigned secure : 1;    /* the upgrade came over TLS (to us, or to a trusted proxy) */
+    unsigned deflate : 1;   /* permessage-deflate agreed (what follows is what it agreed) */
+    unsigned zsmall : 1;    /* the client asked for a server window under 15 bits */
+    unsigned ztakeover : 1; /* the client keeps its context: c->inflater keeps its window */
+    unsigned zbits : 4;     /* the client's window (client_max_window_bits), with ztakeover */
 };
 
 /* A frame encoded once and sent to any number of connections: small frames are copied into each
  * recipient's queue (the smallest from one contiguous copy of the whole frame), large ones shared
- * by reference (made on first use). Lives on the stack of whoever sends. */
+ * by reference (made on first use). Recipients that agreed on permessage-deflate get a compressed
+ * frame, made on first use too, once for all of them (one per server window size). Lives on the
+ * stack of whoever sends; wsl_msg_release drops what was made. */
 #define WSL_MSG_WIRE 128
 
 typedef struct wsl_msg {
     uint8_t hdr[WSL_SERVER_HDR_MAX];
     uint8_t hlen;
+    uint8_t zmade; /* bit v: z[v] was made (NULL: compressing was not worth it) */
     const uint8_t *payload;
     size_t len;
     wsl_buf *shared;
+    wsl_buf *z[2];              /* the compressed frame for a 15-bit / a smaller server window */
     size_t wire_len;            /* bytes in wire; 0 when the frame does not fit */
     uint8_t wire[WSL_MSG_WIRE]; /* header and payload together */
 } wsl_msg;
@@ -213,6 +223,12 @@ static inline bool wsl_conn_is_open(const wsl_conn *c)
 static inline bool wsl_conn_is_dead(const wsl_conn *c)
 {
     return c->state == WSL_CONN_DEAD;
+}
+
+/* permessage-deflate was agreed at the upgrade. */
+static inline bool wsl_conn_compressed(const wsl_conn *c)
+{
+    return c->deflate;
 }
 
 static inline uint64_t wsl_conn_id(const wsl_conn *c)

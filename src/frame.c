@@ -101,6 +101,7 @@ static size_t more(wsl_rx_event *ev, size_t used, size_t need)
 static void end_message(wsl_rx *rx)
 {
     rx->msg_op = 0;
+    rx->compressed = 0;
     rx->msg_len = 0;
     rx->utf8 = WSL_UTF8_ACCEPT;
     rx->fin = 0;
@@ -114,7 +115,7 @@ static size_t data_piece(wsl_rx *rx, uint8_t *p, size_t n, wsl_rx_event *ev)
     if (n == 0) return more(ev, 0, 1);
     size_t k = rx->remaining < n ? (size_t)rx->remaining : n;
     wsl_frame_mask(p, k, rx->mask, rx->offset);
-    if (rx->msg_op == WSL_OP_TEXT) {
+    if (rx->msg_op == WSL_OP_TEXT && !rx->compressed) {
         rx->utf8 = wsl_utf8_feed(rx->utf8, p, k);
         if (rx->utf8 == WSL_UTF8_REJECT)
             return fail(rx, ev, k, 1007, "invalid UTF-8 in a text message");
@@ -122,6 +123,7 @@ static size_t data_piece(wsl_rx *rx, uint8_t *p, size_t n, wsl_rx_event *ev)
     ev->kind = WSL_RX_DATA;
     ev->opcode = rx->msg_op;
     ev->first = rx->msg_len == 0;
+    ev->compressed = rx->compressed;
     ev->data = p;
     ev->len = k;
     rx->msg_len += k;
@@ -172,6 +174,14 @@ static size_t control_frame(wsl_rx *rx, uint8_t *p, size_t hdr, size_t len, int 
     return hdr + len;
 }
 
+/* A compressed payload may be a little larger than what it inflates to (stored blocks add 5
+ * bytes in 64 KiB, fixed Huffman codes 9 bits a byte); the inflated size is checked by whoever
+ * inflates it. */
+static uint64_t compressed_limit(uint64_t max)
+{
+    return max > UINT64_MAX / 2 ? UINT64_MAX : max + max / 8 + 64;
+}
+
 size_t wsl_rx_next(wsl_rx *rx, uint8_t *p, size_t n, uint64_t max_message, wsl_rx_event *ev)
 {
     memset(ev, 0, sizeof *ev);
@@ -189,7 +199,15 @@ size_t wsl_rx_next(wsl_rx *rx, uint8_t *p, size_t n, uint64_t max_message, wsl_r
         bool fin = q[0] & 0x80;
         int op = q[0] & 0x0F;
         bool control = op & 0x08;
-        if (q[0] & 0x70) return fail(rx, ev, used, 1002, "reserved bits set (no extension)");
+        bool rsv1 = false;
+        if (q[0] & 0x70) { /* only RSV1, only on a message's first frame, only when agreed */
+            if (q[0] & 0x30 || !rx->deflate)
+                return fail(rx, ev, used, 1002, "reserved bits set (no extension)");
+            if (control) return fail(rx, ev, used, 1002, "RSV1 set on a control frame");
+            if (op == WSL_OP_CONT)
+                return fail(rx, ev, used, 1002, "RSV1 set on a continuation frame");
+            rsv1 = true;
+        }
         switch (op) {
         case WSL_OP_CONT:
             if (!rx->msg_op)
@@ -231,14 +249,19 @@ size_t wsl_rx_next(wsl_rx *rx, uint8_t *p, size_t n, uint64_t max_message, wsl_r
                 len = len << 8 | q[2 + i];
             if (len >> 63) return fail(rx, ev, used, 1002, "64-bit length with the top bit set");
         }
-        if (rx->msg_len > max_message || len > max_message - rx->msg_len)
-            return fail(rx, ev, used, 1009, "message too big");
+        if (rx->msg_len > max_message || len > max_message - rx->msg_len) {
+            /* rx->compressed is 0 before a message's first frame, RSV1 is 0 on the others. */
+            uint64_t zmax = compressed_limit(max_message);
+            if (!(rx->compressed | rsv1) || rx->msg_len > zmax || len > zmax - rx->msg_len)
+                return fail(rx, ev, used, 1009, "message too big");
+        }
         if (m < hdr) return more(ev, used, hdr);
 
         if (op != WSL_OP_CONT) {
             rx->msg_op = (uint8_t)op;
             rx->msg_len = 0;
             rx->utf8 = WSL_UTF8_ACCEPT;
+            rx->compressed = rsv1;
         }
         rx->fin = fin;
         used += hdr;
@@ -257,6 +280,7 @@ size_t wsl_rx_next(wsl_rx *rx, uint8_t *p, size_t n, uint64_t max_message, wsl_r
         ev->opcode = rx->msg_op;
         ev->first = rx->msg_len == 0;
         ev->last = true;
+        ev->compressed = rx->compressed;
         ev->data = q + hdr;
         ev->len = 0;
         end_message(rx);

@@ -1,8 +1,8 @@
 /* RFC 6455 framing: server frame headers, masking, and the receive state machine that turns a
  * client's bytes into message pieces and control frames, enforcing every rule of section 5
  * (masking, reserved bits and opcodes, fragmentation, control frame limits, UTF-8 of text,
- * close payloads, the message size limit). Pure: no I/O and no allocation, so it is unit-tested
- * and fuzzed on its own. */
+ * close payloads, the message size limit) and RSV1 as permessage-deflate (RFC 7692) uses it.
+ * Pure: no I/O and no allocation, so it is unit-tested and fuzzed on its own. */
 #ifndef WSL_FRAME_H
 #define WSL_FRAME_H
 
@@ -19,9 +19,10 @@ enum {
     WSL_OP_PONG = 0xA,
 };
 
-#define WSL_FRAME_HDR_MAX  14  /* 2 + 8 length + 4 mask */
-#define WSL_SERVER_HDR_MAX 10  /* server frames are never masked */
-#define WSL_CONTROL_MAX    125 /* control frame payload limit */
+#define WSL_FRAME_HDR_MAX  14   /* 2 + 8 length + 4 mask */
+#define WSL_SERVER_HDR_MAX 10   /* server frames are never masked */
+#define WSL_CONTROL_MAX    125  /* control frame payload limit */
+#define WSL_FRAME_RSV1     0x40 /* first header byte: a compressed message (permessage-deflate) */
 
 /* Header of an unmasked (server) frame; returns its length, 2 to 10 bytes. */
 size_t wsl_frame_header(uint8_t out[WSL_SERVER_HDR_MAX], int opcode, bool fin, uint64_t len);
@@ -38,7 +39,8 @@ void wsl_frame_mask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t offset
  * it): 1000-1003, 1007-1014, 3000-4999. */
 bool wsl_close_code_valid(unsigned code);
 
-/* Receive state of one connection, owned by it (embed it). Zero-initialise it; no pointers. */
+/* Receive state of one connection, owned by it (embed it). Zero-initialise it; no pointers.
+ * Set `deflate` once permessage-deflate is agreed: RSV1 then marks a compressed message. */
 typedef struct wsl_rx {
     uint64_t remaining; /* payload bytes of the current data frame still to come */
     uint64_t msg_len;   /* payload bytes of the current message so far */
@@ -49,6 +51,8 @@ typedef struct wsl_rx {
     uint8_t fin;        /* the current data frame ends its message */
     uint8_t in_frame;   /* the current data frame's payload is still arriving */
     uint8_t done;       /* a close frame or an error was returned: stop feeding */
+    uint8_t deflate;    /* permessage-deflate was agreed: RSV1 allowed on a message's first frame */
+    uint8_t compressed; /* the message in progress had RSV1: its payload is compressed */
 } wsl_rx;
 
 typedef enum {
@@ -60,11 +64,12 @@ typedef enum {
 
 typedef struct wsl_rx_event {
     wsl_rx_kind kind;
-    uint8_t opcode;      /* DATA: TEXT or BINARY (the message's); CONTROL: CLOSE, PING or PONG */
-    bool first;          /* DATA: the first piece of the message */
-    bool last;           /* DATA: the last piece: the message is complete */
-    uint8_t *data;       /* DATA and CONTROL: the payload, unmasked in place in the input */
-    size_t len;          /* its length; a DATA piece may be empty (an empty frame) */
+    uint8_t opcode;  /* DATA: TEXT or BINARY (the message's); CONTROL: CLOSE, PING or PONG */
+    bool first;      /* DATA: the first piece of the message */
+    bool last;       /* DATA: the last piece: the message is complete */
+    bool compressed; /* DATA: the message is compressed (RSV1); its bytes are not UTF-8-checked */
+    uint8_t *data;   /* DATA and CONTROL: the payload, unmasked in place in the input */
+    size_t len;      /* its length; a DATA piece may be empty (an empty frame) */
     uint64_t frame_left; /* DATA: bytes of this frame still to come after this piece */
     size_t need;         /* MORE: bytes of unconsumed input required before progress is possible */
     uint16_t code;       /* CONTROL close: received code or 1005 if none; ERROR: code to send */
@@ -79,6 +84,10 @@ typedef struct wsl_rx_event {
  * are UTF-8-checked as they arrive: the first impossible byte is an ERROR 1007 even in the
  * middle of a frame. A message whose size would pass max_message is an ERROR 1009 as soon as a
  * frame header announces it (control frames do not count; UINT64_MAX means no limit).
+ * A compressed message (rx->deflate and RSV1 on its first frame; RSV1 anywhere else is an
+ * ERROR 1002) is handed out as it came: neither UTF-8-checked nor inflated, its payload limited
+ * to max_message plus an eighth (what a deflate encoder may add), its inflated size and text
+ * left to the caller (deflate.h).
  *
  * Details the caller can rely on:
  * - MORE may still consume bytes (a data frame header whose payload has not arrived, or empty

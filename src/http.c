@@ -698,7 +698,7 @@ size_t wsl_http_error_response(char *out, size_t cap, int status, const char *ex
 }
 
 size_t wsl_http_upgrade_response(char *out, size_t cap, const char *accept, const char *protocol,
-                                 size_t protocol_len)
+                                 size_t protocol_len, const char *extensions)
 {
     if (!protocol) protocol_len = 0;
     if (protocol_len > INT_MAX) return 0;
@@ -711,9 +711,12 @@ size_t wsl_http_upgrade_response(char *out, size_t cap, const char *accept, cons
                      "Connection: Upgrade\r\n"
                      "Sec-WebSocket-Accept: %.*s\r\n"
                      "%s%.*s%s"
+                     "%s%s%s"
                      "\r\n",
                      WSL_ACCEPT_LEN, accept, protocol_len ? "Sec-WebSocket-Protocol: " : "",
-                     (int)protocol_len, protocol_len ? protocol : "", protocol_len ? "\r\n" : "");
+                     (int)protocol_len, protocol_len ? protocol : "", protocol_len ? "\r\n" : "",
+                     extensions ? "Sec-WebSocket-Extensions: " : "", extensions ? extensions : "",
+                     extensions ? "\r\n" : "");
     return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
 }
 

@@ -162,9 +162,10 @@ size_t wsl_http_error_response(char *out, size_t cap, int status, const char *ex
                                const char *body);
 
 /* The 101 Switching Protocols answer; protocol (one name the script chose from
- * req->protocols) may be NULL. Returns the length (NUL-terminated), 0 if it does not fit or
- * protocol holds CR, LF or NUL (header injection). */
+ * req->protocols) may be NULL, and so may extensions (the Sec-WebSocket-Extensions value agreed,
+ * NUL-terminated). Returns the length (NUL-terminated), 0 if it does not fit or protocol holds
+ * CR, LF or NUL (header injection). */
 size_t wsl_http_upgrade_response(char *out, size_t cap, const char *accept, const char *protocol,
-                                 size_t protocol_len);
+                                 size_t protocol_len, const char *extensions);
 
 #endif

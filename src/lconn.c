@@ -161,6 +161,10 @@ static int conn_index(lua_State *L)
         lua_setfield(L, -3, k);
         return 1;
     }
+    if (c && strcmp(k, "compressed") == 0) { /* permessage-deflate agreed */
+        lua_pushboolean(L, wsl_conn_compressed(c));
+        return 1;
+    }
     if (c) {
         if (!push_live_field(L, c, k)) lua_pushnil(L);
         return 1;
@@ -344,6 +348,8 @@ static int release_body(lua_State *L)
         push_live_field(L, c, live_fields[i].name);
         lua_setfield(L, -2, live_fields[i].name);
     }
+    lua_pushboolean(L, wsl_conn_compressed(c));
+    lua_setfield(L, -2, "compressed");
     if (lua_getfield(L, -1, "headers") == LUA_TNIL) {
         push_headers(L, c);
         lua_setfield(L, -3, "headers");

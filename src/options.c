@@ -28,6 +28,8 @@ static const char usage[] =
     "                               (default: the bundled chat page; 'none' turns it off)\n"
     "      --max-message BYTES      largest message a client may send (default 1M)\n"
     "      --max-backpressure BYTES close a client with more unsent bytes queued (default 1M)\n"
+    "      --deflate                compress messages for clients that offer permessage-deflate\n"
+    "      --deflate-min BYTES      send shorter messages uncompressed (default 256)\n"
     "      --max-connections N      answer 503 past N connections (default: from the\n"
     "                               open-file limit)\n"
     "      --handshake-timeout SEC  close connections that have not upgraded (default 10)\n"
@@ -66,6 +68,8 @@ enum {
     OPT_STATIC = 256,
     OPT_MAX_MESSAGE,
     OPT_MAX_BACKPRESSURE,
+    OPT_DEFLATE,
+    OPT_DEFLATE_MIN,
     OPT_MAX_CONNECTIONS,
     OPT_HANDSHAKE_TIMEOUT,
     OPT_IDLE_TIMEOUT,
@@ -90,6 +94,8 @@ static const struct option longopts[] = {
     {"static", required_argument, NULL, OPT_STATIC},
     {"max-message", required_argument, NULL, OPT_MAX_MESSAGE},
     {"max-backpressure", required_argument, NULL, OPT_MAX_BACKPRESSURE},
+    {"deflate", no_argument, NULL, OPT_DEFLATE},
+    {"deflate-min", required_argument, NULL, OPT_DEFLATE_MIN},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
     {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
@@ -232,6 +238,7 @@ int wsl_options_parse(wsl_options *o, int argc, char **argv)
         .script = "chat.lua",
         .max_message = 1u << 20,
         .max_backpressure = 1u << 20,
+        .deflate_min = 256, /* see tests/bench/deflate-min.c and README, Compression */
         .lua_memory = 512u << 20,
         .handshake_timeout = 10,
         .idle_timeout = 60,
@@ -264,6 +271,12 @@ int wsl_options_parse(wsl_options *o, int argc, char **argv)
         case OPT_MAX_BACKPRESSURE:
             if (!wsl_parse_size(optarg, &o->max_backpressure) || o->max_backpressure == 0)
                 return bad("--max-backpressure", optarg);
+            break;
+        case OPT_DEFLATE:
+            o->deflate = true;
+            break;
+        case OPT_DEFLATE_MIN:
+            if (!wsl_parse_size(optarg, &o->deflate_min)) return bad("--deflate-min", optarg);
             break;
         case OPT_MAX_CONNECTIONS:
             if (!wsl_parse_size(optarg, &n) || n == 0 || n > 10000000)

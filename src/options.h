@@ -17,6 +17,8 @@ typedef struct wsl_options {
     bool static_off;        /* --static none */
     uint64_t max_message;
     uint64_t max_backpressure;
+    bool deflate;             /* --deflate: accept permessage-deflate offers */
+    uint64_t deflate_min;     /* messages shorter than this are sent uncompressed */
     uint64_t lua_memory;      /* 0: no cap */
     double handshake_timeout; /* seconds; 0: none */
     double idle_timeout;      /* seconds; 0: never ping idle clients */

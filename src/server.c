@@ -432,6 +432,7 @@ int wsl_server_init(wsl_server *s, uv_loop_t *loop, const wsl_options *opt)
     s->rbuf = malloc(WSL_READ_BUF);
     s->topics = wsl_topics_new();
     if (!s->rbuf || !s->topics) return WSL_ENOMEM;
+    if (opt->deflate && !(s->deflate = wsl_deflate_new())) return WSL_ENOMEM;
     s->handshake_ms = (uint64_t)(opt->handshake_timeout * 1000);
     s->idle_ms = (uint64_t)(opt->idle_timeout * 1000);
     s->keepalive_ms = s->idle_ms ? s->idle_ms : s->handshake_ms;
@@ -586,6 +587,7 @@ void wsl_server_free(wsl_server *s)
     if (s->has_files) wsl_static_close(&s->files);
     if (s->spare_fd >= 0) close(s->spare_fd);
     wsl_topics_free(s->topics);
+    wsl_deflate_free(s->deflate);
     free(s->by_id);
     free(s->rbuf);
 }

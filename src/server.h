@@ -44,6 +44,7 @@ typedef struct wsl_server {
     void *events_ud;
     wsl_topics *topics;
     wsl_cluster *cluster; /* the Redis link with --redis (wsl_server_join), else NULL */
+    wsl_deflate *deflate; /* the loop's zlib state with --deflate, else NULL */
     uint32_t node;        /* the node number in new connection ids; 0 without a cluster */
     wsl_static files;
     bool has_files;

@@ -1,5 +1,6 @@
 /* libFuzzer target for the receive state machine (src/frame.c). Input: byte 0 picks the
- * message size limit, byte 1 seeds the chunking, the rest is what a client sent. The stream
+ * message size limit, byte 1 seeds the chunking (its top bit: permessage-deflate agreed, so
+ * RSV1 may mark compressed messages), the rest is what a client sent. The stream
  * is parsed whole and again in chunks; both must tell the same story, and every call must keep
  * the contract of wsl_rx_next (bounds, progress, untouched unconsumed bytes). */
 #include <stdint.h>
@@ -37,7 +38,7 @@ static uint32_t next_rand(uint32_t *r)
 
 /* Feed `in` in chunks (all at once when seed is 0). Each call gets a fresh buffer of exactly
  * the unconsumed bytes, so AddressSanitizer sees any read past them. */
-static void drive(const uint8_t *in, size_t n, uint64_t max, uint32_t seed, story *st)
+static void drive(const uint8_t *in, size_t n, uint64_t max, bool deflate, uint32_t seed, story *st)
 {
     memset(st, 0, sizeof *st);
     st->hash = 0xcbf29ce484222325ull;
@@ -45,8 +46,8 @@ static void drive(const uint8_t *in, size_t n, uint64_t max, uint32_t seed, stor
     uint8_t *msg = malloc(n + 1);
     ASSERT(pending && msg);
     size_t have = 0, fed = 0, msg_len = 0, need = 0;
-    int in_msg = 0, msg_op = 0;
-    wsl_rx rx = {0};
+    int in_msg = 0, msg_op = 0, msg_z = 0;
+    wsl_rx rx = {.deflate = deflate};
     uint32_t r = seed * 2654435761u | 1;
     while (fed < n || have) {
         size_t chunk = n - fed;
@@ -84,21 +85,24 @@ static void drive(const uint8_t *in, size_t n, uint64_t max, uint32_t seed, stor
                 ASSERT(ev.opcode == WSL_OP_TEXT || ev.opcode == WSL_OP_BINARY);
                 ASSERT(ev.first == !in_msg);
                 ASSERT(ev.len > 0 || ev.last);
-                if (ev.first) msg_op = ev.opcode, msg_len = 0;
+                if (ev.first) msg_op = ev.opcode, msg_len = 0, msg_z = ev.compressed;
                 ASSERT(ev.opcode == msg_op);
+                ASSERT(ev.compressed == msg_z && (deflate || !msg_z));
                 ASSERT(ev.frame_left == rx.remaining);
                 in_msg = !ev.last;
                 memcpy(msg + msg_len, ev.data, ev.len);
                 msg_len += ev.len;
-                ASSERT(msg_len <= max);
-                if (msg_op == WSL_OP_TEXT)
+                /* A compressed payload may pass the limit by an eighth and 64 bytes; it is
+                 * neither UTF-8-checked nor inflated here. */
+                ASSERT(msg_len <= (msg_z ? max + max / 8 + 64 : max) || max == UINT64_MAX);
+                if (msg_op == WSL_OP_TEXT && !msg_z)
                     ASSERT(wsl_utf8_feed(WSL_UTF8_ACCEPT, msg, msg_len) != WSL_UTF8_REJECT);
                 if (ev.last) {
-                    ASSERT(ev.frame_left == 0 && rx.msg_op == 0);
-                    if (msg_op == WSL_OP_TEXT) ASSERT(wsl_utf8_valid(msg, msg_len));
+                    ASSERT(ev.frame_left == 0 && rx.msg_op == 0 && !rx.compressed);
+                    if (msg_op == WSL_OP_TEXT && !msg_z) ASSERT(wsl_utf8_valid(msg, msg_len));
                     st->messages++;
-                    uint8_t tag[2] = {'M', (uint8_t)msg_op};
-                    mix(st, tag, 2);
+                    uint8_t tag[3] = {'M', (uint8_t)msg_op, (uint8_t)msg_z};
+                    mix(st, tag, 3);
                     mix(st, &msg_len, sizeof msg_len);
                     mix(st, msg, msg_len);
                 }
@@ -163,10 +167,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 2) return 0;
     /* Small limits, so 1009 is reached often; 255 means none. */
     uint64_t max = data[0] == 255 ? UINT64_MAX : (uint64_t)data[0] * 16;
-    uint32_t seed = data[1];
+    bool deflate = data[1] & 0x80;
+    uint32_t seed = data[1] & 0x7F;
     story whole, cut;
-    drive(data + 2, size - 2, max, 0, &whole);
-    drive(data + 2, size - 2, max, seed + 1, &cut);
+    drive(data + 2, size - 2, max, deflate, 0, &whole);
+    drive(data + 2, size - 2, max, deflate, seed + 1, &cut);
     ASSERT(whole.hash == cut.hash);
     ASSERT(whole.messages == cut.messages && whole.controls == cut.controls);
     ASSERT(whole.end == cut.end && whole.code == cut.code);

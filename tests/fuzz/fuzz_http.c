@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "handshake.h"
+#include "deflate.h"
 #include "fuzz.h"
 #include "http.h"
 #include "proxy.h"
@@ -231,8 +232,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char accept[WSL_ACCEPT_LEN + 1];
         wsl_handshake_accept(req.key.p, req.key.len, accept);
         ASSERT(strlen(accept) == WSL_ACCEPT_LEN);
-        size_t n =
-            wsl_http_upgrade_response(out, sizeof out, accept, req.protocols.p, req.protocols.len);
+        /* The permessage-deflate answer to whatever extensions it offers, as the server
+         * builds it. */
+        wsl_deflate_params zp;
+        char ext[128];
+        bool z = wsl_deflate_negotiate_request(&req, WSL_DEFLATE_CLIENT_BITS, &zp) &&
+                 wsl_deflate_answer(&zp, ext, sizeof ext) > 0;
+        size_t n = wsl_http_upgrade_response(out, sizeof out, accept, req.protocols.p,
+                                             req.protocols.len, z ? ext : NULL);
         /* A header value never holds CR or LF, so it always fits a response. */
         ASSERT(n > 0 && n == strlen(out));
         ASSERT(memcmp(out + n - 4, "\r\n\r\n", 4) == 0);

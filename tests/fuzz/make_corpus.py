@@ -3,6 +3,7 @@
 files it owns). Seeds are small and each shows one shape the fuzzer should start from."""
 import os
 import struct
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MASK = bytes([0x37, 0xFA, 0x21, 0x3D])
@@ -74,6 +75,14 @@ def frame_seeds():
         "text-inside-fragmented": small + masked(1, b"a", fin=False) + masked(1, b"b"),
         "after-close": small + masked(8, b"\x03\xe8") + masked(1, b"ignored"),
         "many-small": small + b"".join(masked(1 + i % 2, bytes([65 + i]) * (i % 7)) for i in range(30)),
+        # Byte 1's top bit: permessage-deflate agreed.
+        "deflate-rsv1": bytes([8, 0x83]) + masked(1, b"\xf2\x48\xcd\xc9\xc9\x07\x00", rsv=4)
+        + masked(1, b"plain"),
+        "deflate-fragmented": bytes([8, 0x85]) + masked(2, b"\xf2\x48", fin=False, rsv=4)
+        + masked(9, b"p") + masked(0, b"\xcd\xc9\xc9\x07\x00"),
+        "deflate-rsv1-cont": bytes([8, 0x83]) + masked(1, b"a", fin=False, rsv=4) + masked(0, b"b", rsv=4),
+        "deflate-rsv1-ping": bytes([8, 0x83]) + masked(9, b"", rsv=4),
+        "deflate-over-limit": bytes([1, 0x83]) + masked(2, b"z" * 81, rsv=4) + masked(2, b"z" * 83, rsv=4),
     }
     for name, data in seeds.items():
         write("frame", name, data)
@@ -210,9 +219,62 @@ def static_seeds():
         write("static", name, data)
 
 
+def deflate_seeds():
+    # Byte 0: 0 offers, 1 inflate (then limit n*64 / 255 none, cut seed, flags: 1 text,
+    # 2 takeover), 2 compress (then the server window, 8 + n % 8).
+    def raw(data, bits=15, final=False):
+        c = zlib.compressobj(6, zlib.DEFLATED, -bits)
+        out = c.compress(data) + c.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
+        return out if final else out[:-4]
+
+    chat = b'{"type":"message","room":"general","from":"ana","text":"hello there, how are you?"}'
+    offers = {
+        "offer-chrome": b"permessage-deflate; client_max_window_bits",
+        "offer-firefox": b"permessage-deflate",
+        "offer-all-four": b"permessage-deflate; server_no_context_takeover; "
+                          b"client_no_context_takeover; server_max_window_bits=10; "
+                          b"client_max_window_bits=12",
+        "offer-quoted": b'permessage-deflate; server_max_window_bits="1\\2"; client_max_window_bits',
+        "offer-several": b"x-webkit-deflate-frame, permessage-deflate; server_max_window_bits=7, "
+                         b"permessage-deflate; client_max_window_bits=9",
+        "offer-duplicate": b"permessage-deflate; client_no_context_takeover; client_no_context_takeover",
+        "offer-malformed": b'foo; a="x,y"; b, permessage-deflate client, permessage-deflate;;',
+        "offer-whitespace": b" \t,permessage-deflate \t; server_max_window_bits = 15 ,",
+    }
+    for name, data in offers.items():
+        write("deflate", name, b"\x00" + data)
+    inflate = {
+        "inflate-hello": (b"\x02\x00\x01", bytes([0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00])),
+        "inflate-stored": (b"\x02\x05\x01", bytes([0x00, 0x05, 0x00, 0xfa, 0xff]) + b"Hello\x00"),
+        "inflate-bfinal": (b"\x02\x07\x00", bytes([0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00])),
+        "inflate-takeover": (b"\x04\x09\x03", raw(chat, 10)),
+        # Found by the fuzzer: the limit is per message, also for a message in pieces.
+        "inflate-takeover-limit": (b"\x04\x09\x03", raw(b"a" * 250, 10)),
+        "inflate-chat": (b"\xff\x0b\x01", raw(chat * 3)),
+        "inflate-bomb": (b"\x01\x11\x00", raw(bytes(100000))),
+        "inflate-bad-utf8": (b"\x10\x13\x01", raw("κόσμε \xed\xa0\x80".encode("utf-8", "surrogatepass"))),
+        "inflate-truncated": (b"\x10\x17\x00", raw(chat)[:20]),
+        "inflate-btype3": (b"\x10\x01\x00", b"\x07\x00"),
+        "inflate-far": (b"\x10\x01\x02", bytes([0xf2, 0x00, 0x11, 0x00, 0x00])),
+        "inflate-empty": (b"\x10\x01\x01", b""),
+        "inflate-final-then-more": (b"\xff\x03\x00", raw(b"first part ", final=True) + b"\x00" + raw(b"second")),
+    }
+    for name, (head, data) in inflate.items():
+        write("deflate", name, b"\x01" + head + data)
+    compress = {
+        "compress-chat": b"\x07" + chat * 4,
+        "compress-small-window": b"\x00" + chat * 10,
+        "compress-noise": b"\x03" + bytes((i * 167 + 13) % 256 for i in range(300)),
+        "compress-short": b"\x07hi",
+    }
+    for name, data in compress.items():
+        write("deflate", name, b"\x02" + data)
+
+
 if __name__ == "__main__":
     frame_seeds()
     utf8_seeds()
     http_seeds()
     cluster_seeds()
     static_seeds()
+    deflate_seeds()

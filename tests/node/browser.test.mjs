@@ -340,3 +340,43 @@ describe("rooms.html when the server refuses the join", () => {
     assert.deepEqual(page.problems, []);
   });
 });
+
+describe("Chromium's permessage-deflate offer with --deflate", () => {
+  let server, context;
+  before(async () => {
+    server = await startServer(src("examples/echo.lua"), ["--deflate"]);
+    context = await browser.newContext();
+  });
+  after(async () => {
+    await context?.close();
+    const { code } = await server.stop();
+    assert.equal(code, 0, "wsluad exits 0 on SIGTERM");
+  });
+
+  test("is accepted, and messages of every size go both ways", async () => {
+    const page = await openTab(context, server.http + "/");
+    const result = await page.evaluate(async (url) => {
+      const ws = new WebSocket(url);
+      ws.binaryType = "arraybuffer";
+      await new Promise((resolve, reject) => {
+        ws.onopen = resolve;
+        ws.onerror = () => reject(new Error("the socket failed"));
+      });
+      const got = [];
+      ws.onmessage = (e) => got.push(e.data);
+      const sent = [];
+      for (const n of [0, 10, 300, 5000, 200000]) sent.push("chat ☃ ".repeat(n / 10));
+      for (const s of sent) ws.send(s);
+      const deadline = Date.now() + 8000;
+      while (got.length < sent.length && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 10));
+      ws.close();
+      const same = got.length === sent.length && got.every((g, i) => g === sent[i]);
+      return { extensions: ws.extensions, same };
+    }, server.ws + "/");
+    assert.match(result.extensions, /^permessage-deflate/);
+    assert.ok(result.same, "every message came back as sent");
+    assert.deepEqual(page.problems, []);
+    await page.close();
+  });
+});

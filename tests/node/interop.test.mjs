@@ -155,3 +155,122 @@ describe("ws clients chatting through lua/chat.lua", () => {
     await Promise.all([a.close(), c.close()]);
   });
 });
+
+// The first byte of every data frame the server sent, read off the socket under ws: RSV1 (0x40)
+// marks a compressed message. Server frames are unmasked; control frames are skipped.
+function frameWatcher(c) {
+  const seen = [];
+  let buf = Buffer.alloc(0);
+  c.ws._socket.on("data", (chunk) => {
+    buf = Buffer.concat([buf, chunk]);
+    for (;;) {
+      if (buf.length < 2) return;
+      let n = buf[1] & 0x7f;
+      let h = 2;
+      if (n === 126) {
+        if (buf.length < 4) return;
+        n = buf.readUInt16BE(2);
+        h = 4;
+      } else if (n === 127) {
+        if (buf.length < 10) return;
+        n = Number(buf.readBigUInt64BE(2));
+        h = 10;
+      }
+      if (buf.length < h + n) return;
+      if ((buf[0] & 0x08) === 0) seen.push({ rsv1: (buf[0] & 0x40) !== 0, wire: n });
+      buf = buf.subarray(h + n);
+    }
+  });
+  return seen;
+}
+
+describe("ws with perMessageDeflate against --deflate", () => {
+  let server;
+  before(async () => {
+    server = await startServer(src("examples/echo.lua"), ["--deflate"]);
+  });
+  after(async () => {
+    const { code } = await server.stop();
+    assert.equal(code, 0, "wsluad exits 0 on SIGTERM");
+  });
+
+  // threshold 0: ws compresses every message, the small ones too.
+  const deflate = { perMessageDeflate: { threshold: 0 } };
+
+  test("the extension is agreed, and off for a client that does not offer it", async () => {
+    const z = await Client.open(server.ws + "/", deflate);
+    assert.equal(z.ws.extensions, "permessage-deflate");
+    const p = await Client.open(server.ws + "/", { perMessageDeflate: false });
+    assert.equal(p.ws.extensions, "");
+    await Promise.all([z.close(), p.close()]);
+  });
+
+  for (const size of [0, 100, 255, 256, 4096, 65536, 1 << 20]) {
+    test(`echo of ${size} bytes, compressed both ways from 256 bytes on`, async () => {
+      const c = await Client.open(server.ws + "/", deflate);
+      const frames = frameWatcher(c);
+      const text = "ab€ü ".repeat(Math.floor(size / 8)) + "x".repeat(size % 8);
+      assert.equal(Buffer.byteLength(text), size);
+      await c.send(text);
+      assert.equal(await c.nextText(), text);
+      const blob = randomBytes(size);
+      await c.send(blob, { binary: true });
+      const m = await c.next();
+      assert.ok(Buffer.compare(m.data, blob) === 0, "same bytes back");
+      // Text at or above --deflate-min comes back compressed; random bytes never shrink.
+      assert.equal(frames.length, 2);
+      assert.equal(frames[0].rsv1, size >= 256, `text of ${size} bytes: ${frames[0].rsv1}`);
+      if (frames[0].rsv1) assert.ok(frames[0].wire < size / 2);
+      assert.equal(frames[1].rsv1, false);
+      await c.close();
+    });
+  }
+
+  test("many messages in one context, fragmented ones too", async () => {
+    // ws keeps its compression context (the server asked for an 11-bit window).
+    const c = await Client.open(server.ws + "/", deflate);
+    for (let i = 0; i < 50; i++) {
+      const text = `{"type":"message","n":${i},"text":"${"the same words again ".repeat(i % 7)}"}`;
+      await c.send(text);
+      assert.equal(await c.nextText(), text);
+    }
+    await c.send("frag-one ", { fin: false, compress: true });
+    await c.send("frag-two ", { fin: false, compress: true });
+    await c.send("frag-three", { fin: true, compress: true });
+    assert.equal(await c.nextText(), "frag-one frag-two frag-three");
+    await c.close();
+  });
+
+  test("a compressed message inflating past --max-message is closed with 1009", async () => {
+    const c = await Client.open(server.ws + "/", deflate);
+    c.send(Buffer.alloc((1 << 20) + 1), { binary: true }).catch(() => {});
+    assert.equal((await c.closed).code, 1009);
+  });
+});
+
+describe("ws clients with and without perMessageDeflate chatting through lua/chat.lua", () => {
+  let server;
+  before(async () => {
+    server = await startServer(src("lua/chat.lua"), ["--deflate"]);
+  });
+  after(async () => {
+    const { code } = await server.stop();
+    assert.equal(code, 0, "wsluad exits 0 on SIGTERM");
+  });
+
+  test("one broadcast: compressed for the deflate clients, plain for the other", async () => {
+    const a = await Client.open(server.ws + "/", { perMessageDeflate: { threshold: 0 } });
+    const [b, c] = await Promise.all(
+      [{}, { perMessageDeflate: false }].map((o) => Client.open(server.ws + "/", o)),
+    );
+    const fb = frameWatcher(b);
+    const fc = frameWatcher(c);
+    const text = JSON.stringify({ type: "message", text: "hello everyone ".repeat(100) });
+    await a.send(text);
+    assert.equal(await b.nextText(), text);
+    assert.equal(await c.nextText(), text);
+    assert.equal(fb[0].rsv1, true);
+    assert.equal(fc[0].rsv1, false);
+    await Promise.all([a.close(), b.close(), c.close()]);
+  });
+});

@@ -2,9 +2,11 @@
  * to its events and a socketpair plays the client, so the upgrade, echo, the close handshake and
  * its lingering close, back-pressure and drain are checked without Lua or TCP. */
 #include <getopt.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "conn.h"
 #include "server.h"
@@ -17,9 +19,17 @@ static struct {
     int opens, messages, closes, drains, releases;
     unsigned close_code;
     char last[256];
+    uint8_t *whole; /* the last message, all of it */
+    size_t whole_len;
     wsl_conn *conn;
     bool echo; /* answer each message with itself */
 } seen;
+
+static void reset_seen(void)
+{
+    free(seen.whole);
+    memset(&seen, 0, sizeof seen);
+}
 
 static void ev_open(void *ud, wsl_conn *c)
 {
@@ -33,6 +43,11 @@ static void ev_message(void *ud, wsl_conn *c, const uint8_t *data, size_t len, b
     (void)ud;
     seen.messages++;
     snprintf(seen.last, sizeof seen.last, "%.*s", (int)len, (const char *)data);
+    free(seen.whole);
+    seen.whole = malloc(len + 1);
+    if (!seen.whole) abort();
+    memcpy(seen.whole, data, len);
+    seen.whole_len = len;
     if (seen.echo) {
         wsl_msg m;
         wsl_msg_init(&m, binary ? WSL_OP_BINARY : WSL_OP_TEXT, data, len);
@@ -108,7 +123,15 @@ static size_t receive(uint8_t *out, size_t cap)
     return r < 0 ? 0 : (size_t)r;
 }
 
+static void connect_and_upgrade_with(const char *extra, char *resp_out, size_t cap);
+
 static void connect_and_upgrade(void)
+{
+    connect_and_upgrade_with("", NULL, 0);
+}
+
+/* extra: more header lines (each ending in CRLF); the 101 answer is copied to resp_out. */
+static void connect_and_upgrade_with(const char *extra, char *resp_out, size_t cap)
 {
     int sv[2];
     CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
@@ -117,15 +140,18 @@ static void connect_and_upgrade(void)
     setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
     setsockopt(client, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
     CHECK(wsl_conn_new(&srv, sv[0]) != NULL);
-    static const char req[] =
-        "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n";
-    CHECK_EQ(write(client, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
+    char req[1024];
+    int len = snprintf(req, sizeof req,
+                       "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                       "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                       "Sec-WebSocket-Version: 13\r\n%s\r\n",
+                       extra);
+    CHECK_EQ(write(client, req, (size_t)len), (ssize_t)len);
     PUMP_UNTIL(seen.opens == 1);
     uint8_t resp[512];
     size_t n = receive(resp, sizeof resp - 1);
     resp[n] = '\0';
+    if (resp_out) snprintf(resp_out, cap, "%s", (char *)resp);
     CHECK(strstr((char *)resp, "HTTP/1.1 101") == (char *)resp);
     CHECK(strstr((char *)resp, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") != NULL);
     CHECK_STR(wsl_conn_path(seen.conn), "/chat");
@@ -133,7 +159,7 @@ static void connect_and_upgrade(void)
 
 static void test_echo_and_close_handshake(void)
 {
-    memset(&seen, 0, sizeof seen);
+    reset_seen();
     seen.echo = true;
     connect_and_upgrade();
 
@@ -165,7 +191,7 @@ static void test_echo_and_close_handshake(void)
 
 static void test_backpressure_and_drain(void)
 {
-    memset(&seen, 0, sizeof seen);
+    reset_seen();
     connect_and_upgrade();
     wsl_conn *c = seen.conn;
     static uint8_t payload[8192];
@@ -200,7 +226,7 @@ static void test_backpressure_and_drain(void)
 
 static void test_protocol_error(void)
 {
-    memset(&seen, 0, sizeof seen);
+    reset_seen();
     connect_and_upgrade();
     static const uint8_t unmasked[] = {0x81, 0x02, 'h', 'i'}; /* clients must mask */
     CHECK_EQ(write(client, unmasked, sizeof unmasked), (ssize_t)sizeof unmasked);
@@ -211,12 +237,165 @@ static void test_protocol_error(void)
     PUMP_UNTIL(seen.releases == 1);
 }
 
+/* ---- permessage-deflate -------------------------------------------------------------------- */
+
+/* A masked client frame of any size, RSV1 on request, written whole or only its first `upto`
+ * bytes (the rest is returned in *rest for later). */
+static void send_big(int op, const uint8_t *payload, size_t n, bool rsv1, size_t upto,
+                     uint8_t **rest, size_t *rest_len)
+{
+    uint8_t *buf = malloc(WSL_FRAME_HDR_MAX + n);
+    if (!buf) abort();
+    size_t h = wsl_frame_header_masked(buf, op, true, n, MASK);
+    if (rsv1) buf[0] |= WSL_FRAME_RSV1;
+    memcpy(buf + h, payload, n);
+    wsl_frame_mask(buf + h, n, MASK, 0);
+    size_t total = h + n, first = upto && upto < total ? upto : total;
+    CHECK_EQ(write(client, buf, first), (ssize_t)first);
+    if (rest) {
+        *rest_len = total - first;
+        *rest = malloc(*rest_len + 1);
+        if (!*rest) abort();
+        memcpy(*rest, buf + first, *rest_len);
+    }
+    free(buf);
+}
+
+/* zlib as a client uses it: raw deflate, sync flush, the tail cut off. */
+static size_t client_deflate(z_stream *z, const void *in, size_t n, uint8_t *out, size_t cap)
+{
+    z->next_in = (Bytef *)(uintptr_t)in;
+    z->avail_in = (uInt)n;
+    z->next_out = out;
+    z->avail_out = (uInt)cap;
+    CHECK_EQ(deflate(z, Z_SYNC_FLUSH), Z_OK);
+    return cap - z->avail_out - 4;
+}
+
+static size_t sample(char *out, size_t n)
+{
+    static const char *const w[] = {"hello", "world", "chat", "room", "message", "quick", "fox"};
+    size_t len = 0;
+    unsigned x = 7;
+    while (len + 8 < n) {
+        x = x * 1103515245u + 12345u;
+        len += (size_t)sprintf(out + len, "%s ", w[(x >> 16) % 7]);
+    }
+    while (len < n)
+        out[len++] = '.';
+    return len;
+}
+
+static void test_deflate(void)
+{
+    reset_seen();
+    seen.echo = true;
+    char resp[512];
+    connect_and_upgrade_with("Sec-WebSocket-Extensions: permessage-deflate; "
+                             "client_max_window_bits\r\n",
+                             resp, sizeof resp);
+    CHECK(strstr(resp, "\r\nSec-WebSocket-Extensions: permessage-deflate; "
+                       "server_no_context_takeover; client_max_window_bits=11\r\n") != NULL);
+    wsl_conn *c = seen.conn;
+    CHECK(wsl_conn_compressed(c));
+    CHECK(c->inflater == NULL); /* nothing before the first compressed message */
+
+    /* A compressed message in, the same compressed out. */
+    static char text[30000];
+    sample(text, sizeof text);
+    static uint8_t z[40000], out[40000];
+    z_stream zs = {0};
+    CHECK_EQ(deflateInit2(&zs, 6, Z_DEFLATED, -11, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    size_t zn = client_deflate(&zs, text, 600, z, sizeof z);
+    send_big(WSL_OP_TEXT, z, zn, true, 0, NULL, NULL);
+    PUMP_UNTIL(seen.messages == 1);
+    CHECK_EQ(seen.whole_len, 600);
+    CHECK(seen.whole && memcmp(seen.whole, text, 600) == 0);
+    size_t n = receive(out, sizeof out);
+    CHECK_EQ(out[0], 0x80 | WSL_FRAME_RSV1 | WSL_OP_TEXT);
+    size_t plen = out[1] & 0x7F, h = 2;
+    if (plen == 126) plen = (size_t)out[2] << 8 | out[3], h = 4;
+    CHECK_EQ(n, h + plen);
+    z_stream in = {0};
+    CHECK_EQ(inflateInit2(&in, -15), Z_OK);
+    memcpy(out + n, "\x00\x00\xff\xff", 4);
+    static uint8_t back[1000];
+    in.next_in = out + h;
+    in.avail_in = (uInt)(plen + 4);
+    in.next_out = back;
+    in.avail_out = sizeof back;
+    CHECK_EQ(inflate(&in, Z_SYNC_FLUSH), Z_OK);
+    CHECK(in.total_out == 600 && memcmp(back, text, 600) == 0);
+    inflateEnd(&in);
+    /* The client keeps its context: the connection keeps a 2 KiB window, no stream. */
+    CHECK(c->inflater != NULL);
+    size_t kept = wsl_inflater_memory(c->inflater);
+    CHECK(kept >= 2048 && kept < 2048 + 128);
+
+    /* A message arriving in two reads borrows a stream until its end. */
+    seen.echo = false;
+    zn = client_deflate(&zs, text + 600, 5000, z, sizeof z);
+    uint8_t *rest;
+    size_t rest_len;
+    send_big(WSL_OP_TEXT, z, zn, true, zn / 2, &rest, &rest_len);
+    for (int i = 0; i < 100; i++)
+        uv_run(loop, UV_RUN_NOWAIT);
+    CHECK_EQ(seen.messages, 1);
+    CHECK(wsl_inflater_memory(c->inflater) > 32768);
+    CHECK_EQ(write(client, rest, rest_len), (ssize_t)rest_len);
+    free(rest);
+    PUMP_UNTIL(seen.messages == 2);
+    CHECK(seen.whole_len == 5000 && memcmp(seen.whole, text + 600, 5000) == 0);
+    CHECK_EQ(wsl_inflater_memory(c->inflater), kept);
+
+    /* A second connection without context takeover keeps nothing. */
+    wsl_conn *a = c;
+    int client_a = client;
+    reset_seen();
+    connect_and_upgrade_with("Sec-WebSocket-Extensions: permessage-deflate\r\n", resp, sizeof resp);
+    CHECK(strstr(resp, "client_no_context_takeover") != NULL);
+    wsl_conn *b = seen.conn;
+    z_stream zb = {0};
+    CHECK_EQ(deflateInit2(&zb, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    zn = client_deflate(&zb, text, 3000, z, sizeof z);
+    send_big(WSL_OP_BINARY, z, zn, true, 0, NULL, NULL);
+    PUMP_UNTIL(seen.messages == 1);
+    CHECK(seen.whole_len == 3000 && memcmp(seen.whole, text, 3000) == 0);
+    CHECK(b->inflater == NULL);
+    deflateEnd(&zb);
+
+    /* One message to both: compressed once, the same frame shared by their queues. */
+    wsl_msg m;
+    wsl_msg_init(&m, WSL_OP_TEXT, text, sizeof text);
+    CHECK_EQ(wsl_conn_send(a, &m), 0);
+    CHECK_EQ(wsl_conn_send(b, &m), 0);
+    CHECK_EQ(m.zmade, 1);
+    CHECK(m.z[0] != NULL && m.z[0]->len > WSL_COPY_MAX && m.z[0]->len < sizeof text / 2);
+    CHECK_EQ(m.z[0]->refs, 3); /* the message and two queues */
+    CHECK_EQ(m.z[0]->data[0], 0x80 | WSL_FRAME_RSV1 | WSL_OP_TEXT);
+    /* Short messages go plain (--deflate-min 256). */
+    wsl_msg small;
+    wsl_msg_init(&small, WSL_OP_TEXT, text, 255);
+    CHECK_EQ(wsl_conn_send(a, &small), 0);
+    CHECK_EQ(small.zmade, 0); /* nothing made */
+    wsl_msg_release(&small);
+    wsl_msg_release(&m);
+
+    deflateEnd(&zs);
+    close(client);
+    close(client_a);
+    PUMP_UNTIL(seen.releases == 2); /* both connections */
+    for (int i = 0; i < 100; i++)
+        uv_run(loop, UV_RUN_NOWAIT);
+}
+
 int main(void)
 {
-    char *argv[] = {"wsluad", "--max-backpressure", "256K", "--quiet", "x.lua", NULL};
+    char *argv[] = {"wsluad", "--max-backpressure", "256K", "--quiet", "--deflate", "x.lua", NULL};
     optind = 0;
-    if (wsl_options_parse(&opt, 5, argv) != WSL_OPTIONS_RUN) return 1;
+    if (wsl_options_parse(&opt, 6, argv) != WSL_OPTIONS_RUN) return 1;
     wsl_log_set_level(WSL_LOG_WARN);
+    signal(SIGPIPE, SIG_IGN); /* as the server does: a write to a closed peer is an error */
     loop = uv_default_loop();
     CHECK_EQ(wsl_server_init(&srv, loop, &opt), 0);
     wsl_server_set_events(&srv, &stub, NULL);
@@ -224,6 +403,8 @@ int main(void)
     test_echo_and_close_handshake();
     test_backpressure_and_drain();
     test_protocol_error();
+    test_deflate();
+    reset_seen();
 
     for (int i = 0; i < 10; i++) /* the close callbacks that free the connections */
         uv_run(loop, UV_RUN_NOWAIT);

@@ -81,6 +81,7 @@ static void logf_(result *r, const char *fmt, const char *s, size_t n, long num)
 
 static uint8_t *last_msg;
 static size_t last_msg_cap;
+static bool drive_deflate; /* the parser runs as if permessage-deflate was agreed */
 
 /* Feed st->p in chunks ending at cuts[0], cuts[1], ... (then the rest), keeping unconsumed
  * bytes at the front of a working buffer as a real reader does, and check the contract on
@@ -95,7 +96,8 @@ static void drive(const stream *st, const size_t *cuts, size_t ncuts, uint64_t m
     size_t have = 0, fed = 0, msg_len = 0, need = 0;
     bool in_msg = false, stop = false;
     uint8_t msg_op = 0;
-    wsl_rx rx = {0};
+    bool msg_z = false;
+    wsl_rx rx = {.deflate = drive_deflate};
     for (size_t c = 0; c <= ncuts && !stop; c++) {
         size_t upto = c < ncuts ? cuts[c] : st->len;
         if (upto < fed) continue;
@@ -134,8 +136,9 @@ static void drive(const stream *st, const size_t *cuts, size_t ncuts, uint64_t m
                 CHECK(ev.opcode == WSL_OP_TEXT || ev.opcode == WSL_OP_BINARY);
                 CHECK(ev.len > 0 || ev.last); /* only a message's last piece may be empty */
                 CHECK_EQ(ev.first, !in_msg);
-                if (ev.first) msg_op = ev.opcode, msg_len = 0;
+                if (ev.first) msg_op = ev.opcode, msg_len = 0, msg_z = ev.compressed;
                 CHECK_EQ(ev.opcode, msg_op);
+                CHECK_EQ(ev.compressed, msg_z); /* a message is compressed or not as a whole */
                 in_msg = true;
                 memcpy(msg + msg_len, ev.data, ev.len);
                 msg_len += ev.len;
@@ -151,7 +154,10 @@ static void drive(const stream *st, const size_t *cuts, size_t ncuts, uint64_t m
                     memcpy(last_msg, msg, msg_len);
                     r->msg = last_msg;
                     r->msg_len = msg_len;
-                    if (msg_op == WSL_OP_TEXT) {
+                    if (msg_z) { /* compressed: handed out as it came, never UTF-8-checked */
+                        logf_(r, msg_op == WSL_OP_TEXT ? "ZT[%.*s]" : "ZB[%.*s]", (const char *)msg,
+                              msg_len, 0);
+                    } else if (msg_op == WSL_OP_TEXT) {
                         CHECK(wsl_utf8_valid(msg, msg_len));
                         logf_(r, "T[%.*s]", (const char *)msg, msg_len, 0);
                     } else {
@@ -828,6 +834,102 @@ static void test_pipelined(void)
     free(s.p);
 }
 
+/* RSV1 as permessage-deflate (RFC 7692 section 6) uses it: on a data message's first frame
+ * once the extension is agreed, nowhere else. */
+static void test_rsv1(void)
+{
+    stream s = {0};
+    /* Not agreed: RSV1 is a reserved bit like the others. */
+    frame_raw(&s, WSL_OP_TEXT, true, "\xf2\x48", 2, WSL_FRAME_RSV1);
+    expect_error(&s, 100, "error[1002]");
+    free(s.p);
+
+    drive_deflate = true;
+    /* A compressed text message is handed out as it came: these bytes are no UTF-8, and a
+     * compressed message is never checked as text here. Plain messages still are. */
+    s = (stream){0};
+    frame_raw(&s, WSL_OP_TEXT, true, "\xf2\x48\xcd", 3, WSL_FRAME_RSV1);
+    frame(&s, WSL_OP_TEXT, true, "plain");
+    frame_raw(&s, WSL_OP_BINARY, true, "zz", 2, WSL_FRAME_RSV1);
+    frame_raw(&s, WSL_OP_TEXT, true, "\xff", 1, 0);
+    expect_error(&s, 100, "ZT[\xf2\x48\xcd]T[plain]ZB[zz]error[1007]");
+    free(s.p);
+
+    /* Fragmented: RSV1 on the first frame only; control frames in between; empty pieces. */
+    s = (stream){0};
+    frame_raw(&s, WSL_OP_TEXT, false, "\xf2\x48", 2, WSL_FRAME_RSV1);
+    frame(&s, WSL_OP_PING, true, "p");
+    frame_raw(&s, WSL_OP_CONT, false, "", 0, 0);
+    frame_raw(&s, WSL_OP_CONT, false, "\xcd\xc9", 2, 0);
+    frame_raw(&s, WSL_OP_CONT, true, "\xc9\x07\x01", 3, 0);
+    frame_raw(&s, WSL_OP_TEXT, false, "", 0, WSL_FRAME_RSV1);
+    frame_raw(&s, WSL_OP_CONT, true, "", 0, 0);
+    frame(&s, WSL_OP_TEXT, false, "a");
+    frame(&s, WSL_OP_CONT, true, "b");
+    check_all_splits(&s, 100, "ping[p]ZT[\xf2\x48\xcd\xc9\xc9\x07\x01]ZT[]T[ab]");
+    free(s.p);
+
+    /* RSV1 on a continuation frame, compressed message or not. */
+    for (int z = 0; z < 2; z++) {
+        s = (stream){0};
+        frame_raw(&s, WSL_OP_TEXT, false, "a", 1, z ? WSL_FRAME_RSV1 : 0);
+        frame_raw(&s, WSL_OP_CONT, true, "b", 1, WSL_FRAME_RSV1);
+        TEST_CONTEXT("continuation, first frame compressed: %d", z);
+        expect_error(&s, 100, "error[1002]");
+        free(s.p);
+    }
+    /* On control frames, alone or inside a compressed message. */
+    static const int controls[] = {WSL_OP_PING, WSL_OP_PONG, WSL_OP_CLOSE};
+    for (size_t i = 0; i < 3; i++) {
+        s = (stream){0};
+        frame_raw(&s, controls[i], true, "", 0, WSL_FRAME_RSV1);
+        TEST_CONTEXT("control %d", controls[i]);
+        expect_error(&s, 100, "error[1002]");
+        free(s.p);
+        s = (stream){0};
+        frame_raw(&s, WSL_OP_BINARY, false, "a", 1, WSL_FRAME_RSV1);
+        frame_raw(&s, controls[i], true, "", 0, WSL_FRAME_RSV1);
+        expect_error(&s, 100, "error[1002]");
+        free(s.p);
+    }
+    /* RSV2 and RSV3 stay reserved, with or without RSV1. */
+    static const uint8_t other[] = {0x20, 0x10, 0x60, 0x50, 0x70};
+    for (size_t i = 0; i < sizeof other; i++) {
+        s = (stream){0};
+        frame_raw(&s, WSL_OP_TEXT, true, "x", 1, other[i]);
+        TEST_CONTEXT("bits %#x", other[i]);
+        expect_error(&s, 100, "error[1002]");
+        free(s.p);
+    }
+    TEST_CONTEXT("%s", "");
+
+    /* The size limit: a compressed payload may exceed the message limit by an eighth plus 64
+     * bytes (a deflate encoding can be that much larger than its text); the inflated size is
+     * the inflater's to check. A plain one may not, and neither may a larger compressed one. */
+    uint8_t *big = calloc(1, 1200);
+    if (!big) abort();
+    s = (stream){0};
+    frame_raw(&s, WSL_OP_BINARY, true, big, 1000 + 125 + 64, WSL_FRAME_RSV1);
+    result r;
+    run(&s, 1000, &r);
+    CHECK_STR(r.log, "ZB[]");
+    CHECK_EQ(r.msg_len, 1000 + 125 + 64);
+    free(s.p);
+    s = (stream){0};
+    frame_raw(&s, WSL_OP_BINARY, false, big, 1000, WSL_FRAME_RSV1);
+    frame_raw(&s, WSL_OP_CONT, true, big, 125 + 65, 0);
+    run(&s, 1000, &r);
+    CHECK_STR(r.log, "error[1009]");
+    free(s.p);
+    s = (stream){0};
+    frame_raw(&s, WSL_OP_BINARY, true, big, 1001, 0);
+    run(&s, 1000, &r);
+    CHECK_STR(r.log, "error[1009]");
+    free(s.p);
+    free(big);
+    drive_deflate = false;
+}
+
 int main(void)
 {
     test_header_encoding();
@@ -842,6 +944,7 @@ int main(void)
     test_utf8_errors();
     test_close_frames();
     test_pipelined();
+    test_rsv1();
     free(last_msg);
     TEST_MAIN_END();
 }

@@ -68,7 +68,7 @@ static void test_valid_upgrade(void)
     char accept[WSL_ACCEPT_LEN + 1];
     wsl_handshake_accept(req.key.p, req.key.len, accept);
     char out[512];
-    size_t n = wsl_http_upgrade_response(out, sizeof out, accept, NULL, 0);
+    size_t n = wsl_http_upgrade_response(out, sizeof out, accept, NULL, 0, NULL);
     CHECK_MEM(out, n,
               "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
               "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n");
@@ -651,15 +651,26 @@ static void test_responses(void)
     CHECK_EQ(wsl_http_error_response(out, real + 1, 431, NULL, "too large"), real);
 
     const char *acc = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
-    n = wsl_http_upgrade_response(out, sizeof out, acc, "chat", 4);
+    n = wsl_http_upgrade_response(out, sizeof out, acc, "chat", 4, NULL);
     CHECK_MEM(out, n,
               "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
               "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
               "Sec-WebSocket-Protocol: chat\r\n\r\n");
-    CHECK_EQ(wsl_http_upgrade_response(out, sizeof out, acc, "chat, superchat", 4), n);
-    CHECK_EQ(wsl_http_upgrade_response(out, sizeof out, acc, "a\r\nX: y", 7), 0);
-    CHECK_EQ(wsl_http_upgrade_response(out, sizeof out, acc, "a\nb", 3), 0);
-    CHECK_EQ(wsl_http_upgrade_response(out, 50, acc, NULL, 0), 0);
+    CHECK_EQ(wsl_http_upgrade_response(out, sizeof out, acc, "chat, superchat", 4, NULL), n);
+    CHECK_EQ(wsl_http_upgrade_response(out, sizeof out, acc, "a\r\nX: y", 7, NULL), 0);
+    CHECK_EQ(wsl_http_upgrade_response(out, sizeof out, acc, "a\nb", 3, NULL), 0);
+    CHECK_EQ(wsl_http_upgrade_response(out, 50, acc, NULL, 0, NULL), 0);
+    /* The extension agreed, after the protocol. */
+    n = wsl_http_upgrade_response(out, sizeof out, acc, "chat", 4,
+                                  "permessage-deflate; server_no_context_takeover");
+    CHECK_MEM(out, n,
+              "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+              "Sec-WebSocket-Protocol: chat\r\n"
+              "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\r\n");
+    CHECK_EQ(wsl_http_upgrade_response(out, n, acc, "chat", 4,
+                                       "permessage-deflate; server_no_context_takeover"),
+             0); /* no room for the NUL */
 
     CHECK_STR(wsl_http_reason(404), "Not Found");
     CHECK_STR(wsl_http_reason(101), "Switching Protocols");

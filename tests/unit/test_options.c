@@ -76,6 +76,16 @@ static void test_defaults_and_values(void)
     CHECK_EQ(o.max_request_body, 1 << 20);
     CHECK(o.request_timeout == 30);
     CHECK_EQ(o.ntrust, 0);
+    CHECK(!o.deflate); /* permessage-deflate is off unless asked for */
+    CHECK_EQ(o.deflate_min, 256);
+
+    char *z[] = {"wsluad", "--deflate", "--deflate-min", "1K", "x.lua", NULL};
+    CHECK_EQ(parse(&o, z), WSL_OPTIONS_RUN);
+    CHECK(o.deflate);
+    CHECK_EQ(o.deflate_min, 1024);
+    char *z0[] = {"wsluad", "--deflate-min", "0", "x.lua", NULL};
+    CHECK_EQ(parse(&o, z0), WSL_OPTIONS_RUN);
+    CHECK_EQ(o.deflate_min, 0);
 
     char *set[] = {"wsluad",         "--max-message", "64K", "--lua-memory", "1G", "-l",
                    "127.0.0.1:9001", "x.lua",         NULL};
@@ -115,6 +125,8 @@ static void test_usage_errors(void)
         {"wsluad", "--request-timeout", "-1", "x.lua", NULL},
         {"wsluad", "--trust-proxy", "10.0.0.0/40", "x.lua", NULL},
         {"wsluad", "--trust-proxy", "", "x.lua", NULL},
+        {"wsluad", "--deflate-min", "small", "x.lua", NULL},
+        {"wsluad", "--deflate=yes", "x.lua", NULL, NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TEST_CONTEXT("case %zu (%s)", i, cases[i][1]);
