@@ -270,14 +270,20 @@ static int queue_msg(wsl_conn *c, wsl_msg *m)
     }
     if (r) return WSL_ENOMEM;
     wsl_server_mark_dirty(c->srv, c);
-    wsl_metrics.messages_sent++;
     return 0;
+}
+
+int wsl_conn_queue(wsl_conn *c, wsl_msg *m)
+{
+    if (c->state != WSL_CONN_OPEN) return WSL_ECLOSED;
+    return queue_msg(c, m);
 }
 
 int wsl_conn_send(wsl_conn *c, wsl_msg *m)
 {
-    if (c->state != WSL_CONN_OPEN) return WSL_ECLOSED;
-    return queue_msg(c, m);
+    int r = wsl_conn_queue(c, m);
+    if (r == 0) wsl_metrics.messages_sent++;
+    return r;
 }
 
 /* Output that is no broadcast (control frames, HTTP answers) is written at once when nothing is

@@ -172,6 +172,9 @@ wsl_conn *wsl_conn_new(wsl_server *srv, int fd);
 /* Queue a message. 0, WSL_ECLOSED when the connection is not open, WSL_ENOMEM. Runs no event
  * and never destroys the connection: it is written by the next flush. */
 int wsl_conn_send(wsl_conn *c, wsl_msg *m);
+/* The same for the fan-out loops of broadcast and publish, which count the messages they queued
+ * once for all their recipients (the metrics), instead of once per recipient. */
+int wsl_conn_queue(wsl_conn *c, wsl_msg *m);
 
 /* Start the close handshake with code and reason (truncated to fit a control frame). 0, or
  * WSL_ECLOSED when it was not open. Runs the close event; the connection stays allocated. */

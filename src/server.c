@@ -128,9 +128,10 @@ static size_t broadcast_here(wsl_server *s, wsl_msg *m, const wsl_conn *except)
     wsl_list *h = &s->lists[WSL_LIST_OPEN].head;
     for (wsl_list *l = h->next; l != h; l = l->next) {
         wsl_conn *c = wsl_list_entry(l, wsl_conn, link);
-        if (c != except && wsl_conn_send(c, m) == 0) n++;
+        if (c != except && wsl_conn_queue(c, m) == 0) n++;
     }
     wsl_metrics.broadcast_frames += n;
+    wsl_metrics.messages_sent += n;
     return n;
 }
 
@@ -141,9 +142,10 @@ static size_t publish_here(wsl_server *s, const char *topic, size_t len, wsl_msg
     wsl_sub *const *subs = wsl_topics_members(s->topics, topic, len, &count);
     for (size_t i = 0; i < count; i++) {
         wsl_conn *c = wsl_sub_who(subs[i]);
-        if (c != except && wsl_conn_send(c, m) == 0) n++;
+        if (c != except && wsl_conn_queue(c, m) == 0) n++;
     }
     wsl_metrics.publish_frames += n;
+    wsl_metrics.messages_sent += n;
     return n;
 }
 
