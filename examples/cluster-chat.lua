@@ -262,6 +262,7 @@ local function join(conn)
         members = list,
     })
     for i = #history, 1, -1 do -- the list holds the newest first
+        -- Strings only in there: Debian's lua-cjson would turn any number into a float.
         local ok, msg = pcall(cjson.decode, history[i])
         if ok and type(msg) == "table" then
             msg.history = true
