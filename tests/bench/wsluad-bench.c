@@ -40,6 +40,9 @@ enum { C_FREE, C_CONNECTING, C_HANDSHAKE, C_OPEN, C_CLOSING, C_CLOSED };
 #define HIST_SUB       64
 #define HIST_BUCKETS   (HIST_SUB + 40 * HIST_SUB)
 #define ORDER_MAX_N    2048 /* latency: order checked per (receiver, sender) up to this many */
+#define PROBE_MS       20   /* with --port2: how often the probes go before the run starts */
+#define PROBE_TEXT     "wsluad-bench probe from " /* then "A" or "B" */
+#define PROBE_LEN      (sizeof PROBE_TEXT)        /* the text and the letter */
 
 /* A latency histogram: log-linear buckets, about 1.6% precision. `missing` counts deliveries
  * that never came (beyond every percentile). */
@@ -100,6 +103,8 @@ static struct {
     char accept[WSL_ACCEPT_LEN + 1];
     uint8_t close_frame[WSL_FRAME_HDR_MAX + 2];
     uint8_t ping_frame[WSL_FRAME_HDR_MAX];
+    uint8_t probe_frame[2][WSL_FRAME_HDR_MAX + PROBE_LEN]; /* from port (A) and port2 (B) */
+    size_t probe_len;
     size_t close_len, ping_len;
     uint8_t *rbuf; /* the one read buffer shared by every connection */
     size_t rbuf_size;
@@ -127,6 +132,8 @@ static struct {
     histo hist_remote; /* ... and on the other one */
     uint64_t delivered, delivered_local, expected_local, expected_remote;
     uint64_t *last_seen; /* latency: [receiver * n + sender] the last send time seen + 1 */
+    bool priming, probe_ab, probe_ba; /* with --port2: see start_priming */
+    uint64_t probes, probes_sent;
 } g;
 
 static void finish(void);
@@ -424,6 +431,13 @@ static int build_frames(void)
     wsl_frame_mask(g.close_frame + h, 2, cmask, 0);
     g.close_len = h + 2;
     g.ping_len = wsl_frame_header_masked(g.ping_frame, WSL_OP_PING, true, 0, cmask);
+    for (int i = 0; i < 2; i++) {
+        h = wsl_frame_header_masked(g.probe_frame[i], WSL_OP_TEXT, true, PROBE_LEN, cmask);
+        memcpy(g.probe_frame[i] + h, PROBE_TEXT, PROBE_LEN - 1);
+        g.probe_frame[i][h + PROBE_LEN - 1] = (uint8_t)('A' + i);
+        wsl_frame_mask(g.probe_frame[i] + h, PROBE_LEN, cmask, 0);
+        g.probe_len = h + PROBE_LEN;
+    }
     return 0;
 }
 
@@ -667,6 +681,43 @@ static void start_mode(void)
     }
 }
 
+/* With two servers (nodes of a cluster), a node subscribes to a topic when its first client
+ * joins, and Redis takes it from then on: a message published on the other node a moment
+ * earlier is not delivered, and would stall a chat round or count as lost. So before the run,
+ * a client of each server sends a probe every PROBE_MS until each server's probe has reached a
+ * client of the other one. Probes are recognised and ignored wherever they arrive. */
+static void on_probe_tick(uv_timer_t *t)
+{
+    (void)t;
+    bconn *a = &g.conns[0], *b = &g.conns[g.split];
+    if (!a->control_pending) send_control(a, g.probe_frame[0], g.probe_len), g.probes_sent++;
+    if (!b->control_pending) send_control(b, g.probe_frame[1], g.probe_len), g.probes_sent++;
+}
+
+static void start_priming(void)
+{
+    g.priming = true;
+    uv_timer_start(&g.tick_timer, on_probe_tick, 0, PROBE_MS);
+}
+
+/* True (and handled) when p is a probe. */
+static bool probe_seen(bconn *c, const uint8_t *p, size_t len)
+{
+    if (len != PROBE_LEN || memcmp(p, PROBE_TEXT, PROBE_LEN - 1) != 0) return false;
+    g.probes++;
+    if (!g.priming) return true;
+    bool on_b = c->id >= g.split;
+    if (p[PROBE_LEN - 1] == 'A' && on_b) g.probe_ab = true;
+    if (p[PROBE_LEN - 1] == 'B' && !on_b) g.probe_ba = true;
+    if (g.probe_ab && g.probe_ba) {
+        g.priming = false;
+        uv_timer_stop(&g.tick_timer);
+        g.progress++;
+        start_mode();
+    }
+    return true;
+}
+
 static void on_upgraded(bconn *c)
 {
     g.progress++;
@@ -677,7 +728,11 @@ static void on_upgraded(bconn *c)
     }
     g.upgraded++;
     if (g.started < g.n) conn_start(&g.conns[g.started]);
-    if (g.upgraded == g.n) start_mode();
+    if (g.upgraded < g.n) return;
+    if (g.port2 && g.mode != M_ECHO)
+        start_priming();
+    else
+        start_mode();
 }
 
 /* A round trip through every connection proves the server has processed all upgrades. */
@@ -731,6 +786,7 @@ static void on_data(bconn *c, int op, const uint8_t *p, size_t len)
     uint64_t sender = 0, val = 0;
     bool tolerant = g.mode == M_CHAT || g.mode == M_LATENCY;
     if (c->state != C_OPEN || g.stopping) return;
+    if (g.port2 && op == WSL_OP_TEXT && probe_seen(c, p, len)) return;
     if (g.mode == M_CONNECT || g.mode == M_IDLE) {
         g.foreign++; /* a greeting from the script, say: not ours to judge */
         return;
@@ -1082,7 +1138,11 @@ static void on_watch(uv_timer_t *t)
         return;
     }
     if (++g.stalled_s < g.timeout) return;
-    if (g.mode == M_IDLE)
+    if (g.priming)
+        fail("the two servers did not pass a message to each other within %u s (A to B: %s, "
+             "B to A: %s)",
+             g.stalled_s, g.probe_ab ? "yes" : "no", g.probe_ba ? "yes" : "no");
+    else if (g.mode == M_IDLE)
         fail("stalled: %u of %u connections upgraded, %u pongs", g.upgraded, g.n, g.pongs);
     else if (g.mode == M_CONNECT)
         fail("stalled: %" PRIu64 " of %" PRIu64 " handshakes", g.handshakes, g.limit);
@@ -1209,7 +1269,9 @@ static void report(void)
             printf(",\"round_p50_ms\":%.3f,\"round_p99_ms\":%.3f,\"round_max_ms\":%.3f",
                    hist_pct(&g.hist, 0.5) / 1000, hist_pct(&g.hist, 0.99) / 1000,
                    (double)g.hist.max / 1e6);
-        if (g.port2) printf(",\"port2\":%d,\"split\":%u", g.port2, g.split);
+        if (g.port2)
+            printf(",\"port2\":%d,\"split\":%u,\"probes_sent\":%" PRIu64, g.port2, g.split,
+                   g.probes_sent);
         printf(",\"foreign_frames\":%" PRIu64 "}\n", g.foreign);
         return;
     }
@@ -1256,6 +1318,9 @@ static void report(void)
                hist_pct(&g.hist, 0.5) / 1000, hist_pct(&g.hist, 0.99) / 1000,
                (double)g.hist.max / 1e6);
     if (g.foreign) printf("  %" PRIu64 " frames not from the generator ignored\n", g.foreign);
+    if (g.probes_sent)
+        printf("  %" PRIu64 " probes sent before the run (each server's reached the other)\n",
+               g.probes_sent);
 }
 
 /* ---- options ------------------------------------------------------------------------------- */
