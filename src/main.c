@@ -285,6 +285,9 @@ int main(int argc, char **argv)
         srv.has_files = r == 0;
     }
 
+    /* Before the script loads, so that its top level knows ws.node; the link comes up on the
+     * loop (the URL was checked with the options; joining never waits for Redis). */
+    if (opt.redis_url && !opt.check) wsl_server_join(&srv, opt.redis_url, opt.redis_prefix);
     int status = WSL_EXIT_OK;
     wsl_script *script = wsl_script_new(&srv, script_path);
     if (!script || wsl_script_load(script) != 0) {
@@ -296,13 +299,12 @@ int main(int argc, char **argv)
         status = WSL_EXIT_LISTEN;
     } else {
         wsl_server_set_events(&srv, &wsl_script_events, script);
-        /* The URL was checked with the options; joining never waits for Redis. */
-        if (opt.redis_url) wsl_server_join(&srv, opt.redis_url, opt.redis_prefix);
         if (opt.reload) wsl_script_watch(script);
         serve(loop, &srv, script);
     }
 
     /* The one way out. */
+    wsl_server_leave(&srv);
     if (script) wsl_script_stop(script);
     wsl_metrics_http_close(metrics);
     drain_loop(loop);

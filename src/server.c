@@ -258,6 +258,12 @@ int wsl_server_join(wsl_server *s, const char *url, const char *prefix)
     return 0;
 }
 
+void wsl_server_leave(wsl_server *s)
+{
+    if (s->cluster) wsl_cluster_close(s->cluster); /* pending commands are answered "closed" */
+    s->cluster = NULL;
+}
+
 size_t wsl_server_subscribers(const wsl_server *s, const char *topic, size_t len)
 {
     size_t n;
@@ -537,8 +543,7 @@ static void on_shutdown_timeout(uv_timer_t *t)
 /* Every connection is gone after a shutdown: release the loop. */
 static void finish(wsl_server *s)
 {
-    if (s->cluster) wsl_cluster_close(s->cluster); /* pending commands are answered "closed" */
-    s->cluster = NULL;
+    wsl_server_leave(s);
     uv_close((uv_handle_t *)&s->flush_check, NULL);
     uv_close((uv_handle_t *)&s->flush_prep, NULL);
     uv_close((uv_handle_t *)&s->sweep, NULL);

@@ -97,6 +97,9 @@ void wsl_server_mark_dirty(wsl_server *s, wsl_conn *c);
  * send reach the other nodes too, and connection ids carry this node's number. 0 or a negative
  * code (the reason logged). Never waits for Redis. */
 int wsl_server_join(wsl_server *s, const char *url, const char *prefix);
+/* Close the Redis link (the shutdown does; harmless without one). The loop must run afterwards
+ * for its handles to close. */
+void wsl_server_leave(wsl_server *s);
 
 /* Queue m on every open connection (but except) / every subscriber of topic, here and, in a
  * cluster, on every other node (one Redis message). Returns the count of local connections that

@@ -1,6 +1,8 @@
 /* wsluad-bench: a WebSocket load generator for comparing servers side by side. One libuv loop on
  * one thread, pre-built masked client frames, one shared read buffer parsed in place; it checks
- * every frame it gets back, so a bounded run doubles as a correctness smoke test. */
+ * every frame it gets back, so a bounded run doubles as a correctness smoke test. With --port2 the
+ * clients are split between two servers (two nodes of a cluster); latency is then also reported
+ * apart for deliveries on the sender's own server and on the other one. */
 
 #include <errno.h>
 #include <getopt.h>
@@ -37,6 +39,17 @@ enum { C_FREE, C_CONNECTING, C_HANDSHAKE, C_OPEN, C_CLOSING, C_CLOSED };
 #define SETTLE_MAX_MS  10000
 #define HIST_SUB       64
 #define HIST_BUCKETS   (HIST_SUB + 40 * HIST_SUB)
+#define ORDER_MAX_N    2048 /* latency: order checked per (receiver, sender) up to this many */
+#define PROBE_MS       20   /* with --port2: how often the probes go before the run starts */
+#define PROBE_TEXT     "wsluad-bench probe from " /* then "A" or "B" */
+#define PROBE_LEN      (sizeof PROBE_TEXT)        /* the text and the letter */
+
+/* A latency histogram: log-linear buckets, about 1.6% precision. `missing` counts deliveries
+ * that never came (beyond every percentile). */
+typedef struct histo {
+    uint64_t b[HIST_BUCKETS];
+    uint64_t n, max, missing;
+} histo;
 
 /* One client connection. Lives in g.conns, allocated once before the loop starts and freed at
  * exit; `carry` (bytes of a partial frame or response) is malloc'ed on first need, kept for reuse
@@ -69,25 +82,29 @@ static struct {
     double duration, warmup, timeout, rate;
     uint64_t limit; /* --messages: a bounded count instead of a duration */
     const char *host, *path;
-    int port, pid;
+    int port, port2, pid, pid2;
+    uint32_t split;   /* with port2: connections [0, split) go to port, the others to port2 */
+    uint32_t senders; /* latency: connections [0, senders) send, all of them receive */
     uint32_t open_conc;
     bool json, binary, quickack;
 
     /* built once */
     uv_loop_t *loop;
-    struct sockaddr_storage addr;
+    struct sockaddr_storage addr, addr2;
     bconn *conns;
-    uint8_t *frames;   /* n pre-built masked frames, frame_len bytes each */
-    uint8_t *filler;   /* the unmasked payload bytes before the trailer */
-    size_t frame_len;  /* header + payload */
-    size_t hdr_len;    /* client header length, mask included */
-    size_t tr_len;     /* trailer length in use (0 when the payload is too small for one) */
-    uint8_t opcode;    /* WSL_OP_TEXT or WSL_OP_BINARY */
-    char request[512]; /* the upgrade request, the same for every connection */
-    size_t request_len;
+    uint8_t *frames;  /* n pre-built masked frames, frame_len bytes each */
+    uint8_t *filler;  /* the unmasked payload bytes before the trailer */
+    size_t frame_len; /* header + payload */
+    size_t hdr_len;   /* client header length, mask included */
+    size_t tr_len;    /* trailer length in use (0 when the payload is too small for one) */
+    uint8_t opcode;   /* WSL_OP_TEXT or WSL_OP_BINARY */
+    char request[512], request2[512]; /* the upgrade requests to port and port2 */
+    size_t request_len, request2_len;
     char accept[WSL_ACCEPT_LEN + 1];
     uint8_t close_frame[WSL_FRAME_HDR_MAX + 2];
     uint8_t ping_frame[WSL_FRAME_HDR_MAX];
+    uint8_t probe_frame[2][WSL_FRAME_HDR_MAX + PROBE_LEN]; /* from port (A) and port2 (B) */
+    size_t probe_len;
     size_t close_len, ping_len;
     uint8_t *rbuf; /* the one read buffer shared by every connection */
     size_t rbuf_size;
@@ -110,9 +127,13 @@ static struct {
     uint64_t rss_before, rss_idle, rss_after, rss_end;
     uint64_t settle_ticks;
     unsigned settle_waited;
-    uint64_t hist[HIST_BUCKETS];
-    uint64_t hist_n, hist_max;
-    uint64_t delivered;
+    histo hist;        /* latency: every delivery; broadcast/chat: round times */
+    histo hist_local;  /* latency with port2: deliveries on the sender's server */
+    histo hist_remote; /* ... and on the other one */
+    uint64_t delivered, delivered_local, expected_local, expected_remote;
+    uint64_t *last_seen; /* latency: [receiver * n + sender] the last send time seen + 1 */
+    bool priming, probe_ab, probe_ba; /* with --port2: see start_priming */
+    uint64_t probes, probes_sent;
 } g;
 
 static void finish(void);
@@ -228,6 +249,25 @@ static double self_cpu_s(void)
 
 /* ---- measurement window -------------------------------------------------------------------- */
 
+/* The CPU time and memory of the server, or of both servers with --server-pid2. */
+static bool servers_cpu_ticks(uint64_t *ticks)
+{
+    uint64_t a = 0, b = 0;
+    if (g.pid <= 0 || !proc_cpu_ticks(g.pid, &a)) return false;
+    if (g.pid2 > 0 && !proc_cpu_ticks(g.pid2, &b)) return false;
+    *ticks = a + b;
+    return true;
+}
+
+static bool servers_rss_kb(uint64_t *kb)
+{
+    uint64_t a = 0, b = 0;
+    if (g.pid <= 0 || !proc_rss_kb(g.pid, &a)) return false;
+    if (g.pid2 > 0 && !proc_rss_kb(g.pid2, &b)) return false;
+    *kb = a + b;
+    return true;
+}
+
 static void begin_measure(void)
 {
     g.m_t0 = uv_hrtime();
@@ -236,7 +276,7 @@ static void begin_measure(void)
     g.m_hs0 = g.handshakes;
     g.m_sent0 = g.sent;
     g.m_ccpu0 = self_cpu_s();
-    g.m_cpu_ok = g.pid > 0 && proc_cpu_ticks(g.pid, &g.m_cpu0);
+    g.m_cpu_ok = servers_cpu_ticks(&g.m_cpu0);
     g.m_busy_ok = machine_busy_ticks(&g.m_busy0);
 }
 
@@ -246,12 +286,12 @@ static void end_measure(void)
     g.measure_done = true;
     g.m_t1 = uv_hrtime();
     g.m_ccpu1 = self_cpu_s();
-    if (g.m_cpu_ok) g.m_cpu_ok = proc_cpu_ticks(g.pid, &g.m_cpu1);
+    if (g.m_cpu_ok) g.m_cpu_ok = servers_cpu_ticks(&g.m_cpu1);
     if (g.m_busy_ok) g.m_busy_ok = machine_busy_ticks(&g.m_busy1);
-    if (g.pid > 0 && !proc_rss_kb(g.pid, &g.rss_end)) g.rss_end = 0;
+    if (!servers_rss_kb(&g.rss_end)) g.rss_end = 0;
 }
 
-/* ---- latency histogram: log-linear buckets, about 1.6% precision --------------------------- */
+/* ---- latency histograms --------------------------------------------------------------------- */
 
 static unsigned hist_index(uint64_t v)
 {
@@ -270,18 +310,18 @@ static uint64_t hist_value(unsigned idx)
 }
 
 /* Percentile in microseconds; -1 when it falls among deliveries that never came. */
-static double hist_pct(double q)
+static double hist_pct(const histo *h, double q)
 {
-    uint64_t total = g.hist_n + g.undelivered;
+    uint64_t total = h->n + h->missing;
     if (!total) return 0;
     uint64_t rank = (uint64_t)(q * (double)total);
-    if (rank >= g.hist_n) return -1;
+    if (rank >= h->n) return -1;
     uint64_t seen = 0;
     for (unsigned i = 0; i < HIST_BUCKETS; i++) {
-        seen += g.hist[i];
+        seen += h->b[i];
         if (seen > rank) return (double)hist_value(i) / 1000.0;
     }
-    return (double)g.hist_max / 1000.0;
+    return (double)h->max / 1000.0;
 }
 
 /* ---- payloads ------------------------------------------------------------------------------ */
@@ -391,7 +431,24 @@ static int build_frames(void)
     wsl_frame_mask(g.close_frame + h, 2, cmask, 0);
     g.close_len = h + 2;
     g.ping_len = wsl_frame_header_masked(g.ping_frame, WSL_OP_PING, true, 0, cmask);
+    for (int i = 0; i < 2; i++) {
+        h = wsl_frame_header_masked(g.probe_frame[i], WSL_OP_TEXT, true, PROBE_LEN, cmask);
+        memcpy(g.probe_frame[i] + h, PROBE_TEXT, PROBE_LEN - 1);
+        g.probe_frame[i][h + PROBE_LEN - 1] = (uint8_t)('A' + i);
+        wsl_frame_mask(g.probe_frame[i] + h, PROBE_LEN, cmask, 0);
+        g.probe_len = h + PROBE_LEN;
+    }
     return 0;
+}
+
+static size_t format_request(char *out, size_t cap, int port, const char *key)
+{
+    int n = snprintf(out, cap,
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n",
+                     g.path, g.host, port, key);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
 static void build_request(void)
@@ -405,12 +462,8 @@ static void build_request(void)
     char key[32];
     size_t klen = wsl_base64_encode(raw, 16, key);
     wsl_handshake_accept(key, klen, g.accept);
-    int n = snprintf(g.request, sizeof g.request,
-                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n",
-                     g.path, g.host, g.port, key);
-    g.request_len = n > 0 && (size_t)n < sizeof g.request ? (size_t)n : 0;
+    g.request_len = format_request(g.request, sizeof g.request, g.port, key);
+    g.request2_len = format_request(g.request2, sizeof g.request2, g.port2, key);
 }
 
 /* ---- writing ------------------------------------------------------------------------------- */
@@ -510,13 +563,19 @@ static void on_tick(uv_timer_t *t)
     uint64_t now = uv_hrtime();
     uint64_t due = (uint64_t)((double)(now - g.t0) * g.rate / 1e9);
     while (g.slots < due) {
-        bconn *c = &g.conns[g.slots++ % g.n];
+        bconn *c = &g.conns[g.slots++ % g.senders];
         if (c->write_pending) {
             g.late++; /* the connection's previous message has not left yet: skip this slot */
             continue;
         }
         patch_seq(c, uv_hrtime() - g.t0);
         g.sent++;
+        if (g.port2) {
+            /* every client but the sender gets it: those on its server, those on the other */
+            uint32_t here = c->id < g.split ? g.split : g.n - g.split;
+            g.expected_local += here - 1;
+            g.expected_remote += g.n - here;
+        }
         send_frame(c);
     }
 }
@@ -527,6 +586,11 @@ static void on_drain_timeout(uv_timer_t *t)
 {
     (void)t;
     g.undelivered = g.sent * (g.n - 1) - g.delivered;
+    g.hist.missing = g.undelivered;
+    if (g.port2) {
+        g.hist_local.missing = g.expected_local - g.delivered_local;
+        g.hist_remote.missing = g.expected_remote - (g.delivered - g.delivered_local);
+    }
     finish();
 }
 
@@ -547,7 +611,11 @@ static void on_phase(uv_timer_t *t)
     if (!g.m_t0) {
         /* warm-up over: measure from here for --duration */
         begin_measure();
-        if (g.mode == M_LATENCY) memset(g.hist, 0, sizeof g.hist), g.hist_n = 0, g.hist_max = 0;
+        if (g.mode == M_LATENCY) {
+            memset(&g.hist, 0, sizeof g.hist);
+            memset(&g.hist_local, 0, sizeof g.hist_local);
+            memset(&g.hist_remote, 0, sizeof g.hist_remote);
+        }
         uv_timer_start(&g.phase_timer, on_phase, (uint64_t)(g.duration * 1000), 0);
         return;
     }
@@ -613,6 +681,43 @@ static void start_mode(void)
     }
 }
 
+/* With two servers (nodes of a cluster), a node subscribes to a topic when its first client
+ * joins, and Redis takes it from then on: a message published on the other node a moment
+ * earlier is not delivered, and would stall a chat round or count as lost. So before the run,
+ * a client of each server sends a probe every PROBE_MS until each server's probe has reached a
+ * client of the other one. Probes are recognised and ignored wherever they arrive. */
+static void on_probe_tick(uv_timer_t *t)
+{
+    (void)t;
+    bconn *a = &g.conns[0], *b = &g.conns[g.split];
+    if (!a->control_pending) send_control(a, g.probe_frame[0], g.probe_len), g.probes_sent++;
+    if (!b->control_pending) send_control(b, g.probe_frame[1], g.probe_len), g.probes_sent++;
+}
+
+static void start_priming(void)
+{
+    g.priming = true;
+    uv_timer_start(&g.tick_timer, on_probe_tick, 0, PROBE_MS);
+}
+
+/* True (and handled) when p is a probe. */
+static bool probe_seen(bconn *c, const uint8_t *p, size_t len)
+{
+    if (len != PROBE_LEN || memcmp(p, PROBE_TEXT, PROBE_LEN - 1) != 0) return false;
+    g.probes++;
+    if (!g.priming) return true;
+    bool on_b = c->id >= g.split;
+    if (p[PROBE_LEN - 1] == 'A' && on_b) g.probe_ab = true;
+    if (p[PROBE_LEN - 1] == 'B' && !on_b) g.probe_ba = true;
+    if (g.probe_ab && g.probe_ba) {
+        g.priming = false;
+        uv_timer_stop(&g.tick_timer);
+        g.progress++;
+        start_mode();
+    }
+    return true;
+}
+
 static void on_upgraded(bconn *c)
 {
     g.progress++;
@@ -623,7 +728,11 @@ static void on_upgraded(bconn *c)
     }
     g.upgraded++;
     if (g.started < g.n) conn_start(&g.conns[g.started]);
-    if (g.upgraded == g.n) start_mode();
+    if (g.upgraded < g.n) return;
+    if (g.port2 && g.mode != M_ECHO)
+        start_priming();
+    else
+        start_mode();
 }
 
 /* A round trip through every connection proves the server has processed all upgrades. */
@@ -652,16 +761,16 @@ static bool filler_ok(const uint8_t *p, size_t len)
     return memcmp(p + len - g.size, g.filler, g.size - g.tr_len) == 0;
 }
 
-static void hist_add(uint64_t v)
+static void hist_add(histo *h, uint64_t v)
 {
-    g.hist[hist_index(v)]++;
-    g.hist_n++;
-    if (v > g.hist_max) g.hist_max = v;
+    h->b[hist_index(v)]++;
+    h->n++;
+    if (v > h->max) h->max = v;
 }
 
 static void round_done(void)
 {
-    if (g.m_t0 && !g.measure_done) hist_add(uv_hrtime() - g.round_t0);
+    if (g.m_t0 && !g.measure_done) hist_add(&g.hist, uv_hrtime() - g.round_t0);
     g.rounds++;
     g.progress++;
     if (g.limit && g.rounds >= g.limit) {
@@ -677,6 +786,7 @@ static void on_data(bconn *c, int op, const uint8_t *p, size_t len)
     uint64_t sender = 0, val = 0;
     bool tolerant = g.mode == M_CHAT || g.mode == M_LATENCY;
     if (c->state != C_OPEN || g.stopping) return;
+    if (g.port2 && op == WSL_OP_TEXT && probe_seen(c, p, len)) return;
     if (g.mode == M_CONNECT || g.mode == M_IDLE) {
         g.foreign++; /* a greeting from the script, say: not ours to judge */
         return;
@@ -747,9 +857,25 @@ static void on_data(bconn *c, int op, const uint8_t *p, size_t len)
             fail("connection %u: message from sender %" PRIu64, c->id, sender);
             return;
         }
+        if (g.last_seen) {
+            /* A sender's messages leave in order, each with a later time: anything else here
+             * is a duplicate or a reordering. */
+            uint64_t *last = &g.last_seen[(uint64_t)c->id * g.n + sender];
+            if (val + 1 <= *last) {
+                fail("connection %u: message of sender %" PRIu64 " sent at +%" PRIu64
+                     " ns arrived after one sent at +%" PRIu64 " ns (%s)",
+                     c->id, sender, val, *last - 1, val + 1 == *last ? "duplicate" : "reordered");
+                return;
+            }
+            *last = val + 1;
+        }
+        bool local = !g.port2 || (sender < g.split) == (c->id < g.split);
         g.delivered++;
+        if (local) g.delivered_local++;
         if (g.m_t0 && g.t0 + val >= g.m_t0) {
-            hist_add(g.now_read > g.t0 + val ? g.now_read - (g.t0 + val) : 0);
+            uint64_t v = g.now_read > g.t0 + val ? g.now_read - (g.t0 + val) : 0;
+            hist_add(&g.hist, v);
+            if (g.port2) hist_add(local ? &g.hist_local : &g.hist_remote, v);
         }
         if (g.sending_stopped && g.delivered == g.sent * (g.n - 1)) finish();
         return;
@@ -930,7 +1056,10 @@ static void on_connect(uv_connect_t *req, int status)
     }
     g.progress++;
     c->state = C_HANDSHAKE;
-    send_bytes(c, (const uint8_t *)g.request, g.request_len);
+    if (g.port2 && c->id >= g.split)
+        send_bytes(c, (const uint8_t *)g.request2, g.request2_len);
+    else
+        send_bytes(c, (const uint8_t *)g.request, g.request_len);
 }
 
 static void conn_start(bconn *c)
@@ -941,7 +1070,8 @@ static void conn_start(bconn *c)
     int r = uv_tcp_init(g.loop, &c->tcp);
     c->tcp.data = c;
     c->creq.data = c;
-    if (!r) r = uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&g.addr, on_connect);
+    const struct sockaddr_storage *to = g.port2 && c->id >= g.split ? &g.addr2 : &g.addr;
+    if (!r) r = uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)to, on_connect);
     g.started++;
     g.open_now++;
     if (r) fail("connect: %s", uv_strerror(r));
@@ -1008,7 +1138,11 @@ static void on_watch(uv_timer_t *t)
         return;
     }
     if (++g.stalled_s < g.timeout) return;
-    if (g.mode == M_IDLE)
+    if (g.priming)
+        fail("the two servers did not pass a message to each other within %u s (A to B: %s, "
+             "B to A: %s)",
+             g.stalled_s, g.probe_ab ? "yes" : "no", g.probe_ba ? "yes" : "no");
+    else if (g.mode == M_IDLE)
         fail("stalled: %u of %u connections upgraded, %u pongs", g.upgraded, g.n, g.pongs);
     else if (g.mode == M_CONNECT)
         fail("stalled: %" PRIu64 " of %" PRIu64 " handshakes", g.handshakes, g.limit);
@@ -1019,6 +1153,35 @@ static void on_watch(uv_timer_t *t)
 }
 
 /* ---- report -------------------------------------------------------------------------------- */
+
+static const char *const pct_names[] = {"p50", "p99", "p999"};
+static const double pct_qs[] = {0.5, 0.99, 0.999};
+
+static void json_pcts(const char *suffix, const histo *h)
+{
+    for (int i = 0; i < 3; i++) {
+        double v = hist_pct(h, pct_qs[i]);
+        if (v < 0)
+            printf(",\"%s_us%s\":null", pct_names[i], suffix); /* beyond the drain time */
+        else
+            printf(",\"%s_us%s\":%.1f", pct_names[i], suffix, v);
+    }
+    printf(",\"max_us%s\":%.1f", suffix, (double)h->max / 1000);
+}
+
+static void text_pcts(const char *what, const histo *h)
+{
+    static const char *const names[] = {"p50", "p99", "p99.9"};
+    printf("  %s over %" PRIu64 " deliveries:", what, h->n);
+    for (int i = 0; i < 3; i++) {
+        double v = hist_pct(h, pct_qs[i]);
+        if (v < 0)
+            printf(" %s > %d s,", names[i], DRAIN_MS / 1000);
+        else
+            printf(" %s %.1f us,", names[i], v);
+    }
+    printf(" max %.1f us\n", (double)h->max / 1000);
+}
 
 static void report(void)
 {
@@ -1087,23 +1250,28 @@ static void report(void)
             if (g.rss_end) printf(",\"server_rss_kb\":%" PRIu64, g.rss_end);
             if (other >= 0) printf(",\"other_cpu_pct\":%.1f", other);
         }
+        if (g.mode != M_IDLE && g.mode != M_CONNECT) printf(",\"sent_total\":%" PRIu64, g.sent);
         if (g.mode == M_LATENCY) {
-            printf(",\"rate\":%.0f,\"samples\":%" PRIu64 ",\"undelivered\":%" PRIu64, g.rate,
-                   g.hist_n, g.undelivered);
-            static const char *const names[] = {"p50_us", "p99_us", "p999_us"};
-            static const double qs[] = {0.5, 0.99, 0.999};
-            for (int i = 0; i < 3; i++) {
-                double v = hist_pct(qs[i]);
-                if (v < 0)
-                    printf(",\"%s\":null", names[i]); /* beyond the drain time */
-                else
-                    printf(",\"%s\":%.1f", names[i], v);
+            printf(",\"rate\":%.0f,\"senders\":%u,\"samples\":%" PRIu64 ",\"undelivered\":%" PRIu64
+                   ",\"delivered\":%" PRIu64 ",\"expected\":%" PRIu64 ",\"order_checked\":%s",
+                   g.rate, g.senders, g.hist.n, g.undelivered, g.delivered, g.sent * (g.n - 1),
+                   g.last_seen ? "true" : "false");
+            json_pcts("", &g.hist);
+            if (g.port2) {
+                printf(",\"samples_local\":%" PRIu64 ",\"samples_remote\":%" PRIu64, g.hist_local.n,
+                       g.hist_remote.n);
+                json_pcts("_local", &g.hist_local);
+                json_pcts("_remote", &g.hist_remote);
             }
-            printf(",\"max_us\":%.1f,\"late\":%" PRIu64, (double)g.hist_max / 1000, g.late);
+            printf(",\"late\":%" PRIu64, g.late);
         }
         if (g.mode == M_BROADCAST || g.mode == M_CHAT)
             printf(",\"round_p50_ms\":%.3f,\"round_p99_ms\":%.3f,\"round_max_ms\":%.3f",
-                   hist_pct(0.5) / 1000, hist_pct(0.99) / 1000, (double)g.hist_max / 1e6);
+                   hist_pct(&g.hist, 0.5) / 1000, hist_pct(&g.hist, 0.99) / 1000,
+                   (double)g.hist.max / 1e6);
+        if (g.port2)
+            printf(",\"port2\":%d,\"split\":%u,\"probes_sent\":%" PRIu64, g.port2, g.split,
+                   g.probes_sent);
         printf(",\"foreign_frames\":%" PRIu64 "}\n", g.foreign);
         return;
     }
@@ -1131,26 +1299,28 @@ static void report(void)
     printf("  generator CPU %.2f s (%.0f%%)\n", ccpu, secs > 0 ? ccpu * 100 / secs : 0);
     if (other >= 0) printf("  other processes CPU %.0f%%\n", other);
     if (g.mode == M_LATENCY) {
-        printf("  latency over %" PRIu64 " deliveries:", g.hist_n);
-        static const char *const names[] = {"p50", "p99", "p99.9"};
-        static const double qs[] = {0.5, 0.99, 0.999};
-        for (int i = 0; i < 3; i++) {
-            double v = hist_pct(qs[i]);
-            if (v < 0)
-                printf(" %s > %d s,", names[i], DRAIN_MS / 1000);
-            else
-                printf(" %s %.1f us,", names[i], v);
+        text_pcts("latency", &g.hist);
+        if (g.port2) {
+            text_pcts("  on the sender's server", &g.hist_local);
+            text_pcts("  on the other server", &g.hist_remote);
         }
-        printf(" max %.1f us\n", (double)g.hist_max / 1000);
+        printf("  %" PRIu64 " messages sent by %u clients, %" PRIu64 " of %" PRIu64
+               " deliveries made%s\n",
+               g.sent, g.senders, g.delivered, g.sent * (g.n - 1),
+               g.last_seen ? ", each in its sender's order, none twice" : "");
         if (g.undelivered)
             printf("  %" PRIu64 " deliveries still missing %d s after the last send\n",
                    g.undelivered, DRAIN_MS / 1000);
         if (g.late) printf("  %" PRIu64 " send slots skipped (socket still busy)\n", g.late);
     }
-    if ((g.mode == M_BROADCAST || g.mode == M_CHAT) && g.hist_n)
-        printf("  round time: p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", hist_pct(0.5) / 1000,
-               hist_pct(0.99) / 1000, (double)g.hist_max / 1e6);
+    if ((g.mode == M_BROADCAST || g.mode == M_CHAT) && g.hist.n)
+        printf("  round time: p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
+               hist_pct(&g.hist, 0.5) / 1000, hist_pct(&g.hist, 0.99) / 1000,
+               (double)g.hist.max / 1e6);
     if (g.foreign) printf("  %" PRIu64 " frames not from the generator ignored\n", g.foreign);
+    if (g.probes_sent)
+        printf("  %" PRIu64 " probes sent before the run (each server's reached the other)\n",
+               g.probes_sent);
 }
 
 /* ---- options ------------------------------------------------------------------------------- */
@@ -1167,7 +1337,13 @@ static void usage(FILE *f)
           "                      connect-rate handshakes [connect-rate: 10000]\n"
           "  --rate N            latency: messages per second in total          [1000]\n"
           "  --host ADDR --port N --path P                 [127.0.0.1 8080 /]\n"
+          "  --port2 N           a second server (another node of a cluster) on the same host:\n"
+          "                      connections from --split on go there; latency is then also\n"
+          "                      reported apart for the sender's server and the other one\n"
+          "  --split K           with --port2: connections 0..K-1 go to --port   [half]\n"
+          "  --senders K         latency: only connections 0..K-1 send; all receive [all]\n"
           "  --server-pid PID    report the server's CPU time and memory from /proc\n"
+          "  --server-pid2 PID   ... and add those of the second server\n"
           "  --open-concurrency N  connects in flight while opening           [256]\n"
           "  --timeout S         fail when nothing progresses for S seconds     [10]\n"
           "  --binary            binary frames instead of text\n"
@@ -1203,8 +1379,12 @@ static int parse_args(int argc, char **argv)
                                          {"rate", required_argument, 0, 'r'},
                                          {"host", required_argument, 0, 'H'},
                                          {"port", required_argument, 0, 'p'},
+                                         {"port2", required_argument, 0, '2'},
+                                         {"split", required_argument, 0, 'k'},
+                                         {"senders", required_argument, 0, 'e'},
                                          {"path", required_argument, 0, 'P'},
                                          {"server-pid", required_argument, 0, 'S'},
+                                         {"server-pid2", required_argument, 0, 'T'},
                                          {"open-concurrency", required_argument, 0, 'o'},
                                          {"timeout", required_argument, 0, 't'},
                                          {"binary", no_argument, 0, 'b'},
@@ -1273,8 +1453,20 @@ static int parse_args(int argc, char **argv)
         case 'p':
             g.port = (int)v;
             break;
+        case '2':
+            g.port2 = (int)v;
+            break;
+        case 'k':
+            g.split = (uint32_t)v;
+            break;
+        case 'e':
+            g.senders = (uint32_t)v;
+            break;
         case 'S':
             g.pid = (int)v;
+            break;
+        case 'T':
+            g.pid2 = (int)v;
             break;
         case 'o':
             g.open_conc = (uint32_t)v;
@@ -1294,6 +1486,18 @@ static int parse_args(int argc, char **argv)
         fprintf(stderr, "wsluad-bench: chat and latency need at least 2 connections\n");
         return -1;
     }
+    if (g.port2) {
+        if (!g.split) g.split = g.n / 2;
+        if (g.split < 1 || g.split >= g.n) {
+            fprintf(stderr, "wsluad-bench: --split must leave clients on both servers\n");
+            return -1;
+        }
+    }
+    if (!g.senders) g.senders = g.n;
+    if (g.senders > g.n || (g.senders != g.n && g.mode != M_LATENCY)) {
+        fprintf(stderr, "wsluad-bench: --senders is for latency mode, at most --connections\n");
+        return -1;
+    }
     if (g.mode == M_CONNECT) {
         if (!g.limit) g.limit = 10000;
         if (g.n > g.limit) g.n = (uint32_t)g.limit;
@@ -1307,18 +1511,18 @@ static int parse_args(int argc, char **argv)
     return 0;
 }
 
-static int resolve(void)
+static int resolve(int port_number, struct sockaddr_storage *out)
 {
     struct addrinfo hints = {0}, *res = NULL;
     char port[16];
     hints.ai_socktype = SOCK_STREAM;
-    snprintf(port, sizeof port, "%d", g.port);
+    snprintf(port, sizeof port, "%d", port_number);
     int r = getaddrinfo(g.host, port, &hints, &res);
     if (r || !res) {
         fprintf(stderr, "wsluad-bench: %s: %s\n", g.host, gai_strerror(r));
         return -1;
     }
-    memcpy(&g.addr, res->ai_addr, res->ai_addrlen);
+    memcpy(out, res->ai_addr, res->ai_addrlen);
     freeaddrinfo(res);
     return 0;
 }
@@ -1351,12 +1555,16 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (resolve() || raise_nofile()) return 1;
+    if (resolve(g.port, &g.addr) || (g.port2 && resolve(g.port2, &g.addr2)) || raise_nofile())
+        return 1;
     g.loop = uv_default_loop();
     g.conns = calloc(g.n, sizeof *g.conns);
     g.rbuf_size = (size_t)4 << 20;
     g.rbuf = malloc(g.rbuf_size);
-    if (!g.conns || !g.rbuf || build_frames()) {
+    if (g.mode == M_LATENCY && g.n <= ORDER_MAX_N)
+        g.last_seen = calloc((size_t)g.n * g.n, sizeof *g.last_seen);
+    if (!g.conns || !g.rbuf || build_frames() ||
+        (g.mode == M_LATENCY && g.n <= ORDER_MAX_N && !g.last_seen)) {
         fprintf(stderr, "wsluad-bench: out of memory\n");
         return 1;
     }
@@ -1385,6 +1593,7 @@ int main(int argc, char **argv)
     free(g.frames);
     free(g.filler);
     free(g.rbuf);
+    free(g.last_seen);
     uv_loop_close(g.loop);
     return g.failed ? 1 : 0;
 }

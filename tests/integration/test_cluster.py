@@ -1134,3 +1134,17 @@ def test_workers_share_rooms_and_stop_with_1001(redis_server, no_stray_workers):
         assert s.wait_exit() == 0
         for pid in pids:
             assert ppid(pid) is None
+
+
+def test_the_top_level_knows_its_node(redis_server, tmp_path):
+    """The node joins the cluster before the script loads: its top level sees ws.node (the
+    number its connections' ids will carry), though the link comes up only once the loop runs."""
+    path = tmp_path / "node.lua"
+    path.write_text('ws.log("top level: node " .. ws.node)\n'
+                    'function on_open(conn) conn:send(tostring(conn.id >> 37)) end\n')
+    with Server(str(path), "--redis", redis_server.url) as s:
+        node = int(s.wait_for_log(r"top level: node (\d+)").group(1))
+        assert 1 <= node <= 65535
+        s.wait_for_log(LINK_UP)
+        c = s.connect()
+        assert int(c.recv_text()) == node

@@ -1,6 +1,7 @@
 // A real browser: headless Chromium (Debian's /usr/bin/chromium) driven by playwright-core opens
 // the pages wsluad serves and chats through them: the bundled chat page with lua/chat.lua, and
-// rooms.html with examples/rooms.lua. Set WSLUAD_SCREENSHOTS=DIR to keep screenshots.
+// rooms.html with examples/rooms.lua, and rooms.html against two nodes of examples/cluster-chat.lua
+// sharing a real redis-server. Set WSLUAD_SCREENSHOTS=DIR to keep screenshots.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -8,6 +9,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
 import { startServer, src, TIMEOUT } from "./server.mjs";
+import { startRedis, until } from "./redis.mjs";
 
 const CHROMIUM = process.env.WSLUAD_CHROMIUM || "/usr/bin/chromium";
 const XSS = `<img src=x onerror="alert('xss')"><b>bold</b><script>alert(1)</script>`;
@@ -378,5 +380,93 @@ describe("Chromium's permessage-deflate offer with --deflate", () => {
     assert.ok(result.same, "every message came back as sent");
     assert.deepEqual(page.problems, []);
     await page.close();
+  });
+});
+
+describe("rooms.html against two nodes of examples/cluster-chat.lua", () => {
+  // The page is the one rooms.lua uses, unchanged; each tab is served by another node, and the
+  // nodes meet through Redis.
+  let redis, nodeA, nodeB, context;
+  before(async () => {
+    redis = await startRedis();
+    try {
+      for (const which of ["A", "B"]) {
+        const node = await startServer(src("examples/cluster-chat.lua"), ["--redis", redis.url]);
+        if (which === "A") nodeA = node;
+        else nodeB = node;
+        await node.waitForLog(/redis: link up/, "the Redis link");
+      }
+    } catch (err) {
+      await nodeA?.stop();
+      await nodeB?.stop();
+      await redis.stop();
+      throw err;
+    }
+    context = await browser.newContext({ viewport: { width: 720, height: 480 } });
+  });
+  after(async () => {
+    await context?.close();
+    const codes = await Promise.all([nodeA, nodeB].filter(Boolean).map(async (n) => (await n.stop()).code));
+    await redis?.stop();
+    assert.deepEqual(codes, [0, 0]);
+  });
+
+  function waitMembers(page, list) {
+    return page.waitForFunction(
+      (want) => JSON.stringify([...document.querySelectorAll("#members li")].map((e) => e.textContent)) === want,
+      JSON.stringify(list),
+    );
+  }
+
+  async function join(node, room, nick) {
+    const page = await openTab(context, `${node.http}/rooms.html?room=${room}&nick=${nick}`);
+    await page.click("#join");
+    await waitState(page, "open");
+    return page;
+  }
+
+  // Node B hears node A's messages for the room once Redis has its subscription (and back).
+  async function subscribedOnBoth(room) {
+    const channel = `wsluad:topic:room:${room}`;
+    await until(async () => (await redis.command("PUBSUB", "NUMSUB", channel))[1] === 2,
+      `both nodes subscribed to ${channel}`);
+  }
+
+  test("two tabs on two nodes chat in one room; a later one gets the history", async () => {
+    const ann = await join(nodeA, "garden", "ann");
+    await waitMembers(ann, ["ann"]);
+    const bob = await join(nodeB, "garden", "bob");
+    await waitMembers(bob, ["ann", "bob"]);
+    await waitMembers(ann, ["ann", "bob"]);
+    await waitMessage(ann, "system", "bob joined");
+    await subscribedOnBoth("garden");
+
+    await ann.fill("#input", "hello bob, from node A");
+    await ann.press("#input", "Enter");
+    await waitMessage(bob, "peer", "hello bob, from node A");
+    await waitMessage(ann, "own", "hello bob, from node A");
+    await bob.fill("#input", XSS);
+    await bob.click("#send");
+    await waitMessage(ann, "peer", XSS);
+    assert.equal(await noInjectedElements(ann), 0);
+
+    // A third tab, on node B, joins later: the room's messages so far are shown to it.
+    const cat = await join(nodeB, "garden", "cat");
+    await waitMembers(cat, ["ann", "bob", "cat"]);
+    await waitMessage(cat, "peer", "hello bob, from node A");
+    await waitMessage(cat, "peer", XSS);
+    assert.deepEqual(await messages(cat, "peer"), ["hello bob, from node A", XSS]);
+    await waitMembers(ann, ["ann", "bob", "cat"]);
+
+    // A taken nickname is renamed across nodes too; leaving shows on the other node.
+    const ann2 = await join(nodeB, "garden", "ann");
+    await waitMembers(ann2, ["ann", "ann2", "bob", "cat"]);
+    assert.equal(await ann2.$eval("#members li[data-self]", (e) => e.textContent), "ann2");
+    await bob.click("#leave");
+    await waitMessage(ann, "system", "bob left");
+    await waitMembers(ann, ["ann", "ann2", "cat"]);
+    await screenshot(ann, "cluster-ann-node-a");
+    await screenshot(cat, "cluster-cat-node-b");
+    for (const p of [ann, bob, cat, ann2]) assert.deepEqual(p.problems, []);
   });
 });

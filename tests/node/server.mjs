@@ -28,10 +28,11 @@ export function withTimeout(promise, what, ms = TIMEOUT) {
 
 // Starts `wsluad -l LISTEN ...args SCRIPT` in the source tree and resolves once it logs
 // "listening on 127.0.0.1:PORT". The returned object has port, ws (base ws:// URL), http,
-// log() (all stderr so far), waitForLog(regex) and stop().
-export async function startServer(script, args = [], { listen = "127.0.0.1:0" } = {}) {
+// log() (all stderr so far), waitForLog(regex) and stop(). `env` adds environment variables.
+export async function startServer(script, args = [], { listen = "127.0.0.1:0", env = {} } = {}) {
   const proc = spawn(BIN, ["-l", listen, ...args, script], {
     cwd: SRC,
+    env: { ...process.env, ...env },
     stdio: ["ignore", "ignore", "pipe"],
   });
   let stderr = "";
