@@ -116,7 +116,7 @@ static void connect_and_upgrade(void)
     int small = 4096; /* so that output really queues up when the client does not read */
     setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
     setsockopt(client, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    CHECK(wsl_conn_new(&srv, sv[0]) != NULL);
+    CHECK(wsl_conn_new(&srv, sv[0], NULL) != NULL);
     static const char req[] =
         "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
