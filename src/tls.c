@@ -248,7 +248,10 @@ int wsl_tls_init(wsl_tls *t, wsl_tls_ctx *ctx, int fd)
 {
     memset(t, 0, sizeof *t);
     t->fd = fd;
-    if (setup() != 0 || !(t->ssl = SSL_new(ctx))) return WSL_ENOMEM;
+    if (setup() != 0 || !(t->ssl = SSL_new(ctx))) {
+        ERR_clear_error();
+        return WSL_ENOMEM;
+    }
     BIO_up_ref(bio); /* SSL_set_bio takes this one and a second of its own (rbio == wbio) */
     SSL_set_bio(t->ssl, bio, bio);
     SSL_set_accept_state(t->ssl);
@@ -333,9 +336,11 @@ ssize_t wsl_tls_read(wsl_tls *t, void *buf, size_t cap)
     cur = t;
     while (got < cap) {
         size_t n = 0;
-        ERR_clear_error();
         if (SSL_read_ex(t->ssl, (uint8_t *)buf + got, cap - got, &n) == 1) {
             got += n;
+            /* Neither OpenSSL nor the socket has more: a call to find that out would set up a
+             * read buffer for nothing (and an idle connection would keep it). */
+            if (!t->readable && !SSL_has_pending(t->ssl)) break;
             continue;
         }
         int e = SSL_get_error(t->ssl, 0);
@@ -349,6 +354,9 @@ ssize_t wsl_tls_read(wsl_tls *t, void *buf, size_t cap)
             ssl_reason(e == SSL_ERROR_SYSCALL ? "broken" : "TLS error");
             r = -EPROTO;
         }
+        /* The error queue is the thread's: a failure left in it would make the next
+         * connection's SSL_get_error report it. It is empty whenever no call failed. */
+        ERR_clear_error();
         break;
     }
     t->readable = 0;
@@ -372,7 +380,6 @@ int wsl_tls_write(wsl_tls *t, const void *p, size_t n)
     cur = t;
     while (n > 0) {
         size_t len = n < WSL_TLS_BATCH ? n : WSL_TLS_BATCH, w = 0;
-        ERR_clear_error();
         if (SSL_write_ex(t->ssl, s, len, &w) != 1) {
             clen = 0;
             ssl_reason("cannot encrypt");
