@@ -360,6 +360,9 @@ ssize_t wsl_tls_read(wsl_tls *t, void *buf, size_t cap)
         break;
     }
     t->readable = 0;
+    /* OpenSSL releases its read buffer after application data only: one that a handshake
+     * record, or a read that found nothing, left empty goes now. */
+    if (!got && !SSL_has_pending(t->ssl)) SSL_free_buffers(t->ssl);
     int w = emit(t); /* the handshake's answers, alerts */
     if (got) {
         if (r != -EAGAIN) t->ended = 1; /* reported by the next read */
