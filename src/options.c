@@ -65,8 +65,8 @@ static const char usage[] =
     "  -h, --help                   print this help and exit\n"
     "\n"
     "Sizes accept K, M and G suffixes (powers of 1024); durations are seconds (0.5 is fine).\n"
-    "Exit status: 0 clean shutdown, 1 script failed to load, 2 usage error (also an unusable\n"
-    "--static directory, certificate or key), 3 cannot listen.\n";
+    "Exit status: 0 clean shutdown, 1 script failed to load, 2 usage error, 3 cannot listen\n"
+    "(2 also for a --static directory, a certificate or a key that cannot be used).\n";
 
 enum {
     OPT_TLS_LISTEN = 256,

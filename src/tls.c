@@ -392,13 +392,18 @@ int wsl_tls_write(wsl_tls *t, const void *p, size_t n)
         s += w;
         n -= w;
         int r = emit(t);
-        if (r) return r;
+        if (r) {
+            t->failed = 1; /* records are lost: the stream cannot go on */
+            snprintf(errbuf, sizeof errbuf, "%s", strerror(-r));
+            return r;
+        }
     }
     return 0;
 }
 
 int wsl_tls_send(wsl_tls *t, wsl_queue *q)
 {
+    if (t->failed) return -EPROTO; /* see wsl_tls_write */
     for (;;) {
         int r = send_kept(t);
         if (r) return r;

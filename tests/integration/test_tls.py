@@ -127,6 +127,34 @@ def subprocess_run(args):
                           timeout=20)
 
 
+def test_renegotiation_refused(srv):
+    """A TLS 1.2 client asking to renegotiate (openssl s_client's R command) gets the
+    no_renegotiation alert; the server does not renegotiate."""
+    p = subprocess.Popen([tlsutil.OPENSSL, "s_client", "-connect", f"{HOST}:{srv.tls_port}",
+                          "-tls1_2", "-msg"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 10
+        for line in p.stdout:  # the handshake, then the session summary
+            lines.append(line)
+            if line.startswith("    Verify return code") or "Verify return code" in line:
+                break
+            assert time.monotonic() < deadline, "".join(lines)
+        p.stdin.write("R\n")
+        p.stdin.flush()
+        for line in p.stdout:
+            lines.append(line)
+            if "no_renegotiation" in line or "no renegotiation" in line:
+                break
+        out = "".join(lines)
+        assert "RENEGOTIATING" in out and "warning no_renegotiation" in out, out
+        assert "<<< TLS 1.2, Handshake" not in out.split("RENEGOTIATING", 1)[1], out
+    finally:
+        p.kill()
+        p.wait()
+
+
 def test_alpn_without_http11_is_refused(srv, pki):
     with pytest.raises(ssl.SSLError, match="(?i)no.application.protocol"):
         srv.connect_tls(pki.client(alpn=["h2"]))
