@@ -515,3 +515,43 @@ def test_buffered_counts_ciphertext_and_on_drain(pki):
         d.send_frame(OP_TEXT, b"buffered")
         assert d.recv_text() == "buffered 0"
         d.close_handshake()
+
+
+# --- --workers ------------------------------------------------------------------------------------
+
+def test_workers_share_the_tls_port_and_reload_the_pair(pki, tmp_path, redis_server):
+    """Each worker listens on the same TLS port (port 0: the supervisor's pick, as for -l) with
+    the context read before the fork; SIGHUP reaches every worker, and each reloads the pair."""
+    d = str(tmp_path)
+    cert, key = os.path.join(d, "live.pem"), os.path.join(d, "live.key")
+    a_cert, a_key = pki.server("wa", 0xC1)
+    b_cert, b_key = pki.server("wb", 0xC2)
+    shutil.copy(a_cert, cert)
+    shutil.copy(a_key, key)
+    ctx = pki.client()
+    with Server("workers.lua", "--workers", "2", "--redis", redis_server.url,
+                *tls_args(cert, key)) as s:
+        ports = s.wait_for_logs(r"\[w(\d)\] .*listening on 127\.0\.0\.1:\d+, "
+                                r"127\.0\.0\.1:(\d+) \(TLS\)", 2)
+        assert {m.group(1) for m in ports} == {"1", "2"}
+        assert len({m.group(2) for m in ports}) == 1, "the workers listen on different ports"
+
+        def served_by_both(want_der):
+            pids = set()
+            for _ in range(200):  # the kernel spreads connections by address hash
+                c = s.connect_tls(ctx)
+                assert c.sock.getpeercert(binary_form=True) == want_der
+                pids.add(int(re.fullmatch(r"pid (\d+)", c.recv_text()).group(1)))
+                c.sock.close()
+                if len(pids) == 2:
+                    return
+            raise AssertionError(f"only {pids} served 200 connections")
+
+        served_by_both(tlsutil.der(a_cert))
+        shutil.copy(b_cert, cert)
+        shutil.copy(b_key, key)
+        mark = s.mark()
+        s.signal(signal.SIGHUP)
+        s.wait_for_logs(r"\[w\d\] .*SIGHUP: reloaded the certificate .*\(serial C2\)", 2,
+                        after=mark)
+        served_by_both(tlsutil.der(b_cert))
