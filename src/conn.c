@@ -29,12 +29,30 @@
 #define HTTP_MAX_REQUESTS 1000 /* answers on one connection; the last one closes it */
 
 static void on_poll(uv_poll_t *h, int status, int events);
+static void read_input(wsl_conn *c);
 static void http_resume(wsl_conn *c);
 static void request_timeout(wsl_conn *c);
 
 /* The owner of the events (see wsl_conn_events) and its pointer. */
 #define EVENTS(c) ((c)->srv->events)
 #define EV_UD(c)  ((c)->srv->events_ud)
+
+/* A connection of a TLS listener: the connection, then its TLS state (c->tls says it is one),
+ * so that plain connections do not carry even a pointer for it. */
+typedef struct tls_conn {
+    wsl_conn c;
+    wsl_tls t;
+} tls_conn;
+
+static inline wsl_tls *conn_tls(wsl_conn *c)
+{
+    return &((tls_conn *)c)->t;
+}
+
+size_t wsl_conn_tls_pending(const wsl_conn *c)
+{
+    return wsl_tls_pending(&((const tls_conn *)c)->t);
+}
 
 /* ---- small helpers -------------------------------------------------------------------------- */
 
@@ -63,6 +81,9 @@ static void set_events(wsl_conn *c, int events)
         uv_poll_start(&c->poll, events, on_poll);
     else
         uv_poll_stop(&c->poll);
+    /* Input OpenSSL holds is never announced by the poll: the flush reads it. */
+    if (c->tls && (events & UV_READABLE) && wsl_tls_more(conn_tls(c)))
+        wsl_server_mark_dirty(c->srv, c);
 }
 
 const char *wsl_conn_peer(const wsl_conn *c, char *buf, size_t cap)
@@ -293,7 +314,11 @@ int wsl_conn_send(wsl_conn *c, wsl_msg *m)
 static int send_now(wsl_conn *c, const void *p, size_t n)
 {
     size_t done = 0;
-    if (c->out.bytes == 0) {
+    if (c->tls && wsl_conn_buffered(c) == 0) {
+        if (wsl_tls_write(conn_tls(c), p, n) == 0)
+            done = n; /* what the kernel did not take is
+                          kept as ciphertext */
+    } else if (c->out.bytes == 0) {
         ssize_t w = write(c->fd, p, n);
         if (w > 0) done = (size_t)w; /* an error shows again when the flush writes the rest */
         wsl_metrics.bytes_sent += done;
@@ -459,6 +484,7 @@ void wsl_conn_destroy(wsl_conn *c)
     c->info = NULL;
     c->http = NULL;
     c->inflater = NULL;
+    if (c->tls) wsl_tls_free(conn_tls(c));
     uv_close((uv_handle_t *)&c->poll, (uv_close_cb)free);
     close(c->fd); /* uv_close stopped polling it */
     wsl_server_conn_gone(srv);
@@ -468,6 +494,16 @@ void wsl_conn_destroy(wsl_conn *c)
  * the peer's FIN, so a late byte from it cannot turn our close into a reset. */
 static void linger(wsl_conn *c)
 {
+    if (c->tls) { /* close_notify goes before the FIN: the flush comes back here once it is out */
+        if (wsl_tls_close_notify(conn_tls(c)) < 0) {
+            wsl_conn_destroy(c);
+            return;
+        }
+        if (wsl_tls_pending(conn_tls(c))) {
+            set_events(c, (int)(c->events | UV_WRITABLE));
+            return;
+        }
+    }
     shutdown(c->fd, SHUT_WR);
     c->lingering = 1;
     wsl_server_track(c->srv, c, WSL_LIST_CLOSING, WSL_CLOSE_TIMEOUT_MS);
@@ -480,6 +516,8 @@ void wsl_conn_expire(wsl_conn *c)
     case WSL_CONN_HANDSHAKE:
         if (c->list == WSL_LIST_KEEPALIVE)
             wsl_conn_log(c, WSL_LOG_DEBUG, "no further request: closing the kept-alive connection");
+        else if (c->tls && !wsl_tls_established(conn_tls(c)))
+            wsl_conn_log(c, WSL_LOG_INFO, "TLS handshake timeout");
         else
             wsl_conn_log(c, WSL_LOG_INFO, "handshake timeout");
         wsl_conn_destroy(c);
@@ -512,18 +550,27 @@ void wsl_conn_expire(wsl_conn *c)
 static void slow_consumer(wsl_conn *c)
 {
     wsl_conn_log(c, WSL_LOG_WARN, "slow consumer, %zu bytes queued (limit %llu): closing 1008",
-                 c->out.bytes, (unsigned long long)c->srv->opt->max_backpressure);
+                 wsl_conn_buffered(c), (unsigned long long)c->srv->opt->max_backpressure);
     wsl_metrics.backpressure_closes++;
     wsl_queue_truncate(&c->out); /* keep only the frames already being written */
     start_close(c, 1008, "slow consumer", 13, true);
     report_close(c, 1008, "slow consumer", 13);
 }
 
-void wsl_conn_flush(wsl_conn *c)
+static void flush(wsl_conn *c)
 {
     if (c->state == WSL_CONN_DEAD) return;
-    size_t before = c->out.bytes;
-    while (c->out.bytes > 0) {
+    size_t before = wsl_conn_buffered(c);
+    if (c->tls) { /* coalesced, encrypted, written: see wsl_tls_send */
+        int r = wsl_tls_send(conn_tls(c), &c->out);
+        if (r < 0 && r != -EAGAIN) {
+            wsl_conn_log(c, WSL_LOG_DEBUG, "write: %s",
+                         r == -EPROTO ? wsl_tls_error() : wsl_strerror(r));
+            wsl_conn_destroy(c);
+            return;
+        }
+    }
+    while (!c->tls && c->out.bytes > 0) {
         struct iovec iov[MAX_IOV];
         int n = wsl_queue_iov(&c->out, iov, MAX_IOV);
         ssize_t w = writev(c->fd, iov, n);
@@ -539,19 +586,20 @@ void wsl_conn_flush(wsl_conn *c)
     }
 
     /* A large plain answer to a slow reader: its timeout counts from the last progress. */
-    if (c->http && c->out.bytes < before && !c->lingering &&
+    size_t queued = wsl_conn_buffered(c);
+    if (c->http && queued < before && !c->lingering &&
         (c->state == WSL_CONN_RESPONDING || c->list == WSL_LIST_KEEPALIVE))
         wsl_server_track(c->srv, c, c->list,
                          c->list == WSL_LIST_KEEPALIVE ? c->srv->keepalive_ms
                                                        : WSL_CLOSE_TIMEOUT_MS);
 
     uint64_t limit = c->srv->opt->max_backpressure;
-    if (c->out.bytes > 0) {
-        if (c->state == WSL_CONN_OPEN && c->out.bytes > limit) {
+    if (queued > 0) {
+        if (c->state == WSL_CONN_OPEN && queued > limit) {
             slow_consumer(c);
             return; /* the close frame was queued: flushed with the next dirty pass */
         }
-        if (c->out.bytes > limit / 2) c->drain_armed = 1;
+        if (queued > limit / 2) c->drain_armed = 1;
         set_events(c, (int)(c->events | UV_WRITABLE));
         return;
     }
@@ -568,6 +616,16 @@ void wsl_conn_flush(wsl_conn *c)
         linger(c);
     else if (c->http && c->state == WSL_CONN_HANDSHAKE && c->in)
         http_resume(c); /* requests pipelined behind the answer just written */
+}
+
+void wsl_conn_flush(wsl_conn *c)
+{
+    flush(c);
+    /* What OpenSSL read ahead, or plaintext a full buffer left with it: the poll will not
+     * announce it, so it is read here (OpenSSL's buffers only, not the socket). */
+    if (c->tls && c->state != WSL_CONN_DEAD && (c->events & UV_READABLE) &&
+        wsl_tls_more(conn_tls(c)))
+        read_input(c);
 }
 
 /* ---- reading frames --------------------------------------------------------------------- */
@@ -661,7 +719,7 @@ static void on_control(wsl_conn *c, const wsl_rx_event *ev)
             report_close(c, ev->code, ev->reason, ev->reason_len);
         }
         set_events(c, c->events & UV_WRITABLE);
-        if (c->out.bytes == 0) linger(c);
+        if (wsl_conn_buffered(c) == 0) linger(c);
         break;
     }
 }
@@ -736,7 +794,7 @@ static void refuse_upgrade(wsl_conn *c, int status, const char *why, const char 
 static void find_client(wsl_conn *c, wsl_request *req, char *buf, size_t cap)
 {
     const wsl_options *o = c->srv->opt;
-    req->secure = false; /* no TLS of our own (yet) */
+    req->secure = c->tls;
     req->remote = wsl_conn_peer(c, buf, cap);
     if (!o->ntrust) return;
     struct sockaddr_storage ss;
@@ -1108,7 +1166,7 @@ static void http_input(wsl_conn *c, wsl_bytes *own, uint8_t *buf, size_t len)
             continue;
         }
         /* One request at a time, and the next only once the last answer is written. */
-        if (c->state != WSL_CONN_HANDSHAKE || c->out.bytes > 0) break;
+        if (c->state != WSL_CONN_HANDSHAKE || wsl_conn_buffered(c) > 0) break;
         wsl_request req;
         wsl_req_kind kind = wsl_http_parse(&req, (const char *)buf + off, len - off);
         if (kind == WSL_REQ_INCOMPLETE) break;
@@ -1149,7 +1207,7 @@ static void http_eof(wsl_conn *c)
         /* Between requests: an ordinary end, once the last answer is out. */
         wsl_conn_log(c, WSL_LOG_DEBUG, "closed by the client after %u requests",
                      (unsigned)c->http->served);
-        if (c->out.bytes > 0) {
+        if (wsl_conn_buffered(c) > 0) {
             end_after_write(c);
             return;
         }
@@ -1157,6 +1215,35 @@ static void http_eof(wsl_conn *c)
         wsl_conn_log(c, WSL_LOG_DEBUG, "%s: the client left before the answer", c->http->what);
     }
     wsl_conn_destroy(c); /* vanished mid-request */
+}
+
+/* Bytes from the client, as read(2) returns them (-1 and errno): from the socket, or through
+ * TLS; while lingering, raw, since what comes then is discarded unread. */
+static ssize_t conn_read(wsl_conn *c, void *buf, size_t cap)
+{
+    if (!c->tls || c->lingering) {
+        ssize_t r = read(c->fd, buf, cap);
+        if (r > 0) wsl_metrics.bytes_received += (size_t)r;
+        return r;
+    }
+    wsl_tls *t = conn_tls(c);
+    ssize_t r = wsl_tls_read(t, buf, cap);
+    if (r > 0) return r;
+    if (r == -EAGAIN) {
+        errno = EAGAIN;
+        return -1;
+    }
+    /* A client that is no TLS client (plain HTTP, garbage), or went during the handshake. */
+    bool hs = !wsl_tls_established(t);
+    if (r == -EPROTO)
+        wsl_conn_log(c, WSL_LOG_DEBUG, "TLS %s: %s", hs ? "handshake failed" : "error",
+                     wsl_tls_error());
+    else if (hs)
+        wsl_conn_log(c, WSL_LOG_DEBUG, "the client left during the TLS handshake%s%s",
+                     r ? ": " : "", r ? wsl_strerror((int)r) : "");
+    if (r == 0) return 0;
+    errno = (int)-r;
+    return -1;
 }
 
 static void read_http(wsl_conn *c)
@@ -1180,13 +1267,12 @@ static void read_http(wsl_conn *c)
         buf = b->data;
         if (cap > b->cap) cap = b->cap;
     }
-    ssize_t r = read(c->fd, buf + have, cap - have);
+    ssize_t r = conn_read(c, buf + have, cap - have);
     if (r <= 0) {
         if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
         http_eof(c);
         return;
     }
-    wsl_metrics.bytes_received += (size_t)r;
     c->in = NULL; /* http_input owns the bytes now */
     if (b) b->len = (uint32_t)(have + (size_t)r);
     http_input(c, b, buf, have + (size_t)r);
@@ -1202,7 +1288,7 @@ static void read_frames(wsl_conn *c)
         free(c->in);
         c->in = NULL;
     }
-    ssize_t r = read(c->fd, buf + have, WSL_READ_BUF - have);
+    ssize_t r = conn_read(c, buf + have, WSL_READ_BUF - have);
     if (r <= 0) {
         if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
             if (have) parse_frames(c, buf, have); /* restore the stash */
@@ -1211,7 +1297,6 @@ static void read_frames(wsl_conn *c)
         wsl_conn_destroy(c); /* EOF or reset: 1006 if it was open */
         return;
     }
-    wsl_metrics.bytes_received += (size_t)r;
     if (c->lingering) return; /* discarding until EOF */
     if (c->state == WSL_CONN_OPEN) {
         c->pinged = 0;
@@ -1224,22 +1309,40 @@ static void on_poll(uv_poll_t *h, int status, int events)
 {
     wsl_conn *c = h->data;
     if (status < 0) {
+        if (c->tls && !wsl_tls_established(conn_tls(c))) { /* its last word (an alert) is logged */
+            uint8_t sink[256];
+            wsl_tls_readable(conn_tls(c));
+            while (conn_read(c, sink, sizeof sink) > 0) {}
+        }
         wsl_conn_destroy(c);
         return;
     }
     if (events & UV_WRITABLE) wsl_conn_flush(c);
     if (c->state == WSL_CONN_DEAD || !(events & UV_READABLE) || !(c->events & UV_READABLE)) return;
+    if (c->tls) wsl_tls_readable(conn_tls(c));
+    read_input(c);
+    /* Input OpenSSL kept (a full buffer) is read by the flush of this same iteration. */
+    if (c->tls && c->state != WSL_CONN_DEAD && (c->events & UV_READABLE) &&
+        wsl_tls_more(conn_tls(c)))
+        wsl_server_mark_dirty(c->srv, c);
+}
+
+static void read_input(wsl_conn *c)
+{
     if (c->state == WSL_CONN_HANDSHAKE || c->state == WSL_CONN_BODY || c->state == WSL_CONN_REQUEST)
         read_http(c);
     else
         read_frames(c);
 }
 
-wsl_conn *wsl_conn_new(wsl_server *srv, int fd)
+wsl_conn *wsl_conn_new(wsl_server *srv, int fd, wsl_tls_ctx *tls)
 {
-    wsl_conn *c = calloc(1, sizeof *c);
+    wsl_conn *c = calloc(1, tls ? sizeof(tls_conn) : sizeof *c);
     if (!c) return NULL;
-    if (uv_poll_init(srv->loop, &c->poll, fd) != 0) {
+    c->tls = tls != NULL;
+    if ((tls && wsl_tls_init(conn_tls(c), tls, fd) != 0) ||
+        uv_poll_init(srv->loop, &c->poll, fd) != 0) {
+        if (tls) wsl_tls_free(conn_tls(c));
         free(c);
         return NULL;
     }

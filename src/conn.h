@@ -18,6 +18,7 @@
 #include "http.h"
 #include "list.h"
 #include "log.h"
+#include "tls.h"
 #include "topic.h"
 
 typedef struct wsl_server wsl_server;
@@ -142,6 +143,7 @@ struct wsl_conn {
     unsigned zsmall : 1;    /* the client asked for a server window under 15 bits */
     unsigned ztakeover : 1; /* the client keeps its context: c->inflater keeps its window */
     unsigned zbits : 4;     /* the client's window (client_max_window_bits), with ztakeover */
+    unsigned tls : 1;       /* accepted on a TLS listener: its wsl_tls follows it (conn.c) */
 };
 
 /* A frame encoded once and sent to any number of connections: small frames are copied into each
@@ -166,8 +168,9 @@ typedef struct wsl_msg {
 void wsl_msg_init(wsl_msg *m, int opcode, const void *payload, size_t len);
 void wsl_msg_release(wsl_msg *m);
 
-/* Take over an accepted, non-blocking socket. NULL when out of memory (fd left open). */
-wsl_conn *wsl_conn_new(wsl_server *srv, int fd);
+/* Take over an accepted, non-blocking socket; tls: the context of a TLS listener, NULL for a
+ * plain one. NULL when out of memory (fd left open). */
+wsl_conn *wsl_conn_new(wsl_server *srv, int fd, wsl_tls_ctx *tls);
 
 /* Queue a message. 0, WSL_ECLOSED when the connection is not open, WSL_ENOMEM. Runs no event
  * and never destroys the connection: it is written by the next flush. */
@@ -210,8 +213,9 @@ uint32_t *wsl_conn_request_slot(wsl_conn *c);
 
 /* Write what is queued; the server calls it once per loop iteration for dirty connections.
  * May run the drain event, and may destroy c (a write error, or the end of a lingering close);
- * once a plain answer is out it goes on with the requests the client pipelined, which runs
- * their events. Check wsl_conn_is_dead afterwards before touching anything but its state. */
+ * once a plain answer is out it goes on with the requests the client pipelined, and over TLS
+ * with input OpenSSL held back, which runs their events. Check wsl_conn_is_dead afterwards
+ * before touching anything but its state. */
 void wsl_conn_flush(wsl_conn *c);
 
 /* A state timeout passed (the server's sweep calls this for expired connections). May run the
@@ -239,10 +243,14 @@ static inline uint64_t wsl_conn_id(const wsl_conn *c)
     return c->id;
 }
 
-/* Bytes queued and not yet handed to the kernel (what back-pressure counts). */
+/* Ciphertext of a TLS connection not yet handed to the kernel. */
+size_t wsl_conn_tls_pending(const wsl_conn *c);
+
+/* Bytes queued and not yet handed to the kernel (what back-pressure counts): over TLS, the
+ * frames not encrypted yet and the ciphertext the kernel has not taken. */
 static inline size_t wsl_conn_buffered(const wsl_conn *c)
 {
-    return c->out.bytes;
+    return c->out.bytes + (c->tls ? wsl_conn_tls_pending(c) : 0);
 }
 
 /* The topics c subscribes to: walk them with wsl_sub_next / wsl_sub_topic (topic.h). */

@@ -215,8 +215,20 @@ static void push_options(lua_State *L, const wsl_server *srv)
     lua_newtable(L); /* the proxy */
     lua_newtable(L); /* its metatable */
     lua_newtable(L); /* the values */
-    lua_pushfstring(L, strchr(o->host, ':') ? "[%s]:%d" : "%s:%d", o->host, o->port);
-    lua_setfield(L, -2, "listen");
+    /* "HOST:PORT", or several joined with commas: the plain ones, then the TLS ones. */
+    for (int tls = 0; tls < 2; tls++) {
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        for (size_t i = 0, n = 0; i < o->nlisten; i++) {
+            const wsl_listen_opt *l = &o->listen[i];
+            if (l->tls != tls) continue;
+            if (n++) luaL_addchar(&b, ',');
+            lua_pushfstring(L, strchr(l->host, ':') ? "[%s]:%d" : "%s:%d", l->host, l->port);
+            luaL_addvalue(&b);
+        }
+        luaL_pushresult(&b);
+        lua_setfield(L, -2, tls ? "tls_listen" : "listen");
+    }
     lua_pushstring(L, o->static_dir ? o->static_dir : (o->static_off ? "none" : ""));
     lua_setfield(L, -2, "static");
     set_integer(L, "max_message", (lua_Integer)o->max_message);

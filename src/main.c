@@ -19,6 +19,7 @@
 #include "script.h"
 #include "server.h"
 #include "supervisor.h"
+#include "tls.h"
 
 /* SIGHUP reloads through a libuv watcher. SIGINT and SIGTERM have a handler of our own, since
  * libuv's watchers only run when the loop turns, which a stuck handler prevents: the first one
@@ -29,6 +30,7 @@ static uv_async_t stop_async;
 static volatile sig_atomic_t stop_signal;
 static int worker_number;         /* --workers: this worker's; 0 alone */
 static wsl_metrics_http *metrics; /* --metrics, until the shutdown is over */
+static wsl_server *tls_server;    /* with --tls-listen: SIGHUP reloads its certificate */
 
 static bool is_file(const char *p)
 {
@@ -143,12 +145,29 @@ static const char *default_static(void)
     return is_dir(dir) ? dir : NULL;
 }
 
+/* The certificate and key again, for the connections accepted from now on; a pair that does not
+ * load leaves the old one in use. */
+static void reload_tls(wsl_server *srv)
+{
+    const wsl_options *o = wsl_server_options(srv);
+    wsl_tls_ctx *ctx;
+    char why[1024], serial[128];
+    if (wsl_tls_ctx_new(&ctx, o->tls_cert, o->tls_key, why, sizeof why) != 0) {
+        wsl_warn("SIGHUP: %s: keeping the certificate in use", why);
+        return;
+    }
+    wsl_server_set_tls(srv, ctx);
+    wsl_info("SIGHUP: reloaded the certificate %s (serial %s)", o->tls_cert,
+             wsl_tls_ctx_serial(ctx, serial, sizeof serial));
+}
+
 static void on_hup(uv_signal_t *h, int signum)
 {
     (void)signum;
     wsl_info("SIGHUP: reloading the script");
     /* systemd hears of the reload from us, or from the supervisor once every worker reloaded. */
     if (!worker_number) wsl_notify_reloading();
+    if (tls_server) reload_tls(tls_server);
     int r = wsl_script_reload(h->data);
     if (worker_number)
         wsl_worker_report(WSL_WORKER_RELOADED);
@@ -198,10 +217,12 @@ static void serve(uv_loop_t *loop, wsl_server *srv, wsl_script *script)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    if (srv->tls) tls_server = srv;
     /* Tests and supervisors take this line to mean "ready": signals are handled by now. */
-    wsl_info("wsluad %s listening on %s (script %s%s%s)", WSLUAD_VERSION, srv->addr,
-             wsl_script_path(script), srv->has_files ? ", files from " : "",
-             srv->has_files ? srv->files.root : "");
+    char addrs[WSL_MAX_LISTEN * 160];
+    wsl_info("wsluad %s listening on %s (script %s%s%s)", WSLUAD_VERSION,
+             wsl_server_addresses(srv, addrs, sizeof addrs), wsl_script_path(script),
+             srv->has_files ? ", files from " : "", srv->has_files ? srv->files.root : "");
     if (worker_number)
         wsl_worker_report(WSL_WORKER_LISTENING);
     else
@@ -263,17 +284,33 @@ int main(int argc, char **argv)
         wsl_log_fatal("%s", why);
         return WSL_EXIT_SCRIPT;
     }
+    /* The certificate is read before the workers are forked: a bad one stops everything at
+     * once, and the workers share the context (and so its session ticket keys). */
+    wsl_tls_ctx *tls = NULL;
+    if (opt.tls_cert) {
+        char twhy[1024];
+        if (wsl_tls_ctx_new(&tls, opt.tls_cert, opt.tls_key, twhy, sizeof twhy) != 0) {
+            wsl_log_fatal("%s", twhy);
+            return WSL_EXIT_USAGE;
+        }
+    }
     /* The supervisor returns only once its workers are gone; a worker goes on from here. */
     int supervised;
-    if (opt.workers > 1 && !opt.check && wsl_supervise(&opt, &supervised) == 0) return supervised;
+    if (opt.workers > 1 && !opt.check && wsl_supervise(&opt, &supervised) == 0) {
+        wsl_tls_ctx_free(tls);
+        wsl_tls_cleanup();
+        return supervised;
+    }
     worker_number = opt.worker;
 
     uv_loop_t *loop = uv_default_loop();
     wsl_server srv;
     if (wsl_server_init(&srv, loop, &opt) != 0) {
         wsl_error("out of memory");
+        wsl_tls_ctx_free(tls);
         return WSL_EXIT_SCRIPT;
     }
+    wsl_server_set_tls(&srv, tls);
     const char *files = opt.static_off ? NULL : opt.static_dir ? opt.static_dir : default_static();
     if (files) {
         int r = wsl_static_open(&srv.files, files);
@@ -311,6 +348,7 @@ int main(int argc, char **argv)
     wsl_script_free(script);
     wsl_server_free(&srv);
     wsl_buf_pool_drain();
+    wsl_tls_cleanup();
     if (status == WSL_EXIT_OK && !opt.check) wsl_info("bye");
     return status;
 }

@@ -23,7 +23,12 @@ static const char usage[] =
     "Options:\n"
     "  -l, --listen HOST:PORT       address to listen on (default 127.0.0.1:8080;\n"
     "                               IPv6 as [::1]:8080; :PORT or *:PORT: every IPv4\n"
-    "                               interface; port 0 picks a free port)\n"
+    "                               interface; port 0 picks a free port); repeatable\n"
+    "      --tls-listen HOST:PORT   address to listen on with TLS (wss://, https://);\n"
+    "                               repeatable; needs --tls-cert and --tls-key\n"
+    "      --tls-cert FILE          certificate for TLS (PEM: the server's first, then\n"
+    "                               its chain); SIGHUP reads it again\n"
+    "      --tls-key FILE           its private key (PEM, unencrypted)\n"
     "      --static DIR             serve files from DIR for plain HTTP GETs\n"
     "                               (default: the bundled chat page; 'none' turns it off)\n"
     "      --max-message BYTES      largest message a client may send (default 1M)\n"
@@ -62,10 +67,14 @@ static const char usage[] =
     "  -h, --help                   print this help and exit\n"
     "\n"
     "Sizes accept K, M and G suffixes (powers of 1024); durations are seconds (0.5 is fine).\n"
-    "Exit status: 0 clean shutdown, 1 script failed to load, 2 usage error, 3 cannot listen.\n";
+    "Exit status: 0 clean shutdown, 1 script failed to load, 2 usage error, 3 cannot listen\n"
+    "(2 also for a --static directory, a certificate or a key that cannot be used).\n";
 
 enum {
-    OPT_STATIC = 256,
+    OPT_TLS_LISTEN = 256,
+    OPT_TLS_CERT,
+    OPT_TLS_KEY,
+    OPT_STATIC,
     OPT_MAX_MESSAGE,
     OPT_MAX_BACKPRESSURE,
     OPT_DEFLATE,
@@ -91,6 +100,9 @@ enum {
 
 static const struct option longopts[] = {
     {"listen", required_argument, NULL, 'l'},
+    {"tls-listen", required_argument, NULL, OPT_TLS_LISTEN},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
     {"static", required_argument, NULL, OPT_STATIC},
     {"max-message", required_argument, NULL, OPT_MAX_MESSAGE},
     {"max-backpressure", required_argument, NULL, OPT_MAX_BACKPRESSURE},
@@ -152,6 +164,21 @@ bool wsl_parse_size(const char *s, uint64_t *out)
     if (*end != '\0' || v > (UINT64_MAX >> shift)) return false;
     *out = (uint64_t)v << shift;
     return true;
+}
+
+const char *wsl_listen_list(const wsl_options *o, char *buf, size_t cap)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < o->nlisten && n < cap; i++) {
+        const wsl_listen_opt *l = &o->listen[i];
+        bool v6 = strchr(l->host, ':') != NULL;
+        int w = snprintf(buf + n, cap - n, "%s%s%s%s:%d%s", i ? ", " : "", v6 ? "[" : "", l->host,
+                         v6 ? "]" : "", l->port, l->tls ? " (TLS)" : "");
+        if (w < 0) break;
+        n += (size_t)w;
+    }
+    return buf;
 }
 
 static bool parse_seconds(const char *s, double *out)
@@ -233,8 +260,6 @@ static int bad_because(const char *option, const char *why)
 int wsl_options_parse(wsl_options *o, int argc, char **argv)
 {
     *o = (wsl_options){
-        .host = "127.0.0.1",
-        .port = 8080,
         .script = "chat.lua",
         .max_message = 1u << 20,
         .max_backpressure = 1u << 20,
@@ -256,8 +281,20 @@ int wsl_options_parse(wsl_options *o, int argc, char **argv)
         uint64_t n;
         switch (c) {
         case 'l':
-            if (!parse_address(optarg, o->host, sizeof o->host, &o->port))
+        case OPT_TLS_LISTEN: {
+            if (o->nlisten == WSL_MAX_LISTEN)
+                return bad("listen address (at most " WSL_STR(WSL_MAX_LISTEN) " in all)", optarg);
+            wsl_listen_opt *l = &o->listen[o->nlisten++];
+            l->tls = c == OPT_TLS_LISTEN;
+            if (!parse_address(optarg, l->host, sizeof l->host, &l->port))
                 return bad("listen address (want HOST:PORT)", optarg);
+            break;
+        }
+        case OPT_TLS_CERT:
+            o->tls_cert = optarg;
+            break;
+        case OPT_TLS_KEY:
+            o->tls_key = optarg;
             break;
         case OPT_STATIC:
             o->static_off = strcmp(optarg, "none") == 0;
@@ -370,6 +407,22 @@ int wsl_options_parse(wsl_options *o, int argc, char **argv)
     }
     if (optind < argc) o->script = argv[optind++];
     if (optind < argc) return bad("argument (only one SCRIPT)", argv[optind]);
+    if (o->nlisten == 0) {
+        o->listen[0] = (wsl_listen_opt){.host = "127.0.0.1", .port = 8080};
+        o->nlisten = 1;
+    }
+    bool tls = false;
+    for (size_t i = 0; i < o->nlisten; i++)
+        tls |= o->listen[i].tls;
+    const char *why = tls && (!o->tls_cert || !o->tls_key)
+                          ? "--tls-listen needs --tls-cert FILE and --tls-key FILE"
+                      : !tls && o->tls_cert ? "--tls-cert is for --tls-listen, which is not given"
+                      : !tls && o->tls_key  ? "--tls-key is for --tls-listen, which is not given"
+                                            : NULL;
+    if (why) {
+        fprintf(stderr, "wsluad: %s\nTry 'wsluad --help' for more information.\n", why);
+        return WSL_OPTIONS_USAGE;
+    }
     if (o->workers > 1 && !o->redis_url) {
         fprintf(stderr,
                 "wsluad: --workers %d needs --redis: each worker is a separate process with its "

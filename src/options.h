@@ -8,10 +8,22 @@
 
 #include "proxy.h"
 
-/* Filled by wsl_options_parse; strings point into argv or into host[], never freed. */
+#define WSL_MAX_LISTEN 16
+
+/* One address to listen on: -l (plain) or --tls-listen. */
+typedef struct wsl_listen_opt {
+    char host[256]; /* without brackets for IPv6; ":PORT" and "*:PORT" give 0.0.0.0 */
+    int port;       /* 0: any free port (the log says which) */
+    bool tls;
+} wsl_listen_opt;
+
+/* Filled by wsl_options_parse; strings point into argv or into listen[], never freed. */
 typedef struct wsl_options {
-    char host[256];         /* without brackets for IPv6; ":PORT" and "*:PORT" give 0.0.0.0 */
-    int port;               /* 0: any free port (the log says which) */
+    wsl_listen_opt listen[WSL_MAX_LISTEN]; /* as given, plain and TLS in order; when neither
+                                              -l nor --tls-listen is: 127.0.0.1:8080, plain */
+    size_t nlisten;
+    const char *tls_cert; /* --tls-cert and --tls-key: PEM files, for the TLS listeners */
+    const char *tls_key;
     const char *script;     /* as given; main.c resolves it */
     const char *static_dir; /* NULL: the bundled pages */
     bool static_off;        /* --static none */
@@ -56,6 +68,9 @@ enum {
 };
 
 int wsl_options_parse(wsl_options *o, int argc, char **argv);
+
+/* The listen addresses as a list for the log: "127.0.0.1:8080, [::1]:8443 (TLS)". */
+const char *wsl_listen_list(const wsl_options *o, char *buf, size_t cap);
 
 /* "1M", "512K", "1048576" -> bytes; false on a malformed or overflowing size. */
 bool wsl_parse_size(const char *s, uint64_t *out);

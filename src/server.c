@@ -342,7 +342,8 @@ static void on_listen(uv_poll_t *h, int status, int events);
 static void on_accept_resume(uv_timer_t *t)
 {
     wsl_server *s = t->data;
-    if (!s->stopping) uv_poll_start(&s->listener, UV_READABLE, on_listen);
+    for (size_t i = 0; i < s->nlisteners && !s->stopping; i++)
+        uv_poll_start(&s->listeners[i].poll, UV_READABLE, on_listen);
 }
 
 static bool shed_log_due(wsl_server *s)
@@ -353,14 +354,15 @@ static bool shed_log_due(wsl_server *s)
     return true;
 }
 
-/* Refuse a connection politely: a 503 if the socket takes it at once, then close. */
-static void refuse(wsl_server *s, int fd, const char *why)
+/* Refuse a connection politely: a 503 if the socket takes it at once, then close. On a TLS
+ * listener just close: a 503 would cost a handshake. */
+static void refuse(wsl_server *s, const wsl_listener *l, int fd, const char *why)
 {
     char resp[256];
     char body[128];
     snprintf(body, sizeof body, "%s\n", why);
     size_t n = wsl_http_error_response(resp, sizeof resp, 503, "Retry-After: 1\r\n", body);
-    ssize_t w = write(fd, resp, n);
+    ssize_t w = l->tls ? 0 : write(fd, resp, n);
     (void)w; /* best effort: the peer may already be gone */
     close(fd);
     wsl_metrics.refused++;
@@ -369,18 +371,18 @@ static void refuse(wsl_server *s, int fd, const char *why)
 
 /* Out of descriptors: release the spare one to accept and refuse the waiting peer, so the
  * listening socket stops being readable instead of waking the loop forever. */
-static void shed(wsl_server *s)
+static void shed(wsl_server *s, wsl_listener *l)
 {
     if (s->spare_fd >= 0) {
         close(s->spare_fd);
         s->spare_fd = -1;
-        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd >= 0) refuse(s, fd, "out of file descriptors");
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) refuse(s, l, fd, "out of file descriptors");
         s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     }
     if (s->spare_fd < 0) {
         /* Could not even do that: stop listening for a moment rather than spin. */
-        uv_poll_stop(&s->listener);
+        uv_poll_stop(&l->poll);
         uv_timer_start(&s->accept_pause, on_accept_resume, PAUSE_MS, 0);
         if (shed_log_due(s)) wsl_warn("out of file descriptors: pausing accept");
     }
@@ -388,14 +390,15 @@ static void shed(wsl_server *s)
 
 static void on_listen(uv_poll_t *h, int status, int events)
 {
-    wsl_server *s = h->data;
+    wsl_listener *l = h->data;
+    wsl_server *s = l->srv;
     (void)events;
     if (status < 0) return;
     for (int i = 0; i < ACCEPT_BATCH && !s->stopping; i++) {
-        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE) {
-                shed(s);
+                shed(s, l);
                 continue;
             }
             if (errno == EINTR || errno == ECONNABORTED) continue;
@@ -403,13 +406,13 @@ static void on_listen(uv_poll_t *h, int status, int events)
             return;
         }
         if (s->nconns >= s->max_conns) {
-            refuse(s, fd, "too many connections");
+            refuse(s, l, fd, "too many connections");
             continue;
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        if (!wsl_conn_new(s, fd)) {
-            refuse(s, fd, "out of memory");
+        if (!wsl_conn_new(s, fd, l->tls ? s->tls : NULL)) {
+            refuse(s, l, fd, "out of memory");
         }
     }
 }
@@ -434,7 +437,7 @@ static unsigned default_max_conns(void)
 int wsl_server_init(wsl_server *s, uv_loop_t *loop, const wsl_options *opt)
 {
     static const wsl_conn_events nobody;
-    *s = (wsl_server){.loop = loop, .opt = opt, .events = &nobody, .listen_fd = -1, .spare_fd = -1};
+    *s = (wsl_server){.loop = loop, .opt = opt, .events = &nobody, .spare_fd = -1};
     for (int i = 0; i < WSL_LIST_COUNT; i++)
         wsl_list_init(&s->lists[i].head);
     s->rbuf = malloc(WSL_READ_BUF);
@@ -478,9 +481,9 @@ void wsl_server_set_events(wsl_server *s, const wsl_conn_events *events, void *u
     s->events_ud = ud;
 }
 
-int wsl_server_listen(wsl_server *s)
+/* Bind and listen on one address of the options. */
+static int listen_one(wsl_server *s, const wsl_listen_opt *o, wsl_listener *l)
 {
-    const wsl_options *o = s->opt;
     char port[8];
     snprintf(port, sizeof port, "%d", o->port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
@@ -502,7 +505,7 @@ int wsl_server_listen(wsl_server *s)
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         /* --workers: every worker binds the same address; the kernel spreads connections. */
-        if (o->workers > 1) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+        if (s->opt->workers > 1) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
         if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 1024) == 0) break;
         err = errno;
@@ -521,14 +524,47 @@ int wsl_server_listen(wsl_server *s)
     char host[NI_MAXHOST], serv[NI_MAXSERV];
     getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, serv, sizeof serv,
                 NI_NUMERICHOST | NI_NUMERICSERV);
-    snprintf(s->addr, sizeof s->addr, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, serv);
+    snprintf(l->addr, sizeof l->addr, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, serv);
 
-    s->listen_fd = fd;
-    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    uv_poll_init(s->loop, &s->listener, fd);
-    s->listener.data = s;
-    uv_poll_start(&s->listener, UV_READABLE, on_listen);
+    l->srv = s;
+    l->fd = fd;
+    l->tls = o->tls;
+    uv_poll_init(s->loop, &l->poll, fd);
+    l->poll.data = l;
+    uv_poll_start(&l->poll, UV_READABLE, on_listen);
     return 0;
+}
+
+int wsl_server_listen(wsl_server *s)
+{
+    for (size_t i = 0; i < s->opt->nlisten; i++) {
+        int r = listen_one(s, &s->opt->listen[i], &s->listeners[i]);
+        if (r != 0) return r;
+        s->nlisteners++;
+    }
+    snprintf(s->addr, sizeof s->addr, "%s", s->listeners[0].addr);
+    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return 0;
+}
+
+void wsl_server_set_tls(wsl_server *s, wsl_tls_ctx *ctx)
+{
+    wsl_tls_ctx_free(s->tls);
+    s->tls = ctx;
+}
+
+const char *wsl_server_addresses(const wsl_server *s, char *buf, size_t cap)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < s->nlisteners && n < cap; i++) {
+        const wsl_listener *l = &s->listeners[i];
+        int w =
+            snprintf(buf + n, cap - n, "%s%s%s", i ? ", " : "", l->addr, l->tls ? " (TLS)" : "");
+        if (w < 0) break;
+        n += (size_t)w;
+    }
+    return buf;
 }
 
 static void on_shutdown_timeout(uv_timer_t *t)
@@ -562,10 +598,12 @@ void wsl_server_shutdown(wsl_server *s)
 {
     if (s->stopping) return;
     s->stopping = true;
-    if (s->listen_fd >= 0) {
-        uv_close((uv_handle_t *)&s->listener, NULL);
-        close(s->listen_fd);
-        s->listen_fd = -1;
+    for (size_t i = 0; i < s->nlisteners; i++) {
+        wsl_listener *l = &s->listeners[i];
+        if (l->fd < 0) continue;
+        uv_close((uv_handle_t *)&l->poll, NULL);
+        close(l->fd);
+        l->fd = -1;
     }
     uv_timer_stop(&s->accept_pause);
     s->nconns++; /* hold finish() back until every connection below is dealt with */
@@ -593,6 +631,8 @@ void wsl_server_free(wsl_server *s)
 {
     if (s->has_files) wsl_static_close(&s->files);
     if (s->spare_fd >= 0) close(s->spare_fd);
+    wsl_tls_ctx_free(s->tls);
+    s->tls = NULL;
     wsl_topics_free(s->topics);
     wsl_deflate_free(s->deflate);
     free(s->by_id);

@@ -13,6 +13,7 @@
 #include "conn.h"
 #include "options.h"
 #include "static.h"
+#include "tls.h"
 #include "topic.h"
 
 #define WSL_READ_BUF            (64 * 1024)
@@ -36,8 +37,17 @@ typedef struct wsl_conn_list {
     size_t n;
 } wsl_conn_list;
 
+/* One listening socket (-l or --tls-listen); part of the server. */
+typedef struct wsl_listener {
+    uv_poll_t poll; /* poll.data == this listener */
+    wsl_server *srv;
+    int fd;         /* -1 when closed */
+    bool tls;       /* connections take the server's current TLS context */
+    char addr[128]; /* "host:port" actually bound */
+} wsl_listener;
+
 /* Owned by main; wsl_server_free releases everything but the loop. */
-typedef struct wsl_server {
+struct wsl_server {
     uv_loop_t *loop;
     const wsl_options *opt;
     const wsl_conn_events *events; /* whoever listens to the connections (main: the script) */
@@ -49,15 +59,16 @@ typedef struct wsl_server {
     wsl_static files;
     bool has_files;
 
-    int listen_fd;
-    int spare_fd; /* kept open to be released when accept fails with EMFILE */
-    uv_poll_t listener;
+    wsl_listener listeners[WSL_MAX_LISTEN]; /* as the options list them */
+    size_t nlisteners;
+    wsl_tls_ctx *tls; /* the context new TLS connections take (wsl_server_set_tls), or NULL */
+    int spare_fd;     /* kept open to be released when accept fails with EMFILE */
     uv_timer_t accept_pause; /* resumes accepting after a descriptor shortage */
     uv_check_t flush_check;  /* writes after the I/O callbacks of an iteration */
     uv_prepare_t flush_prep; /* writes what timers queued, before the loop blocks */
     uv_timer_t sweep;        /* timeouts */
     uv_timer_t shutdown_timer;
-    char addr[128]; /* "host:port" actually bound */
+    char addr[128]; /* "host:port" the first listener actually bound */
 
     /* Indexed by WSL_LIST_*: HANDSHAKE (deadline = accept + handshake timeout), OPEN (deadline =
      * last input + idle timeout; also the set broadcast walks), CLOSING (RESPONDING and CLOSING
@@ -75,13 +86,18 @@ typedef struct wsl_server {
     bool stopping;
     void (*on_stopped)(struct wsl_server *); /* set by main: shutdown finished */
     uint64_t last_shed_log;
-} wsl_server;
+};
 
 /* 0 or WSL_ENOMEM. Connections report to `events` (with ud); NULL: nobody listens. */
 int wsl_server_init(wsl_server *s, uv_loop_t *loop, const wsl_options *opt);
 void wsl_server_set_events(wsl_server *s, const wsl_conn_events *events, void *ud);
-/* Bind and listen; 0, or a negative libuv-style error (message logged). */
+/* Bind and listen on every address of the options; 0, or a negative errno (message logged). */
 int wsl_server_listen(wsl_server *s);
+/* The TLS context for connections accepted from now on (the server takes ctx's reference and
+ * drops the one it held: connections on the old context keep it). */
+void wsl_server_set_tls(wsl_server *s, wsl_tls_ctx *ctx);
+/* Every address listened on, for the log: "127.0.0.1:8080, 127.0.0.1:8443 (TLS)". */
+const char *wsl_server_addresses(const wsl_server *s, char *buf, size_t cap);
 /* Stop accepting, close every connection with 1001 (running their close events), then call
  * on_stopped once all are gone. */
 void wsl_server_shutdown(wsl_server *s);
@@ -163,7 +179,8 @@ static inline bool wsl_server_stopping(const wsl_server *s)
     return s->stopping;
 }
 
-/* The address really bound ("host:port"; "" before listening); the effective connection cap. */
+/* The address the first listener really bound ("host:port"; "" before listening); the
+ * effective connection cap. */
 static inline const char *wsl_server_address(const wsl_server *s)
 {
     return s->addr;

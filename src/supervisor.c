@@ -94,7 +94,7 @@ static void on_sigchld(int sig)
 /* Port 0 would give every worker a different port. Bind a SO_REUSEPORT socket here to learn a
  * free port and keep it bound, never listening (so it takes no connections), so the port stays
  * ours while workers come and go. Returns the socket, or a negative errno (logged). */
-static int reserve_port(wsl_options *o)
+static int reserve_port(wsl_listen_opt *o)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
@@ -140,6 +140,12 @@ static int reserve_port(wsl_options *o)
     return fd;
 }
 
+static void close_reserved(const int *fds, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (fds[i] >= 0) close(fds[i]);
+}
+
 /* "exited with status 1", "killed by signal 9 (Killed)". */
 static const char *describe(int st, char *buf, size_t cap)
 {
@@ -172,7 +178,7 @@ static void relay(const worker *ws, int n, int sig)
 }
 
 /* What a new worker undoes of the supervisor before it returns to main. */
-static void become_worker(pid_t supervisor, int reserved, const sigset_t *mask,
+static void become_worker(pid_t supervisor, const int *reserved, size_t n, const sigset_t *mask,
                           const struct sigaction *chld)
 {
     /* Die with the supervisor (a SIGKILL to it included): the graceful way. If it is already
@@ -182,7 +188,8 @@ static void become_worker(pid_t supervisor, int reserved, const sigset_t *mask,
     /* A group of our own, so that a Ctrl-C (or a kill of the terminal's group) reaches the
      * workers once, through the supervisor: a second SIGINT means "stop now" to a worker. */
     setpgid(0, 0);
-    if (reserved >= 0) close(reserved);
+    for (size_t i = 0; i < n; i++)
+        if (reserved[i] >= 0) close(reserved[i]);
     sigaction(SIGCHLD, chld, NULL);
     /* A SIGHUP before the worker installs its handler would kill it; it is about to load the
      * script anyway, so ignoring it until then loses nothing. */
@@ -195,15 +202,19 @@ static void become_worker(pid_t supervisor, int reserved, const sigset_t *mask,
 int wsl_supervise(wsl_options *o, int *status)
 {
     int n = o->workers;
-    int reserved = -1;
-    if (o->port == 0 && (reserved = reserve_port(o)) < 0) {
-        *status = WSL_EXIT_LISTEN;
-        return 0;
+    int reserved[WSL_MAX_LISTEN];
+    for (size_t i = 0; i < o->nlisten; i++) {
+        reserved[i] = -1;
+        if (o->listen[i].port == 0 && (reserved[i] = reserve_port(&o->listen[i])) < 0) {
+            close_reserved(reserved, i);
+            *status = WSL_EXIT_LISTEN;
+            return 0;
+        }
     }
     worker *ws = calloc((size_t)n + 1, sizeof *ws); /* ws[1..n], by worker number */
     if (!ws) {
         wsl_error("out of memory");
-        if (reserved >= 0) close(reserved);
+        close_reserved(reserved, o->nlisten);
         *status = WSL_EXIT_SCRIPT;
         return 0;
     }
@@ -223,8 +234,9 @@ int wsl_supervise(wsl_options *o, int *status)
     sigprocmask(SIG_BLOCK, &relayed, &old_mask);
 
     wsl_log_set_name("supervisor");
-    wsl_info("wsluad %s: starting %d workers on %s%s%s:%d", WSLUAD_VERSION, n,
-             strchr(o->host, ':') ? "[" : "", o->host, strchr(o->host, ':') ? "]" : "", o->port);
+    char addrs[WSL_MAX_LISTEN * 80];
+    wsl_info("wsluad %s: starting %d workers on %s", WSLUAD_VERSION, n,
+             wsl_listen_list(o, addrs, sizeof addrs));
 
     pid_t self = getpid();
     int alive = 0, result = WSL_EXIT_OK, stop_sig = 0;
@@ -278,7 +290,7 @@ int wsl_supervise(wsl_options *o, int *status)
             fflush(NULL);
             pid = fork();
             if (pid == 0) {
-                become_worker(self, reserved, &old_mask, &old_chld);
+                become_worker(self, reserved, o->nlisten, &old_mask, &old_chld);
                 free(ws);
                 char name[16];
                 snprintf(name, sizeof name, "w%d", i);
@@ -345,7 +357,7 @@ int wsl_supervise(wsl_options *o, int *status)
 
     sigprocmask(SIG_SETMASK, &old_mask, NULL);
     sigaction(SIGCHLD, &old_chld, NULL);
-    if (reserved >= 0) close(reserved);
+    close_reserved(reserved, o->nlisten);
     free(ws);
     wsl_info("bye");
     *status = result;

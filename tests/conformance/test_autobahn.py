@@ -7,6 +7,9 @@ Each case runs on a fresh connection; after each, a fresh connection must still 
 
 Extra: case_6_X_Y_bytewise sends each 6.5+ sequence one byte per frame; an invalid one must be
 failed at the frame holding its first impossible byte, before the rest is sent.
+
+Every case runs twice: over ws://, and over wss:// (a certificate made by openssl, verified by
+the client), where every close must also end TLS with close_notify.
 """
 
 import struct
@@ -14,6 +17,7 @@ import struct
 import pytest
 
 import confutil as cu
+import tlsutil
 import utf8cases
 from confutil import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT
 
@@ -21,8 +25,11 @@ PROTOCOL_ERROR, INVALID_PAYLOAD = 1002, 1007
 
 
 @pytest.fixture(scope="module")
-def srv():
-    with cu.server(cu.echo_script(), "--static", "none") as s:
+def srv(tmp_path_factory):
+    cert, key = tlsutil.self_signed(str(tmp_path_factory.mktemp("tls")))
+    with cu.server(cu.echo_script(), "--static", "none", "--tls-listen", "127.0.0.1:0",
+                   "--tls-cert", cert, "--tls-key", key) as s:
+        s.tls_context = tlsutil.ssl.create_default_context(cafile=cert)
         yield s
 
 
@@ -301,10 +308,11 @@ case("10.1.1", run_ok, [F(OP_TEXT if i == 0 else OP_CONT, PAY10[i:i + 1300],
      [("msg", OP_TEXT, PAY10)])
 
 
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
 @pytest.mark.parametrize("run", CASES)
-def test_autobahn(srv, run):
+def test_autobahn(srv, run, scheme):
     with cu.log_on_failure(srv) as mark:
-        with srv.connect() as c:
+        with (srv.connect() if scheme == "ws" else srv.connect_tls(srv.tls_context)) as c:
             run(c)
         cu.check_serving(srv)
         assert not srv.find_logs(r"stack traceback", mark), "a Lua error in the echo script"

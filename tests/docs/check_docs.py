@@ -171,6 +171,22 @@ GOOD_VALUE = {"HOST:PORT": "127.0.0.1:0", "BYTES": "64K", "N": "100", "SEC": "0.
               "CIDRS": "127.0.0.1/32,::1"}
 # Options for which the value of their kind is wrong: more than one worker needs --redis.
 GOOD_OPTION_VALUE = {"workers": "1"}
+# Options that work only together (the TLS ones): each is tried with the others; the files are
+# a pair made with openssl for the check (see tls_pair).
+COMPANIONS = {"tls-listen": ["--tls-cert", "{cert}", "--tls-key", "{key}"],
+              "tls-cert": ["--tls-listen", "127.0.0.1:0", "--tls-key", "{key}"],
+              "tls-key": ["--tls-listen", "127.0.0.1:0", "--tls-cert", "{cert}"]}
+
+
+def tls_pair(d):
+    """A self-signed certificate and its key in d, as README shows how to make them."""
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    code, out, err = run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                          "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                          "-days", "2", "-subj", "/CN=localhost"])
+    if code != 0:
+        fail("openssl could not make a certificate for the TLS options: " + err)
+    return cert, key
 BAD_VALUE = "bogus"
 BAD_KIND_VALUE = {"NAME": "two words"}  # "bogus" is a fine name
 
@@ -220,6 +236,8 @@ def check_agreement():
     with tempfile.TemporaryDirectory() as cwd:
         script = CHAT
         good = dict(GOOD_VALUE, DIR=os.path.join(SRC, "examples", "www"))
+        cert, key = tls_pair(cwd)
+        option_value = dict(GOOD_OPTION_VALUE, **{"tls-cert": cert, "tls-key": key})
         for name, h in sorted(helpopts.items()):
             spellings = ["--" + name] + (["-" + h["short"]] if h["short"] else [])
             for opt in spellings:
@@ -230,20 +248,23 @@ def check_agreement():
                         fail("%s: exit %d, output %r" % (opt, code, out[:60]))
                     continue
                 if h["metavar"]:
-                    if h["metavar"] not in good:
+                    if h["metavar"] not in good and name not in option_value:
                         fail("%s %s: this test knows no value for %s; add one to GOOD_VALUE" %
                              (opt, h["metavar"], h["metavar"]))
                         continue
-                    args = [opt, GOOD_OPTION_VALUE.get(name, good[h["metavar"]])]
+                    args = [opt, option_value.get(name) or good[h["metavar"]]]
                 else:
                     args = [opt]
+                others = [a.format(cert=cert, key=key) for a in COMPANIONS.get(name, [])]
+                args = others + args
                 code, out, err = run([b, "--check"] + args + [script], cwd=cwd)
                 if code != 0:
                     fail("wsluad --check %s %s: exit %d, stderr %r" %
                          (" ".join(args), script, code, err))
                 if h["metavar"]:
                     bad_value = BAD_KIND_VALUE.get(h["metavar"], BAD_VALUE)
-                    code, out, err = run([b, "--check", opt, bad_value, script], cwd=cwd)
+                    code, out, err = run([b, "--check"] + others + [opt, bad_value, script],
+                                         cwd=cwd)
                     if code != 2:
                         fail("wsluad --check %s %s: exit %d, want 2 (usage error)" %
                              (opt, bad_value, code))

@@ -103,6 +103,11 @@ class Server:
             if quiet_port is None:
                 m = self.wait_for_log(r"listening on (\S+):(\d+)", timeout)
                 self.port = int(m.group(2))
+                # Every address of the line: "listening on A:P, B:Q (TLS), ... (script ...)".
+                addrs = re.findall(r"(?:on |, )\S+:(\d+)( \(TLS\))?", m.string)
+                self.plain_ports = [int(p) for p, t in addrs if not t]
+                self.tls_ports = [int(p) for p, t in addrs if t]
+                self.tls_port = self.tls_ports[0] if self.tls_ports else None
             else:
                 self._wait_accepting(quiet_port, timeout)
                 self.port = quiet_port
@@ -201,11 +206,19 @@ class Server:
         self.clients.append(c)
         return c
 
-    def http(self, raw_bytes):
-        return wsclient.http_request(self.host, self.port, raw_bytes)
+    def connect_tls(self, tls, path="/", headers=None, port=None, **kw):
+        """A wss:// client on the (first) TLS listener, through the ssl.SSLContext tls."""
+        c = wsclient.connect(self.host, port or self.tls_port, path, headers, tls=tls, **kw)
+        self.clients.append(c)
+        return c
 
-    def get(self, path, headers=None):
-        return wsclient.http_get(self.host, self.port, path, headers)
+    def http(self, raw_bytes, tls=None):
+        return wsclient.http_request(self.host, self.tls_port if tls else self.port, raw_bytes,
+                                     tls=tls)
+
+    def get(self, path, headers=None, tls=None):
+        return wsclient.http_get(self.host, self.tls_port if tls else self.port, path, headers,
+                                 tls=tls)
 
     # --- the process ----------------------------------------------------------------------
     def signal(self, sig):

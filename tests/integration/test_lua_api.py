@@ -317,10 +317,10 @@ def test_ws_get_many_connections_some_closed():
 # --- ws.options and ws.version ----------------------------------------------------------------
 # Every field the man page documents, under the man page's own name, holds what the command line
 # said. No other spelling is looked for: a field that moved or was renamed fails here.
-DOCUMENTED_OPTIONS = ["listen", "address", "static", "max_message", "max_backpressure",
-                      "max_connections", "lua_memory", "handshake_timeout", "idle_timeout",
-                      "handler_timeout", "max_request_body", "request_timeout", "reload",
-                      "verbosity"]
+DOCUMENTED_OPTIONS = ["listen", "tls_listen", "address", "static", "max_message",
+                      "max_backpressure", "max_connections", "lua_memory", "handshake_timeout",
+                      "idle_timeout", "handler_timeout", "max_request_body", "request_timeout",
+                      "reload", "verbosity"]
 
 
 def project_version():
@@ -349,6 +349,7 @@ def test_ws_options_every_field_from_the_command_line(tmp_path):
         o = options(c)
         assert o == {
             "listen": ("string", "127.0.0.1:0"),          # as given
+            "tls_listen": ("string", ""),                  # none given
             "address": ("string", f"127.0.0.1:{s.port}"),  # as bound
             "static": ("string", str(www)),
             "max_message": ("integer", "12345"),

@@ -130,18 +130,27 @@ def read_http_response(sock, timeout=DEFAULT_TIMEOUT, buf=b""):
         rest += chunk
 
 
-def http_request(host, port, raw_bytes, timeout=DEFAULT_TIMEOUT):
-    """Send raw bytes, return (status, headers lower-case dict, body bytes)."""
+def tls_wrap(ctx, sock, host):
+    """sock (connected) wrapped by ctx, the TLS handshake done. Ragged EOFs are not suppressed:
+    a server that closes without close_notify makes recv raise ssl.SSLEOFError."""
+    return ctx.wrap_socket(sock, server_hostname=host, suppress_ragged_eofs=False)
+
+
+def http_request(host, port, raw_bytes, timeout=DEFAULT_TIMEOUT, tls=None):
+    """Send raw bytes, return (status, headers lower-case dict, body bytes). tls: an
+    ssl.SSLContext for https."""
     with socket.create_connection((host, port), timeout=timeout) as s:
+        if tls is not None:
+            s = tls_wrap(tls, s, host)
         s.sendall(raw_bytes)
         status, headers, body, _ = read_http_response(s, timeout)
         return status, headers, body
 
 
-def http_get(host, port, path, headers=None, timeout=DEFAULT_TIMEOUT):
+def http_get(host, port, path, headers=None, timeout=DEFAULT_TIMEOUT, tls=None):
     lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}"]
     lines += [f"{k}: {v}" for k, v in _norm_headers(headers)]
-    return http_request(host, port, ("\r\n".join(lines) + "\r\n\r\n").encode(), timeout)
+    return http_request(host, port, ("\r\n".join(lines) + "\r\n\r\n").encode(), timeout, tls)
 
 
 def build_frame(opcode, payload=b"", fin=True, mask=True, rsv=0, mask_key=None,
@@ -347,7 +356,7 @@ class WSClient:
 
     def readable(self, timeout=0.0):
         """True if bytes are waiting (only for asserting that nothing arrived, never to wait)."""
-        if self.buf:
+        if self.buf or (hasattr(self.sock, "pending") and self.sock.pending()):
             return True
         r, _, _ = select.select([self.sock], [], [], timeout)
         return bool(r)
@@ -385,10 +394,11 @@ def parse_close(payload):
     return code, reason
 
 
-def connect(host, port, path="/", headers=None, timeout=DEFAULT_TIMEOUT, rcvbuf=None):
+def connect(host, port, path="/", headers=None, timeout=DEFAULT_TIMEOUT, rcvbuf=None, tls=None):
     """Open a connection and complete the handshake, verifying Sec-WebSocket-Accept.
     Raises HandshakeError (with .status/.headers/.body) if the answer is not a valid 101.
-    rcvbuf sets SO_RCVBUF before connecting (small values make a slow reader)."""
+    rcvbuf sets SO_RCVBUF before connecting (small values make a slow reader). tls: an
+    ssl.SSLContext to speak wss:// through (the socket is wrapped before the upgrade)."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         if rcvbuf is not None:
@@ -396,6 +406,8 @@ def connect(host, port, path="/", headers=None, timeout=DEFAULT_TIMEOUT, rcvbuf=
         sock.settimeout(timeout)
         sock.connect((host, port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            sock = tls_wrap(tls, sock, host)
         req, key = handshake_request(host, port, path, headers)
         sock.sendall(req)
         status, rh, body, leftover = read_http_response(sock, timeout)

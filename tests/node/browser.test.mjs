@@ -8,7 +8,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { startServer, src, TIMEOUT } from "./server.mjs";
+import { execFileSync } from "node:child_process";
+import { startServer, src, TIMEOUT, makePki } from "./server.mjs";
 import { startRedis, until } from "./redis.mjs";
 
 const CHROMIUM = process.env.WSLUAD_CHROMIUM || "/usr/bin/chromium";
@@ -171,6 +172,67 @@ describe("the bundled chat page with lua/chat.lua", () => {
     await a.press("#input", "Enter");
     await waitMessage(b, "peer", "after the restart");
     await screenshot(b, "chat-after-restart");
+    assert.deepEqual(a.problems, []);
+    assert.deepEqual(b.problems, []);
+  });
+});
+
+// The chat page over https://, its WebSocket over wss://: a Chromium of its own whose NSS
+// database (in a HOME of its own) trusts the root the test made, so the certificate is
+// verified as a user's browser would, not waved through.
+describe("the chat page over https:// and wss://", () => {
+  let server, pki, home, tlsBrowser, context, a, b;
+  before(async () => {
+    pki = makePki();
+    home = mkdtempSync(path.join(tmpdir(), "wsluad-chromium-home-"));
+    const db = path.join(home, ".pki", "nssdb");
+    mkdirSync(db, { recursive: true });
+    execFileSync("certutil", ["-N", "-d", `sql:${db}`, "--empty-password"]);
+    execFileSync("certutil", ["-A", "-d", `sql:${db}`, "-n", "wsluad test root", "-t", "C,,",
+                              "-i", pki.root]);
+    server = await startServer(src("lua/chat.lua"), ["-v"], { tls: pki });
+    tlsBrowser = await chromium.launch({
+      executablePath: CHROMIUM,
+      timeout: 60000,
+      env: { ...process.env, HOME: home },
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    });
+    context = await tlsBrowser.newContext({ viewport: { width: 720, height: 480 } });
+    a = await openTab(context, server.https + "/");
+    b = await openTab(context, server.https + "/");
+  });
+  after(async () => {
+    await context?.close();
+    await tlsBrowser?.close();
+    if (server) assert.equal((await server.stop()).code, 0);
+    if (pki) rmSync(pki.dir, { recursive: true, force: true });
+    if (home) rmSync(home, { recursive: true, force: true });
+  });
+
+  test("both tabs connect with wss:// to the server that served them", async () => {
+    await Promise.all([waitState(a, "open"), waitState(b, "open")]);
+    assert.equal(await a.evaluate(() => location.protocol), "https:");
+    const opens = await server.waitForLog(/open \/[\s\S]*open \//, "two opens");
+    assert.ok(opens);
+  });
+
+  test("a browser that does not trust the root refuses the page", async () => {
+    const other = await browser.newContext();
+    const page = await other.newPage();
+    await assert.rejects(page.goto(server.https + "/"), /ERR_CERT_AUTHORITY_INVALID/);
+    await other.close();
+  });
+
+  test("a line typed in one tab appears in the other", async () => {
+    await a.fill("#input", "hello over TLS");
+    await a.press("#input", "Enter");
+    await waitMessage(b, "peer", "hello over TLS");
+    await waitMessage(a, "own", "hello over TLS");
+    await b.fill("#input", "and back, ünïcödé ☃");
+    await b.click("#send");
+    await waitMessage(a, "peer", "and back, ünïcödé ☃");
+    await screenshot(a, "chat-tls-tab-a");
     assert.deepEqual(a.problems, []);
     assert.deepEqual(b.problems, []);
   });

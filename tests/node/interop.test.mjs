@@ -1,9 +1,12 @@
 // Interoperability: Node's `ws` package, a client nobody here wrote, against the real server
-// running examples/echo.lua and lua/chat.lua.
+// running examples/echo.lua and lua/chat.lua, over ws:// and over wss:// (a certificate made
+// by openssl, verified by the client against its root).
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { startServer, Client, src, event } from "./server.mjs";
+import { rmSync } from "node:fs";
+import https from "node:https";
+import { startServer, Client, src, event, makePki, withTimeout } from "./server.mjs";
 
 describe("ws client against examples/echo.lua", () => {
   let server;
@@ -271,6 +274,94 @@ describe("ws clients with and without perMessageDeflate chatting through lua/cha
     assert.equal(await c.nextText(), text);
     assert.equal(fb[0].rsv1, true);
     assert.equal(fc[0].rsv1, false);
+    await Promise.all([a.close(), b.close(), c.close()]);
+  });
+});
+
+describe("ws client over wss:// against examples/echo.lua", () => {
+  let server, pki;
+  before(async () => {
+    pki = makePki();
+    server = await startServer(src("examples/echo.lua"), [], { tls: pki });
+  });
+  after(async () => {
+    const { code } = await server.stop();
+    assert.equal(code, 0, "wsluad exits 0 on SIGTERM");
+    rmSync(pki.dir, { recursive: true, force: true });
+  });
+
+  for (const size of [0, 126, 65536, 1 << 20]) {
+    test(`binary echo of ${size} bytes, the certificate verified`, async () => {
+      const c = await Client.open(server.wss + "/", { ca: pki.ca });
+      assert.equal(c.ws._socket.getProtocol(), "TLSv1.3");
+      assert.equal(c.ws._socket.alpnProtocol, false); // ws offers none
+      const payload = randomBytes(size);
+      await c.send(payload, { binary: true });
+      const m = await c.next();
+      assert.ok(Buffer.compare(m.data, payload) === 0, "same bytes back");
+      await c.close();
+    });
+  }
+
+  test("a client that does not trust the certificate cannot connect", async () => {
+    const c = new Client(server.wss + "/");
+    await assert.rejects(withTimeout(c.opened, "the refusal"), /self.signed|unable to (get|verify)/i);
+  });
+
+  test("text, fragments, a ping and the close code over TLS", async () => {
+    const c = await Client.open(server.wss + "/", { rejectUnauthorized: false });
+    const pong = event(c.ws, "pong", "the pong");
+    await c.send("one ", { fin: false });
+    c.ws.ping(Buffer.from("tls"));
+    await c.send("two ☃", { fin: true });
+    assert.equal((await pong)[0].toString(), "tls");
+    assert.equal(await c.nextText(), "one two ☃");
+    c.ws.close(4321, "done");
+    const closed = await c.closed;
+    assert.equal(closed.code, 4321);
+  });
+
+  test("https: the static page over TLS, ALPN http/1.1", async () => {
+    const res = await new Promise((resolve, reject) => {
+      const req = https.get(server.https + "/", { ca: pki.ca, ALPNProtocols: ["h2", "http/1.1"] },
+        (r) => {
+          let body = "";
+          const alpn = r.socket.alpnProtocol;
+          r.setEncoding("utf8");
+          r.on("data", (d) => (body += d));
+          r.on("end", () => resolve({ status: r.statusCode, body, alpn }));
+        });
+      req.on("error", reject);
+    });
+    assert.equal(res.status, 200);
+    assert.match(res.body, /wsluad chat/);
+    assert.equal(res.alpn, "http/1.1");
+  });
+});
+
+describe("ws clients chatting through lua/chat.lua over ws:// and wss:// at once", () => {
+  let server, pki;
+  before(async () => {
+    pki = makePki();
+    server = await startServer(src("lua/chat.lua"), [], { tls: pki });
+  });
+  after(async () => {
+    const { code } = await server.stop();
+    assert.equal(code, 0, "wsluad exits 0 on SIGTERM");
+    rmSync(pki.dir, { recursive: true, force: true });
+  });
+
+  test("a line from a wss:// client reaches the ws:// ones and back", async () => {
+    const a = await Client.open(server.wss + "/", { ca: pki.ca });
+    const b = await Client.open(server.ws + "/");
+    const c = await Client.open(server.wss + "/", { ca: pki.ca });
+    await a.send("from tls");
+    assert.equal(await b.nextText(), "from tls");
+    assert.equal(await c.nextText(), "from tls");
+    await b.send("from plain");
+    assert.equal(await a.nextText(), "from plain");
+    assert.equal(await c.nextText(), "from plain");
+    assert.equal(a.inbox.length + b.inbox.length + c.inbox.length, 0);
     await Promise.all([a.close(), b.close(), c.close()]);
   });
 });

@@ -1,8 +1,10 @@
 // Shared by the Node tests: start the real wsluad binary on a free port (synchronised on its
 // "listening on" log line, never on a sleep), and a ws client whose messages can be awaited in
 // order.
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import WebSocket from "ws";
 
@@ -26,11 +28,36 @@ export function withTimeout(promise, what, ms = TIMEOUT) {
   return Promise.race([promise, guard]).finally(() => clearTimeout(timer));
 }
 
+// A root CA and a server certificate it signs for 127.0.0.1 and localhost, made with the real
+// openssl command in a new temporary directory: { dir, root, cert, key, ca } (ca: the root's
+// PEM, for a client's `ca` option).
+export function makePki() {
+  const dir = mkdtempSync(path.join(tmpdir(), "wsluad-pki-"));
+  const run = (...args) => execFileSync("openssl", args, { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+  run("req", "-x509", ...ec, "-keyout", "root.key", "-out", "root.pem", "-days", "3",
+      "-subj", "/CN=wsluad node test root", "-addext", "basicConstraints=critical,CA:TRUE",
+      "-addext", "keyUsage=critical,keyCertSign,cRLSign");
+  run("req", "-new", ...ec, "-keyout", "key.pem", "-out", "server.csr", "-subj", "/CN=127.0.0.1");
+  writeFileSync(path.join(dir, "server.ext"), "basicConstraints=critical,CA:FALSE\n" +
+      "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n" +
+      "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+  run("x509", "-req", "-in", "server.csr", "-CA", "root.pem", "-CAkey", "root.key",
+      "-set_serial", "7", "-days", "2", "-extfile", "server.ext", "-out", "cert.pem");
+  const root = path.join(dir, "root.pem");
+  return { dir, root, cert: path.join(dir, "cert.pem"), key: path.join(dir, "key.pem"),
+           ca: readFileSync(root) };
+}
+
 // Starts `wsluad -l LISTEN ...args SCRIPT` in the source tree and resolves once it logs
 // "listening on 127.0.0.1:PORT". The returned object has port, ws (base ws:// URL), http,
-// log() (all stderr so far), waitForLog(regex) and stop(). `env` adds environment variables.
-export async function startServer(script, args = [], { listen = "127.0.0.1:0", env = {} } = {}) {
-  const proc = spawn(BIN, ["-l", listen, ...args, script], {
+// log() (all stderr so far), waitForLog(regex) and stop(). `env` adds environment variables. With
+// tls (from makePki) it also listens with TLS: tlsPort, wss and https.
+export async function startServer(script, args = [], { listen = "127.0.0.1:0", env = {}, tls } = {}) {
+  const tlsArgs = tls
+    ? ["--tls-listen", "127.0.0.1:0", "--tls-cert", tls.cert, "--tls-key", tls.key]
+    : [];
+  const proc = spawn(BIN, ["-l", listen, ...tlsArgs, ...args, script], {
     cwd: SRC,
     env: { ...process.env, ...env },
     stdio: ["ignore", "ignore", "pipe"],
@@ -94,6 +121,11 @@ export async function startServer(script, args = [], { listen = "127.0.0.1:0", e
   server.port = Number(m[1]);
   server.ws = `ws://127.0.0.1:${server.port}`;
   server.http = `http://127.0.0.1:${server.port}`;
+  if (tls) {
+    server.tlsPort = Number(m.input.match(/127\.0\.0\.1:(\d+) \(TLS\)/)[1]);
+    server.wss = `wss://127.0.0.1:${server.tlsPort}`;
+    server.https = `https://127.0.0.1:${server.tlsPort}`;
+  }
   return server;
 }
 

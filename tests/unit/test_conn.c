@@ -139,7 +139,7 @@ static void connect_and_upgrade_with(const char *extra, char *resp_out, size_t c
     int small = 4096; /* so that output really queues up when the client does not read */
     setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
     setsockopt(client, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    CHECK(wsl_conn_new(&srv, sv[0]) != NULL);
+    CHECK(wsl_conn_new(&srv, sv[0], NULL) != NULL);
     char req[1024];
     int len = snprintf(req, sizeof req,
                        "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"

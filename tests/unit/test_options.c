@@ -70,7 +70,10 @@ static void test_defaults_and_values(void)
     char *plain[] = {"wsluad", "chat.lua", NULL};
     CHECK_EQ(parse(&o, plain), WSL_OPTIONS_RUN);
     CHECK_STR(o.script, "chat.lua");
-    CHECK_EQ(o.port, 8080);
+    CHECK_EQ(o.nlisten, 1);
+    CHECK_STR(o.listen[0].host, "127.0.0.1");
+    CHECK_EQ(o.listen[0].port, 8080);
+    CHECK(!o.listen[0].tls);
     CHECK_EQ(o.max_message, 1 << 20);
     CHECK(o.handler_timeout > 0);
     CHECK_EQ(o.max_request_body, 1 << 20);
@@ -92,8 +95,9 @@ static void test_defaults_and_values(void)
     CHECK_EQ(parse(&o, set), WSL_OPTIONS_RUN);
     CHECK_EQ(o.max_message, 64 << 10);
     CHECK_EQ(o.lua_memory, 1ull << 30);
-    CHECK_STR(o.host, "127.0.0.1");
-    CHECK_EQ(o.port, 9001);
+    CHECK_EQ(o.nlisten, 1);
+    CHECK_STR(o.listen[0].host, "127.0.0.1");
+    CHECK_EQ(o.listen[0].port, 9001);
 
     char *http[] = {"wsluad",
                     "--max-request-body",
@@ -112,6 +116,39 @@ static void test_defaults_and_values(void)
     CHECK_EQ(o.trust[1].bits, 128);
 }
 
+static void test_listeners(void)
+{
+    wsl_options o;
+    char *many[] = {"wsluad", "-l",         "127.0.0.1:1", "--tls-listen", "[::1]:2", "--listen",
+                    ":3",     "--tls-cert", "c.pem",       "--tls-key",    "k.pem",   NULL};
+    CHECK_EQ(parse(&o, many), WSL_OPTIONS_RUN);
+    CHECK_EQ(o.nlisten, 3);
+    CHECK_STR(o.listen[0].host, "127.0.0.1");
+    CHECK(!o.listen[0].tls);
+    CHECK_STR(o.listen[1].host, "::1");
+    CHECK_EQ(o.listen[1].port, 2);
+    CHECK(o.listen[1].tls);
+    CHECK_STR(o.listen[2].host, "0.0.0.0");
+    CHECK_STR(o.tls_cert, "c.pem");
+    CHECK_STR(o.tls_key, "k.pem");
+    char list[256];
+    CHECK_STR(wsl_listen_list(&o, list, sizeof list), "127.0.0.1:1, [::1]:2 (TLS), 0.0.0.0:3");
+
+    /* --tls-listen alone: no plain listener is added. */
+    char *tls_only[] = {"wsluad", "--tls-listen", "127.0.0.1:0", "--tls-cert",
+                        "c.pem",  "--tls-key",    "k.pem",       NULL};
+    CHECK_EQ(parse(&o, tls_only), WSL_OPTIONS_RUN);
+    CHECK_EQ(o.nlisten, 1);
+    CHECK(o.listen[0].tls);
+
+    char *too_many[2 * WSL_MAX_LISTEN + 4] = {"wsluad"};
+    for (int i = 0; i <= WSL_MAX_LISTEN; i++) {
+        too_many[1 + 2 * i] = "-l";
+        too_many[2 + 2 * i] = "127.0.0.1:0";
+    }
+    CHECK_EQ(parse(&o, too_many), WSL_OPTIONS_USAGE);
+}
+
 static void test_usage_errors(void)
 {
     /* stderr gets the messages; only the verdict matters here. */
@@ -127,6 +164,9 @@ static void test_usage_errors(void)
         {"wsluad", "--trust-proxy", "", "x.lua", NULL},
         {"wsluad", "--deflate-min", "small", "x.lua", NULL},
         {"wsluad", "--deflate=yes", "x.lua", NULL, NULL},
+        {"wsluad", "--tls-listen", "127.0.0.1:0", "x.lua", NULL},
+        {"wsluad", "--tls-cert", "c.pem", "x.lua", NULL},
+        {"wsluad", "--tls-listen", "nowhere", "x.lua", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TEST_CONTEXT("case %zu (%s)", i, cases[i][1]);
@@ -140,6 +180,7 @@ int main(void)
 {
     test_sizes();
     test_defaults_and_values();
+    test_listeners();
     test_usage_errors();
     TEST_MAIN_END();
 }

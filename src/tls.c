@@ -1,0 +1,442 @@
+/* TLS through one loop-wide BIO of our own. OpenSSL reads ciphertext with read(2) straight into
+ * its record buffer (read-ahead: one system call per ~16 KiB), only while the poll says the
+ * socket is readable; what it writes lands in a loop-wide buffer that leaves in one write(2)
+ * after each call, the rest kept per connection until the kernel takes it. So a connection's
+ * queued frames are coalesced and encrypted by one SSL_write, OpenSSL's own buffers are released
+ * between calls (SSL_MODE_RELEASE_BUFFERS), and an idle connection holds nothing but its SSL. */
+#include "tls.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "error.h"
+#include "metrics.h"
+
+#define MAX_IOV 64
+
+/* The BIO every SSL reads and writes through (as uSockets does: one per loop, not one per
+ * connection, whose ~200 bytes each idle connection would keep). `cur` is the connection whose
+ * OpenSSL call is in progress; every entry point below sets it first. Single-threaded. */
+static BIO_METHOD *method;
+static BIO *bio;
+static wsl_tls *cur;
+static uint8_t *cbuf; /* ciphertext the call in progress made */
+static size_t clen, ccap;
+static uint8_t *pbuf; /* WSL_TLS_BATCH bytes: queued frames gathered for one SSL_write */
+static char errbuf[256];
+
+/* ---- the BIO ------------------------------------------------------------------------------ */
+
+static int bio_write(BIO *b, const char *p, int n)
+{
+    (void)b;
+    if (n <= 0) return 0;
+    if (clen + (size_t)n > ccap) {
+        size_t cap = ccap ? ccap : 32768;
+        while (cap < clen + (size_t)n)
+            cap *= 2;
+        uint8_t *nb = realloc(cbuf, cap);
+        if (!nb) return -1;
+        cbuf = nb;
+        ccap = cap;
+    }
+    memcpy(cbuf + clen, p, (size_t)n);
+    clen += (size_t)n;
+    return n;
+}
+
+static int bio_read(BIO *b, char *p, int n)
+{
+    wsl_tls *t = cur;
+    BIO_clear_retry_flags(b);
+    if (!t->readable || n <= 0) {
+        BIO_set_retry_read(b);
+        return -1;
+    }
+    ssize_t r = read(t->fd, p, (size_t)n);
+    if (r > 0) {
+        wsl_metrics.bytes_received += (size_t)r;
+        if (r < n) t->readable = 0; /* the kernel had no more: the poll says when it has */
+        return (int)r;
+    }
+    t->readable = 0;
+    if (r == 0) {
+        t->eof = 1;
+        return 0;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        BIO_set_retry_read(b);
+        return -1;
+    }
+    t->err = errno;
+    return -1;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)b, (void)num, (void)ptr;
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0; /* writes are never buffered here */
+}
+
+static int bio_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static int setup(void)
+{
+    if (bio) return 0;
+    if (!pbuf && !(pbuf = malloc(WSL_TLS_BATCH))) return WSL_ENOMEM;
+    if (!method) {
+        method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "wsluad socket");
+        if (!method || !BIO_meth_set_write(method, bio_write) ||
+            !BIO_meth_set_read(method, bio_read) || !BIO_meth_set_ctrl(method, bio_ctrl) ||
+            !BIO_meth_set_create(method, bio_create))
+            return WSL_ENOMEM;
+    }
+    bio = BIO_new(method);
+    return bio ? 0 : WSL_ENOMEM;
+}
+
+void wsl_tls_cleanup(void)
+{
+    BIO_free(bio);
+    BIO_meth_free(method);
+    free(cbuf);
+    free(pbuf);
+    bio = NULL;
+    method = NULL;
+    cbuf = pbuf = NULL;
+    clen = ccap = 0;
+}
+
+/* OpenSSL's reason for the oldest error queued, into errbuf; the queue is emptied. */
+static const char *ssl_reason(const char *fallback)
+{
+    unsigned long e = ERR_get_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    snprintf(errbuf, sizeof errbuf, "%s", r ? r : fallback);
+    ERR_clear_error();
+    return errbuf;
+}
+
+const char *wsl_tls_error(void)
+{
+    return errbuf[0] ? errbuf : "TLS error";
+}
+
+/* ---- contexts ------------------------------------------------------------------------------ */
+
+/* ALPN: http/1.1 or nothing; a client that offers protocols but not that one is refused with
+ * no_application_protocol (RFC 7301 section 3.2). */
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned inlen, void *arg)
+{
+    static const unsigned char h11[] = "\x08http/1.1";
+    (void)ssl, (void)arg;
+    unsigned char *sel;
+    if (SSL_select_next_proto(&sel, outlen, h11, sizeof h11 - 1, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* An encrypted key would make OpenSSL ask for its pass phrase on the terminal: refuse instead. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf, (void)size, (void)rwflag, (void)u;
+    return -1;
+}
+
+static int readable_file(const char *opt, const char *path, char *why, size_t whycap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        int e = errno;
+        snprintf(why, whycap, "%s %s: %s", opt, path, strerror(e));
+        return -e;
+    }
+    fclose(f);
+    return 0;
+}
+
+int wsl_tls_ctx_new(wsl_tls_ctx **out, const char *cert, const char *key, char *why, size_t whycap)
+{
+    *out = NULL;
+    int r = readable_file("--tls-cert", cert, why, whycap);
+    if (r == 0) r = readable_file("--tls-key", key, why, whycap);
+    if (r != 0) return r;
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        snprintf(why, whycap, "TLS: %s", ssl_reason("out of memory"));
+        return WSL_ENOMEM;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_read_ahead(ctx, 1);
+    /* Resumption by stateless tickets only: a server-side cache would hold up to 20,000
+     * sessions for five minutes whatever the connections do. */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+    SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+
+    r = -EINVAL;
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+        snprintf(why, whycap, "--tls-cert %s: no usable PEM certificate in it (%s)", cert,
+                 ssl_reason("unreadable"));
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+        unsigned long e = ERR_peek_last_error();
+        if (ERR_GET_LIB(e) == ERR_LIB_X509 && (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH ||
+                                               ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH))
+            snprintf(why, whycap, "--tls-key %s: does not match the certificate in %s", key, cert);
+        else
+            snprintf(why, whycap,
+                     "--tls-key %s: no usable PEM private key in it (%s; encrypted keys are not "
+                     "supported)",
+                     key, ssl_reason("unreadable"));
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        snprintf(why, whycap, "--tls-key %s: does not match the certificate in %s", key, cert);
+        goto fail;
+    }
+    ERR_clear_error();
+    *out = ctx;
+    return 0;
+fail:
+    ERR_clear_error();
+    SSL_CTX_free(ctx);
+    return r;
+}
+
+void wsl_tls_ctx_free(wsl_tls_ctx *ctx)
+{
+    SSL_CTX_free(ctx);
+}
+
+const char *wsl_tls_ctx_serial(const wsl_tls_ctx *ctx, char *buf, size_t cap)
+{
+    buf[0] = '\0';
+    X509 *x = ctx ? SSL_CTX_get0_certificate(ctx) : NULL;
+    BIGNUM *bn = x ? ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL) : NULL;
+    char *hex = bn ? BN_bn2hex(bn) : NULL;
+    if (hex) snprintf(buf, cap, "%s", hex);
+    OPENSSL_free(hex);
+    BN_free(bn);
+    return buf;
+}
+
+/* ---- connections --------------------------------------------------------------------------- */
+
+int wsl_tls_init(wsl_tls *t, wsl_tls_ctx *ctx, int fd)
+{
+    memset(t, 0, sizeof *t);
+    t->fd = fd;
+    if (setup() != 0 || !(t->ssl = SSL_new(ctx))) {
+        ERR_clear_error();
+        return WSL_ENOMEM;
+    }
+    BIO_up_ref(bio); /* SSL_set_bio takes this one and a second of its own (rbio == wbio) */
+    SSL_set_bio(t->ssl, bio, bio);
+    SSL_set_accept_state(t->ssl);
+    return 0;
+}
+
+void wsl_tls_free(wsl_tls *t)
+{
+    cur = t;
+    SSL_free(t->ssl);
+    free(t->out);
+    t->ssl = NULL;
+    t->out = NULL;
+    t->out_len = t->out_off = 0;
+}
+
+bool wsl_tls_established(const wsl_tls *t)
+{
+    return SSL_is_init_finished(t->ssl);
+}
+
+/* Keep n bytes of ciphertext after what is kept already. */
+static int keep(wsl_tls *t, const uint8_t *p, size_t n)
+{
+    size_t have = wsl_tls_pending(t);
+    if (have + n > UINT32_MAX) return WSL_ENOMEM;
+    if (t->out_off) {
+        memmove(t->out, t->out + t->out_off, have);
+        t->out_off = 0;
+        t->out_len = (uint32_t)have;
+    }
+    uint8_t *nb = realloc(t->out, have + n);
+    if (!nb) return WSL_ENOMEM;
+    memcpy(nb + have, p, n);
+    t->out = nb;
+    t->out_len = (uint32_t)(have + n);
+    return 0;
+}
+
+/* Write what is kept. 0 once all of it is with the kernel (the buffer is freed), -EAGAIN when
+ * the kernel takes no more, another negative errno when the socket failed. */
+static int send_kept(wsl_tls *t)
+{
+    while (wsl_tls_pending(t)) {
+        ssize_t w = write(t->fd, t->out + t->out_off, wsl_tls_pending(t));
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -errno;
+        }
+        wsl_metrics.bytes_sent += (size_t)w;
+        t->out_off += (uint32_t)w;
+    }
+    free(t->out);
+    t->out = NULL;
+    t->out_len = t->out_off = 0;
+    return 0;
+}
+
+/* What the OpenSSL call just made for t: to the kernel in one write when nothing is kept ahead
+ * of it, the rest kept. 0, or a negative code (the connection is broken). */
+static int emit(wsl_tls *t)
+{
+    size_t n = clen, done = 0;
+    clen = 0;
+    if (!n) return 0;
+    if (!wsl_tls_pending(t)) {
+        ssize_t w = write(t->fd, cbuf, n);
+        if (w > 0) {
+            done = (size_t)w;
+            wsl_metrics.bytes_sent += done;
+        } else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            return -errno;
+        }
+    }
+    return done < n ? keep(t, cbuf + done, n - done) : 0;
+}
+
+ssize_t wsl_tls_read(wsl_tls *t, void *buf, size_t cap)
+{
+    size_t got = 0;
+    ssize_t r = -EAGAIN;
+    cur = t;
+    while (got < cap) {
+        size_t n = 0;
+        if (SSL_read_ex(t->ssl, (uint8_t *)buf + got, cap - got, &n) == 1) {
+            got += n;
+            /* Neither OpenSSL nor the socket has more: a call to find that out would set up a
+             * read buffer for nothing (and an idle connection would keep it). */
+            if (!t->readable && !SSL_has_pending(t->ssl)) break;
+            continue;
+        }
+        int e = SSL_get_error(t->ssl, 0);
+        if (e == SSL_ERROR_WANT_READ)
+            r = -EAGAIN;
+        else if (e == SSL_ERROR_ZERO_RETURN || (t->eof && !t->err)) /* close_notify, or EOF */
+            r = 0;
+        else if (t->err)
+            r = -t->err;
+        else {
+            ssl_reason(e == SSL_ERROR_SYSCALL ? "broken" : "TLS error");
+            r = -EPROTO;
+        }
+        /* The error queue is the thread's: a failure left in it would make the next
+         * connection's SSL_get_error report it. It is empty whenever no call failed. */
+        ERR_clear_error();
+        break;
+    }
+    t->readable = 0;
+    /* OpenSSL releases its read buffer after application data only: one that a handshake
+     * record, or a read that found nothing, left empty goes now. */
+    if (!got && !SSL_has_pending(t->ssl)) SSL_free_buffers(t->ssl);
+    int w = emit(t); /* the handshake's answers, alerts */
+    if (got) {
+        if (r != -EAGAIN) t->ended = 1; /* reported by the next read */
+        return (ssize_t)got;
+    }
+    if (r == -EPROTO) t->failed = 1;
+    return w < 0 && r == -EAGAIN ? w : r;
+}
+
+bool wsl_tls_more(const wsl_tls *t)
+{
+    return t->ended || SSL_has_pending(t->ssl);
+}
+
+int wsl_tls_write(wsl_tls *t, const void *p, size_t n)
+{
+    const uint8_t *s = p;
+    cur = t;
+    while (n > 0) {
+        size_t len = n < WSL_TLS_BATCH ? n : WSL_TLS_BATCH, w = 0;
+        if (SSL_write_ex(t->ssl, s, len, &w) != 1) {
+            clen = 0;
+            ssl_reason("cannot encrypt");
+            t->failed = 1;
+            return -EPROTO;
+        }
+        s += w;
+        n -= w;
+        int r = emit(t);
+        if (r) {
+            t->failed = 1; /* records are lost: the stream cannot go on */
+            snprintf(errbuf, sizeof errbuf, "%s", strerror(-r));
+            return r;
+        }
+    }
+    return 0;
+}
+
+int wsl_tls_send(wsl_tls *t, wsl_queue *q)
+{
+    if (t->failed) return -EPROTO; /* see wsl_tls_write */
+    for (;;) {
+        int r = send_kept(t);
+        if (r) return r;
+        if (q->bytes == 0) return 0;
+        struct iovec iov[MAX_IOV];
+        int n = wsl_queue_iov(q, iov, MAX_IOV);
+        const uint8_t *src = iov[0].iov_base;
+        size_t len = iov[0].iov_len;
+        if (n > 1 && len < WSL_TLS_BATCH) { /* coalesce: one SSL_write for all of them */
+            len = 0;
+            for (int i = 0; i < n && len < WSL_TLS_BATCH; i++) {
+                size_t k =
+                    iov[i].iov_len < WSL_TLS_BATCH - len ? iov[i].iov_len : WSL_TLS_BATCH - len;
+                memcpy(pbuf + len, iov[i].iov_base, k);
+                len += k;
+            }
+            src = pbuf;
+        } else if (len > WSL_TLS_BATCH) {
+            len = WSL_TLS_BATCH;
+        }
+        r = wsl_tls_write(t, src, len);
+        if (r) return r;
+        wsl_queue_consume(q, len);
+    }
+}
+
+int wsl_tls_close_notify(wsl_tls *t)
+{
+    if (t->notified || t->failed || !SSL_is_init_finished(t->ssl)) return 0;
+    t->notified = 1;
+    cur = t;
+    ERR_clear_error();
+    SSL_shutdown(t->ssl); /* 0: sent, the peer's not seen yet; nothing to wait for */
+    ERR_clear_error();
+    return emit(t);
+}
