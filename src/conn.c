@@ -54,6 +54,13 @@ size_t wsl_conn_tls_pending(const wsl_conn *c)
     return wsl_tls_pending(&((const tls_conn *)c)->t);
 }
 
+/* Input OpenSSL holds, which the poll will never announce (while lingering nothing is
+ * decrypted any more: what comes is discarded raw). */
+static bool tls_held(wsl_conn *c)
+{
+    return c->tls && !c->lingering && wsl_tls_more(conn_tls(c));
+}
+
 /* ---- small helpers -------------------------------------------------------------------------- */
 
 static wsl_bytes *bytes_reserve(wsl_bytes *b, size_t need)
@@ -81,9 +88,7 @@ static void set_events(wsl_conn *c, int events)
         uv_poll_start(&c->poll, events, on_poll);
     else
         uv_poll_stop(&c->poll);
-    /* Input OpenSSL holds is never announced by the poll: the flush reads it. */
-    if (c->tls && (events & UV_READABLE) && wsl_tls_more(conn_tls(c)))
-        wsl_server_mark_dirty(c->srv, c);
+    if ((events & UV_READABLE) && tls_held(c)) wsl_server_mark_dirty(c->srv, c); /* read there */
 }
 
 const char *wsl_conn_peer(const wsl_conn *c, char *buf, size_t cap)
@@ -315,9 +320,8 @@ static int send_now(wsl_conn *c, const void *p, size_t n)
 {
     size_t done = 0;
     if (c->tls && wsl_conn_buffered(c) == 0) {
-        if (wsl_tls_write(conn_tls(c), p, n) == 0)
-            done = n; /* what the kernel did not take is
-                          kept as ciphertext */
+        /* Encrypted at once; what the kernel does not take is kept as ciphertext. */
+        if (wsl_tls_write(conn_tls(c), p, n) == 0) done = n;
     } else if (c->out.bytes == 0) {
         ssize_t w = write(c->fd, p, n);
         if (w > 0) done = (size_t)w; /* an error shows again when the flush writes the rest */
@@ -623,9 +627,7 @@ void wsl_conn_flush(wsl_conn *c)
     flush(c);
     /* What OpenSSL read ahead, or plaintext a full buffer left with it: the poll will not
      * announce it, so it is read here (OpenSSL's buffers only, not the socket). */
-    if (c->tls && c->state != WSL_CONN_DEAD && (c->events & UV_READABLE) &&
-        wsl_tls_more(conn_tls(c)))
-        read_input(c);
+    if (c->state != WSL_CONN_DEAD && (c->events & UV_READABLE) && tls_held(c)) read_input(c);
 }
 
 /* ---- reading frames --------------------------------------------------------------------- */
@@ -1322,8 +1324,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
     if (c->tls) wsl_tls_readable(conn_tls(c));
     read_input(c);
     /* Input OpenSSL kept (a full buffer) is read by the flush of this same iteration. */
-    if (c->tls && c->state != WSL_CONN_DEAD && (c->events & UV_READABLE) &&
-        wsl_tls_more(conn_tls(c)))
+    if (c->state != WSL_CONN_DEAD && (c->events & UV_READABLE) && tls_held(c))
         wsl_server_mark_dirty(c->srv, c);
 }
 
