@@ -363,7 +363,8 @@ ssize_t wsl_tls_read(wsl_tls *t, void *buf, size_t cap)
     /* OpenSSL releases its read buffer after application data only: one that a handshake
      * record, or a read that found nothing, left empty goes now. */
     if (!got && !SSL_has_pending(t->ssl)) SSL_free_buffers(t->ssl);
-    int w = emit(t); /* the handshake's answers, alerts */
+    int w = emit(t);      /* the handshake's answers, alerts */
+    t->full = got == cap; /* stopped by the caller's buffer: OpenSSL may hold more */
     if (got) {
         if (r != -EAGAIN) t->ended = 1; /* reported by the next read */
         return (ssize_t)got;
@@ -374,7 +375,7 @@ ssize_t wsl_tls_read(wsl_tls *t, void *buf, size_t cap)
 
 bool wsl_tls_more(const wsl_tls *t)
 {
-    return t->ended || SSL_has_pending(t->ssl);
+    return t->full || t->ended;
 }
 
 int wsl_tls_write(wsl_tls *t, const void *p, size_t n)
