@@ -13,6 +13,11 @@
 
 #include "buf.h"
 
+/* Call first thing in main, before anything uses OpenSSL: its record buffers then come from a
+ * small stack kept by the loop rather than from malloc (see tls.c). Optional: without it, or
+ * called too late, OpenSSL uses malloc. */
+void wsl_tls_global_init(void);
+
 /* OpenSSL's SSL_CTX, under its own struct name so that no caller needs OpenSSL's headers. */
 typedef struct ssl_ctx_st wsl_tls_ctx;
 
