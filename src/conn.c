@@ -29,7 +29,7 @@
 #define HTTP_MAX_REQUESTS 1000 /* answers on one connection; the last one closes it */
 
 static void on_poll(uv_poll_t *h, int status, int events);
-static void read_input(wsl_conn *c);
+#define HELD_INPUT 0x100 /* on_poll's events from the flush: read what OpenSSL holds, not more */
 static void http_resume(wsl_conn *c);
 static void request_timeout(wsl_conn *c);
 
@@ -561,7 +561,8 @@ static void slow_consumer(wsl_conn *c)
     report_close(c, 1008, "slow consumer", 13);
 }
 
-static void flush(wsl_conn *c)
+/* Inlined into wsl_conn_flush, whose TLS tail runs after any of its returns. */
+static inline __attribute__((always_inline)) void flush(wsl_conn *c)
 {
     if (c->state == WSL_CONN_DEAD) return;
     size_t before = wsl_conn_buffered(c);
@@ -627,7 +628,8 @@ void wsl_conn_flush(wsl_conn *c)
     flush(c);
     /* What OpenSSL read ahead, or plaintext a full buffer left with it: the poll will not
      * announce it, so it is read here (OpenSSL's buffers only, not the socket). */
-    if (c->state != WSL_CONN_DEAD && (c->events & UV_READABLE) && tls_held(c)) read_input(c);
+    if (c->tls && c->state != WSL_CONN_DEAD && (c->events & UV_READABLE) && tls_held(c))
+        on_poll(&c->poll, 0, UV_READABLE | HELD_INPUT);
 }
 
 /* ---- reading frames --------------------------------------------------------------------- */
@@ -1219,15 +1221,10 @@ static void http_eof(wsl_conn *c)
     wsl_conn_destroy(c); /* vanished mid-request */
 }
 
-/* Bytes from the client, as read(2) returns them (-1 and errno): from the socket, or through
- * TLS; while lingering, raw, since what comes then is discarded unread. */
-static ssize_t conn_read(wsl_conn *c, void *buf, size_t cap)
+/* read(2) through TLS: plaintext, or -1 and errno; the end of a client that is no TLS client
+ * (plain HTTP, garbage) or that went during the handshake is logged. */
+static __attribute__((noinline)) ssize_t tls_read(wsl_conn *c, void *buf, size_t cap)
 {
-    if (!c->tls || c->lingering) {
-        ssize_t r = read(c->fd, buf, cap);
-        if (r > 0) wsl_metrics.bytes_received += (size_t)r;
-        return r;
-    }
     wsl_tls *t = conn_tls(c);
     ssize_t r = wsl_tls_read(t, buf, cap);
     if (r > 0) return r;
@@ -1235,7 +1232,6 @@ static ssize_t conn_read(wsl_conn *c, void *buf, size_t cap)
         errno = EAGAIN;
         return -1;
     }
-    /* A client that is no TLS client (plain HTTP, garbage), or went during the handshake. */
     bool hs = !wsl_tls_established(t);
     if (r == -EPROTO)
         wsl_conn_log(c, WSL_LOG_DEBUG, "TLS %s: %s", hs ? "handshake failed" : "error",
@@ -1246,6 +1242,16 @@ static ssize_t conn_read(wsl_conn *c, void *buf, size_t cap)
     if (r == 0) return 0;
     errno = (int)-r;
     return -1;
+}
+
+/* Bytes from the client, as read(2) returns them (-1 and errno): from the socket, or through
+ * TLS; while lingering, raw, since what comes then is discarded unread. */
+static inline ssize_t conn_read(wsl_conn *c, void *buf, size_t cap)
+{
+    if (c->tls && !c->lingering) return tls_read(c, buf, cap);
+    ssize_t r = read(c->fd, buf, cap);
+    if (r > 0) wsl_metrics.bytes_received += (size_t)r;
+    return r;
 }
 
 static void read_http(wsl_conn *c)
@@ -1321,19 +1327,14 @@ static void on_poll(uv_poll_t *h, int status, int events)
     }
     if (events & UV_WRITABLE) wsl_conn_flush(c);
     if (c->state == WSL_CONN_DEAD || !(events & UV_READABLE) || !(c->events & UV_READABLE)) return;
-    if (c->tls) wsl_tls_readable(conn_tls(c));
-    read_input(c);
-    /* Input OpenSSL kept (a full buffer) is read by the flush of this same iteration. */
-    if (c->state != WSL_CONN_DEAD && (c->events & UV_READABLE) && tls_held(c))
-        wsl_server_mark_dirty(c->srv, c);
-}
-
-static void read_input(wsl_conn *c)
-{
+    if (c->tls && !(events & HELD_INPUT)) wsl_tls_readable(conn_tls(c));
     if (c->state == WSL_CONN_HANDSHAKE || c->state == WSL_CONN_BODY || c->state == WSL_CONN_REQUEST)
         read_http(c);
     else
         read_frames(c);
+    /* Input OpenSSL kept (a full buffer) is read by the flush of this same iteration. */
+    if (c->tls && c->state != WSL_CONN_DEAD && (c->events & UV_READABLE) && tls_held(c))
+        wsl_server_mark_dirty(c->srv, c);
 }
 
 wsl_conn *wsl_conn_new(wsl_server *srv, int fd, wsl_tls_ctx *tls)

@@ -263,6 +263,7 @@ static void drain_loop(uv_loop_t *loop)
 
 int main(int argc, char **argv)
 {
+    wsl_tls_global_init(); /* before anything allocates through OpenSSL */
     wsl_options opt;
     switch (wsl_options_parse(&opt, argc, argv)) {
     case WSL_OPTIONS_EXIT:

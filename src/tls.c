@@ -7,9 +7,11 @@
 #include "tls.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <openssl/bio.h>
@@ -33,6 +35,86 @@ static uint8_t *cbuf; /* ciphertext the call in progress made */
 static size_t clen, ccap;
 static uint8_t *pbuf; /* WSL_TLS_BATCH bytes: queued frames gathered for one SSL_write */
 static char errbuf[256];
+
+/* ---- OpenSSL's record buffers ------------------------------------------------------------------
+ * SSL_MODE_RELEASE_BUFFERS has OpenSSL take a record buffer of about 17 KiB from malloc and give
+ * it back around every read and every write, so that idle connections hold none. glibc serves
+ * that size from its general bins: two malloc/free pairs cost about 1,400 instructions per
+ * echoed message. A stack of such blocks kept by the loop makes each a pop and a push. The
+ * blocks live in one mapping, so a free knows them by their address (pages are touched, and so
+ * resident, only as deep as the stack was ever used); other sizes, other threads and a stack
+ * run dry go to malloc as before. Not under AddressSanitizer, which must see every buffer. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RECBUF_POOL 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RECBUF_POOL 0
+#endif
+#endif
+#ifndef RECBUF_POOL
+#define RECBUF_POOL 1
+#endif
+#define RECBUF_MIN  16384       /* smaller requests are not record buffers */
+#define RECBUF_SIZE (18 * 1024) /* OpenSSL asks for 16 KiB of plaintext plus its overhead */
+#define RECBUF_N    32
+
+static uint8_t *arena; /* RECBUF_N blocks; mapped once, for the life of the process */
+static void *stack[RECBUF_N];
+static int depth;
+static pthread_t owner; /* the loop's thread: the only one that takes from the stack */
+
+static bool in_arena(const void *p)
+{
+    const uint8_t *b = p;
+    return arena && b >= arena && b < arena + (size_t)RECBUF_N * RECBUF_SIZE;
+}
+
+static void *ossl_malloc(size_t n, const char *file, int line)
+{
+    (void)file, (void)line;
+    if (n > RECBUF_MIN && n <= RECBUF_SIZE && depth && pthread_equal(pthread_self(), owner))
+        return stack[--depth];
+    return malloc(n);
+}
+
+static void ossl_free(void *p, const char *file, int line)
+{
+    (void)file, (void)line;
+    if (in_arena(p))
+        stack[depth++] = p;
+    else
+        free(p);
+}
+
+static void *ossl_realloc(void *p, size_t n, const char *file, int line)
+{
+    (void)file, (void)line;
+    if (!in_arena(p)) return realloc(p, n);
+    if (n <= RECBUF_SIZE) return p;
+    void *q = malloc(n);
+    if (q) {
+        memcpy(q, p, RECBUF_SIZE);
+        stack[depth++] = p;
+    }
+    return q;
+}
+
+void wsl_tls_global_init(void)
+{
+    if (!RECBUF_POOL || arena) return;
+    void *m = mmap(NULL, (size_t)RECBUF_N * RECBUF_SIZE, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return;
+    owner = pthread_self();
+    /* Refused once OpenSSL has allocated anything: then malloc it is, as before. */
+    if (!CRYPTO_set_mem_functions(ossl_malloc, ossl_realloc, ossl_free)) {
+        munmap(m, (size_t)RECBUF_N * RECBUF_SIZE);
+        return;
+    }
+    arena = m;
+    for (depth = 0; depth < RECBUF_N; depth++)
+        stack[depth] = arena + (size_t)(RECBUF_N - 1 - depth) * RECBUF_SIZE;
+}
 
 /* ---- the BIO ------------------------------------------------------------------------------ */
 
@@ -363,7 +445,8 @@ ssize_t wsl_tls_read(wsl_tls *t, void *buf, size_t cap)
     /* OpenSSL releases its read buffer after application data only: one that a handshake
      * record, or a read that found nothing, left empty goes now. */
     if (!got && !SSL_has_pending(t->ssl)) SSL_free_buffers(t->ssl);
-    int w = emit(t); /* the handshake's answers, alerts */
+    int w = emit(t);      /* the handshake's answers, alerts */
+    t->full = got == cap; /* stopped by the caller's buffer: OpenSSL may hold more */
     if (got) {
         if (r != -EAGAIN) t->ended = 1; /* reported by the next read */
         return (ssize_t)got;
@@ -374,7 +457,7 @@ ssize_t wsl_tls_read(wsl_tls *t, void *buf, size_t cap)
 
 bool wsl_tls_more(const wsl_tls *t)
 {
-    return t->ended || SSL_has_pending(t->ssl);
+    return t->full || t->ended;
 }
 
 int wsl_tls_write(wsl_tls *t, const void *p, size_t n)

@@ -13,6 +13,11 @@
 
 #include "buf.h"
 
+/* Call first thing in main, before anything uses OpenSSL: its record buffers then come from a
+ * small stack kept by the loop rather than from malloc (see tls.c). Optional: without it, or
+ * called too late, OpenSSL uses malloc. */
+void wsl_tls_global_init(void);
+
 /* OpenSSL's SSL_CTX, under its own struct name so that no caller needs OpenSSL's headers. */
 typedef struct ssl_ctx_st wsl_tls_ctx;
 
@@ -38,6 +43,7 @@ typedef struct wsl_tls {
     unsigned eof : 1;      /* the socket read EOF */
     unsigned notified : 1; /* close_notify is queued */
     unsigned ended : 1;    /* the end (or an error) came behind plaintext: the next read says it */
+    unsigned full : 1;     /* the last read filled the caller's buffer: OpenSSL may hold more */
     unsigned failed : 1;   /* TLS broke: no close_notify */
     int err;               /* errno of a failed socket read, 0 when none */
 } wsl_tls;
@@ -58,8 +64,10 @@ static inline void wsl_tls_readable(wsl_tls *t)
  * broke TLS (wsl_tls_error says how); another negative errno when the socket failed. */
 ssize_t wsl_tls_read(wsl_tls *t, void *buf, size_t cap);
 
-/* Whether OpenSSL holds input (plaintext, or records read ahead) that the socket's readiness
- * will not announce: the connection must read again without waiting for the poll. */
+/* Whether OpenSSL may hold input (plaintext, or records read ahead) that the socket's
+ * readiness will not announce: the last read stopped at a full buffer, or the end is still to
+ * be said. The connection must read again without waiting for the poll; a read that finds
+ * nothing clears it, so asking again always makes progress. */
 bool wsl_tls_more(const wsl_tls *t);
 
 /* Encrypt p[0..n) and hand the records to the kernel (what it does not take is kept). 0, or a

@@ -351,6 +351,22 @@ def test_client_that_does_not_trust_us(srv, pki, tmp_path):
     still_serves(srv, pki)
 
 
+def test_connection_limit_on_the_tls_port(pki):
+    """Past --max-connections a TLS client is closed at once, without an answer: a 503 would cost
+    a handshake. The plain port still answers 503."""
+    with Server("tls.lua", "--max-connections", "1", *tls_args(pki.cert, pki.key)) as s:
+        first = s.connect_tls(pki.client())
+        with raw_tls_socket(s.tls_port) as raw:
+            raw.sendall(tlsutil.client_hello())
+            assert read_to_eof(raw) == b""
+        s.wait_for_log(r"refusing connections: too many connections")
+        st, h, body = s.get("/")
+        assert st == 503 and h.get("retry-after") == "1"
+        first.send_text("still served")
+        assert first.recv_text() == "still served"
+        first.close_handshake()
+
+
 # --- certificates at start -----------------------------------------------------------------------
 
 def start_fails(*args):
