@@ -43,7 +43,18 @@ struct wsl_script {
     wsl_list sleepers;  /* ws.sleep timers (lspawn.c) */
     wsl_registry *metrics; /* ws.metric's (lmetric.c), freed with the state */
     bool ran;              /* the call wsl_protect_handler runs found its handler */
-    bool timed_out;        /* the last protected call ended by the time limit */
+    /* The handlers as the script defined them when it was (re)loaded (see cache_handlers): a
+     * registry slot each (the function, or false), read with lua_rawgeti, which is far cheaper
+     * than looking the global up by name for every event; bit k of `defined`: a function. */
+    int handler_refs[WSL_HANDLERS];
+    unsigned defined;
+    int kind_refs[2];        /* the strings "text" and "binary", pinned in the registry */
+    const char *kind_str[2]; /* ... and their bytes: interned, so a string is one by identity */
+    /* The text message the handler that runs now received, while its string is anchored under
+     * the call: sending it back needs no second UTF-8 check (NULL: none). */
+    const char *rx_text;
+    size_t rx_len;
+    bool timed_out; /* the last protected call ended by the time limit */
     /* The last error logged, so a repeated one is counted instead of logged each time. */
     char last_error[256];
     unsigned repeats;      /* since it was logged, or the count was */
