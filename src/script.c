@@ -397,18 +397,118 @@ static void track_coroutines(lua_State *L)
 
 /* ---- memory cap ------------------------------------------------------------------------- */
 
+/* Lua allocates and frees small blocks all the time (every message is a string, every call
+ * may make closures and tables) and frees them in batches when the collector runs, which
+ * overflows glibc's per-thread cache into its slower bins. Blocks of up to WSL_SMALL_MAX bytes
+ * therefore come from free lists of our own, one per 16-byte class, holding at most
+ * SMALL_POOL_BYTES in all; the rest goes to malloc. Drained where a failed call gives memory
+ * back (failed) and when the state closes. The memory cap counts the sizes Lua asked for, as
+ * before. Not under AddressSanitizer, which must see every block. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SMALL_POOL 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SMALL_POOL 0
+#endif
+#endif
+#ifndef SMALL_POOL
+#define SMALL_POOL 1
+#endif
+#define SMALL_POOL_BYTES (256 * 1024)
+
+/* A block's class, by the size Lua asked for (1..WSL_SMALL_MAX), and the class's block size.
+ * Every block of a class is at least that large, so any of them serves any request of the
+ * class. */
+static inline unsigned small_class(size_t n)
+{
+    return (unsigned)((n - 1) >> 4);
+}
+
+static inline size_t class_size(unsigned c)
+{
+    return (size_t)(c + 1) << 4;
+}
+
+static inline bool is_small(size_t n)
+{
+    return SMALL_POOL && n - 1 < WSL_SMALL_MAX; /* (0 is no block: wraps around) */
+}
+
+static inline void *small_get(wsl_script *s, size_t n)
+{
+    unsigned c = small_class(n);
+    void *p = s->small[c];
+    if (!p) return malloc(class_size(c));
+    s->small[c] = *(void **)p;
+    s->small_bytes -= class_size(c);
+    return p;
+}
+
+static inline void small_put(wsl_script *s, void *p, size_t n)
+{
+    unsigned c = small_class(n);
+    if (s->small_bytes + class_size(c) > SMALL_POOL_BYTES) {
+        free(p);
+        return;
+    }
+    *(void **)p = s->small[c];
+    s->small[c] = p;
+    s->small_bytes += class_size(c);
+}
+
+/* Give the free lists back to malloc. */
+static void small_drain(wsl_script *s)
+{
+    for (unsigned c = 0; c < WSL_SMALL_MAX / 16; c++) {
+        while (s->small[c]) {
+            void *p = s->small[c];
+            s->small[c] = *(void **)p;
+            free(p);
+        }
+    }
+    s->small_bytes = 0;
+}
+
+/* The uncommon cases of lalloc: large blocks, and blocks that change size. On failure the old
+ * block is left as it was, as Lua requires. */
+static __attribute__((noinline)) void *lalloc_other(wsl_script *s, void *ptr, size_t old,
+                                                    size_t nsize)
+{
+    if (nsize == 0) {
+        free(ptr);
+        return NULL;
+    }
+    if (!is_small(old) && !is_small(nsize)) return realloc(ptr, nsize); /* (old 0: malloc) */
+    if (is_small(old) && is_small(nsize) && small_class(old) == small_class(nsize)) return ptr;
+    void *p = is_small(nsize) ? small_get(s, nsize) : malloc(nsize);
+    if (!p || !ptr) return p;
+    memcpy(p, ptr, old < nsize ? old : nsize);
+    if (is_small(old))
+        small_put(s, ptr, old);
+    else
+        free(ptr);
+    return p;
+}
+
 static void *lalloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     wsl_script *s = ud;
-    size_t old = ptr ? osize : 0;
+    size_t old = ptr ? osize : 0; /* (without a block, osize says what kind of object) */
+    void *p;
     if (nsize == 0) {
-        free(ptr);
         s->mem -= old;
+        if (is_small(old))
+            small_put(s, ptr, old);
+        else
+            lalloc_other(s, ptr, old, 0);
         return NULL;
     }
     if (s->mem_limit && nsize > old && s->mem - old + nsize > s->mem_limit)
         return NULL; /* Lua collects garbage and retries, then raises "not enough memory" */
-    void *p = realloc(ptr, nsize);
+    if (!ptr && is_small(nsize))
+        p = small_get(s, nsize);
+    else
+        p = lalloc_other(s, ptr, old, nsize);
     if (p) s->mem = s->mem - old + nsize;
     if (s->mem > s->peak) s->peak = s->mem;
     return p;
@@ -615,6 +715,7 @@ static void failed(wsl_script *s, failure *f, bool grew)
      * reach, and free pages glibc keeps: give them back now. */
     if (grew) {
         lua_gc(L, LUA_GCCOLLECT);
+        small_drain(s);
         malloc_trim(0);
     }
     if (!described) {
@@ -1080,6 +1181,7 @@ void wsl_script_free(wsl_script *s)
         setitimer(ITIMER_REAL, &off, NULL);
         alarm_armed = 0;
     }
+    small_drain(s);
     wsl_registry_free(s->metrics);
     running = NULL;
     free(s->runners);

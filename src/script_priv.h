@@ -21,12 +21,18 @@
 #define WSL_TIMER_MT   "wsluad.timer"
 #define WSL_REQUEST_MT "wsluad.request"
 
+/* Lua's blocks of up to WSL_SMALL_MAX bytes come from free lists, one per 16-byte class
+ * (script.c's lalloc). */
+#define WSL_SMALL_MAX 128
+
 /* Owned by main: created by wsl_script_new, freed by wsl_script_free after the loop ended. */
 struct wsl_script {
     lua_State *L;
     wsl_server *srv;
     char *path; /* the script file */
     size_t mem, mem_limit;
+    void *small[WSL_SMALL_MAX / 16]; /* the free lists (each block's first word: the next) */
+    size_t small_bytes;              /* in them */
     size_t peak;         /* the highest mem during the current protected call (see wsl_protect) */
     int depth;           /* nested protected calls in progress (index into runners) */
     lua_State **runners; /* runners[d]: the thread that runs calls at depth d (see script.c) */
