@@ -1227,11 +1227,9 @@ static int handler_body(lua_State *L)
     case ARGS_CONN:
         break;
     case ARGS_MESSAGE:
-        lua_pushlstring(L, (const char *)h->data, h->len);
-        if (!h->binary) { /* this frame keeps the string for the call (see dispatch) */
-            s->rx_text = lua_tostring(L, -1);
-            s->rx_len = h->len;
-        }
+        s->rx_text = lua_pushlstring(L, (const char *)h->data, h->len);
+        s->rx_len = h->len; /* this frame keeps the string for the call (see dispatch) */
+        if (h->binary) s->rx_text = NULL;
         lua_rawgeti(L, LUA_REGISTRYINDEX, s->kind_refs[h->binary]);
         n = 3;
         break;
@@ -1280,11 +1278,9 @@ static bool call_direct(wsl_script *s, const handler_call *h)
     if (h->args == ARGS_MESSAGE) {
         /* Below the handler, the runner's stack keeps the string for the whole call, whatever
          * the handler does with its argument: rx_text stays valid (see wsl_lcheck_msg). */
-        lua_pushlstring(co, (const char *)h->data, h->len);
-        if (!h->binary) {
-            s->rx_text = lua_tostring(co, -1);
-            s->rx_len = h->len;
-        }
+        s->rx_text = lua_pushlstring(co, (const char *)h->data, h->len);
+        s->rx_len = h->len;
+        if (h->binary) s->rx_text = NULL;
     }
     lua_rawgeti(co, LUA_REGISTRYINDEX, s->handler_refs[h->kind]);
     wsl_lconn_push(co, h->c);
