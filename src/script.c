@@ -769,10 +769,18 @@ static int run_resume(wsl_script *s, const run_state *r, lua_State *co, int narg
     int nres, st = lua_resume(co, outer ? outer : s->L, nargs, &nres);
     bool waiting = s->waiting;
     s->waiting = r->outer_waiting;
-    const char *why = overrun ? overrun_why : "attempt to yield from outside a coroutine";
+    bool overrun_seen = overrun;
+    if (st == LUA_OK && !overrun_seen) { /* the common case, first */
+        s->timed_out = false;
+        call_end(s, outer);
+        if (s->peak < outer_peak) s->peak = outer_peak;
+        lua_settop(co, 0);
+        return 1;
+    }
+    const char *why = overrun_seen ? overrun_why : "attempt to yield from outside a coroutine";
     /* The outermost call told to stop fails even if it returned first: the stop reached a
      * coroutine whose coroutine.resume returned false, and the script went on to return. */
-    bool overrun_seen = overrun, stopped = overrun && s->depth == 1;
+    bool stopped = overrun_seen && s->depth == 1;
     s->timed_out = overrun_seen && overrun_why == timeout_msg;
     call_end(s, outer);
     bool grew = s->peak > mem_before + TRIM_GROWTH;
