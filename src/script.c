@@ -469,49 +469,57 @@ static void small_drain(wsl_script *s)
     s->small_bytes = 0;
 }
 
-/* The uncommon cases of lalloc: large blocks, and blocks that change size. On failure the old
- * block is left as it was, as Lua requires. */
-static __attribute__((noinline)) void *lalloc_other(wsl_script *s, void *ptr, size_t old,
-                                                    size_t nsize)
+/* Count a block of n bytes more (under the cap, which the caller checked). */
+static inline void *counted(wsl_script *s, void *p, size_t old, size_t n)
 {
-    if (nsize == 0) {
-        free(ptr);
-        return NULL;
-    }
-    if (!is_small(old) && !is_small(nsize)) return realloc(ptr, nsize); /* (old 0: malloc) */
-    if (is_small(old) && is_small(nsize) && small_class(old) == small_class(nsize)) return ptr;
+    if (!p) return NULL;
+    s->mem = s->mem - old + n;
+    if (s->mem > s->peak) s->peak = s->mem;
+    return p;
+}
+
+/* Whether a block growing from old to n bytes would pass the cap: Lua then collects garbage
+ * and retries, then raises "not enough memory". */
+static inline bool over_cap(const wsl_script *s, size_t old, size_t n)
+{
+    return s->mem_limit && n > old && s->mem - old + n > s->mem_limit;
+}
+
+/* A block that changes size (the uncommon case). On failure the old block is left as it was,
+ * as Lua requires. */
+static __attribute__((noinline)) void *lalloc_resize(wsl_script *s, void *ptr, size_t old,
+                                                     size_t nsize)
+{
+    if (over_cap(s, old, nsize)) return NULL;
+    if (!is_small(old) && !is_small(nsize)) return counted(s, realloc(ptr, nsize), old, nsize);
+    if (is_small(old) && is_small(nsize) && small_class(old) == small_class(nsize))
+        return counted(s, ptr, old, nsize);
     void *p = is_small(nsize) ? small_get(s, nsize) : malloc(nsize);
-    if (!p || !ptr) return p;
+    if (!p) return NULL;
     memcpy(p, ptr, old < nsize ? old : nsize);
     if (is_small(old))
         small_put(s, ptr, old);
     else
         free(ptr);
-    return p;
+    return counted(s, p, old, nsize);
 }
 
 static void *lalloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     wsl_script *s = ud;
-    size_t old = ptr ? osize : 0; /* (without a block, osize says what kind of object) */
-    void *p;
-    if (nsize == 0) {
-        s->mem -= old;
-        if (is_small(old))
-            small_put(s, ptr, old);
+    if (nsize == 0) { /* free */
+        if (!ptr) return NULL;
+        s->mem -= osize;
+        if (is_small(osize))
+            small_put(s, ptr, osize);
         else
-            lalloc_other(s, ptr, old, 0);
+            free(ptr);
         return NULL;
     }
-    if (s->mem_limit && nsize > old && s->mem - old + nsize > s->mem_limit)
-        return NULL; /* Lua collects garbage and retries, then raises "not enough memory" */
-    if (!ptr && is_small(nsize))
-        p = small_get(s, nsize);
-    else
-        p = lalloc_other(s, ptr, old, nsize);
-    if (p) s->mem = s->mem - old + nsize;
-    if (s->mem > s->peak) s->peak = s->mem;
-    return p;
+    if (ptr) return lalloc_resize(s, ptr, osize, nsize);
+    /* A new block (osize then says what kind of object it is for). */
+    if (over_cap(s, 0, nsize)) return NULL;
+    return counted(s, is_small(nsize) ? small_get(s, nsize) : malloc(nsize), 0, nsize);
 }
 
 /* ---- protected calls ------------------------------------------------------------------------ */
