@@ -404,11 +404,13 @@ static void track_coroutines(lua_State *L)
  * SMALL_POOL_BYTES in all; the rest goes to malloc. Drained where a failed call gives memory
  * back (failed) and when the state closes. The memory cap counts the sizes Lua asked for, as
  * before. Not under AddressSanitizer, which must see every block. */
+#ifndef SMALL_POOL /* (-DSMALL_POOL=1 checks the pool itself under the sanitizer) */
 #if defined(__SANITIZE_ADDRESS__)
 #define SMALL_POOL 0
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
 #define SMALL_POOL 0
+#endif
 #endif
 #endif
 #ifndef SMALL_POOL
