@@ -1035,32 +1035,34 @@ wsl_script *wsl_script_new(wsl_server *srv, const char *path)
 static int cache_handlers_body(lua_State *L)
 {
     wsl_script *s = wsl_script_of(L);
+    /* All or nothing: what may need memory (the names) first, then only reads and writes of
+     * existing registry slots, which cannot fail. */
     lua_pushglobaltable(L);
-    for (int k = 0; k < WSL_HANDLERS; k++) {
-        if (k == WSL_HANDLER_TIMER) continue;
+    int g = lua_gettop(L);
+    for (int k = 0; k < WSL_HANDLERS; k++)
         lua_pushstring(L, wsl_handler_names[k]);
-        bool fn = lua_rawget(L, -2) == LUA_TFUNCTION;
+    for (int k = 0; k < WSL_HANDLERS; k++) {
+        lua_pushvalue(L, g + 1 + k);
+        bool fn = k != WSL_HANDLER_TIMER && lua_rawget(L, g) == LUA_TFUNCTION;
         if (!fn) {
             lua_pop(L, 1);
             lua_pushboolean(L, 0);
         }
-        lua_rawseti(L, LUA_REGISTRYINDEX, s->handler_refs[k]); /* an existing slot: no memory */
+        lua_rawseti(L, LUA_REGISTRYINDEX, s->handler_refs[k]);
         s->defined = fn ? s->defined | 1u << k : s->defined & ~(1u << k);
     }
     return 0;
 }
 
-static void cache_handlers(wsl_script *s)
+static bool cache_handlers(wsl_script *s)
 {
-    wsl_protect(s, cache_handlers_body, NULL, "loading the handlers", NULL);
+    return wsl_protect(s, cache_handlers_body, NULL, "loading the handlers", NULL);
 }
 
 int wsl_script_load(wsl_script *s)
 {
     if (!s->L || compile(s) != 0) return -1;
-    if (!wsl_protect(s, run_body, NULL, s->path, NULL)) return -1;
-    cache_handlers(s);
-    return 0;
+    return wsl_protect(s, run_body, NULL, s->path, NULL) && cache_handlers(s) ? 0 : -1;
 }
 
 /* Raw, as cache_handlers reads them. */
@@ -1104,7 +1106,7 @@ int wsl_script_reload(wsl_script *s)
     }
     if (!wsl_protect(s, save_handlers_body, NULL, "reload", NULL)) return -1;
     unsigned old = s->gen++;
-    if (!wsl_protect(s, run_body, NULL, s->path, NULL)) {
+    if (!wsl_protect(s, run_body, NULL, s->path, NULL) || !cache_handlers(s)) {
         wsl_ltimer_stop(s, WSL_TIMERS_GEN, s->gen); /* whatever the failed top level started */
         s->gen = old;
         /* The globals as they were; the cache, untouched, still holds the running handlers. */
@@ -1113,7 +1115,6 @@ int wsl_script_reload(wsl_script *s)
         return -1;
     }
     wsl_ltimer_stop(s, WSL_TIMERS_OTHER_GENS, s->gen);
-    cache_handlers(s);
     lua_pushnil(s->L);
     lua_rawsetp(s->L, LUA_REGISTRYINDEX, &saved_key);
     wsl_info("reloaded %s", s->path);
