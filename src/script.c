@@ -471,7 +471,7 @@ static void small_drain(wsl_script *s)
     s->small_bytes = 0;
 }
 
-/* Count a block of n bytes more (under the cap, which the caller checked). */
+/* The block p, if any, now counts n bytes instead of old (the caller checked the cap). */
 static inline void *counted(wsl_script *s, void *p, size_t old, size_t n)
 {
     if (!p) return NULL;
