@@ -10,14 +10,20 @@
 
 /* The box: the connection (cleared on release) and what stays readable afterwards. */
 typedef struct lconn {
-    wsl_lhandle h; /* h.p: the wsl_conn */
+    wsl_lhandle h;     /* h.p: the wsl_conn */
+    const void *magic; /* &conn_magic: a conn box (see check_box) */
     uint64_t id;
     bool secure;
 } lconn;
 
+static const char conn_magic;
+
 /* The conn metatable, anchored in the registry for the state's life, so its address identifies
  * it (see wsl_lhandle_check). */
 static const void *conn_mt;
+
+/* The bytes of the interned string "send", a key of the methods table (which keeps it). */
+static const char *send_key;
 
 void wsl_lconn_push(lua_State *L, wsl_conn *c)
 {
@@ -27,14 +33,20 @@ void wsl_lconn_push(lua_State *L, wsl_conn *c)
     }
     int ref;
     lconn *u = wsl_lhandle_new(L, sizeof *u, 1, WSL_CONN_MT, c, &ref);
+    u->magic = &conn_magic;
     u->id = wsl_conn_id(c);
     u->secure = c->secure;
     c->udata = (uint32_t)ref;
 }
 
-static lconn *check_box(lua_State *L, int i)
+/* Every method checks its object: by the box's size and mark, which is cheaper than fetching
+ * its metatable (a light userdata has no size, so it is never read). Only Lua's own objects and
+ * C modules make userdata, and no script can write the mark into one. */
+static inline lconn *check_box(lua_State *L, int i)
 {
-    return wsl_lhandle_check(L, i, conn_mt, WSL_CONN_MT);
+    lconn *u = lua_touserdata(L, i);
+    if (u && lua_rawlen(L, i) == sizeof *u && u->magic == &conn_magic) return u;
+    return wsl_lhandle_check(L, i, conn_mt, WSL_CONN_MT); /* raises */
 }
 
 wsl_conn *wsl_lconn_check(lua_State *L, int i)
@@ -131,10 +143,17 @@ static bool push_live_field(lua_State *L, const wsl_conn *c, const char *k)
     return false;
 }
 
+static int conn_send(lua_State *L);
+
 static int conn_index(lua_State *L)
 {
-    /* Methods first, and before any check: conn:send is looked up for every message, and
-     * the method itself checks its argument. */
+    /* Methods first, and before any check: conn:send is looked up for every message (by the
+     * identity of the interned key before any table lookup), and the method itself checks its
+     * argument. */
+    if (lua_tostring(L, 2) == send_key) { /* (a number key becomes a string: no method either) */
+        lua_pushcfunction(L, conn_send);  /* the value methods.send holds */
+        return 1;
+    }
     lua_pushvalue(L, 2);
     if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
     lua_pop(L, 1);
@@ -204,7 +223,12 @@ static int conn_tostring(lua_State *L)
 
 static int kind_opcode(lua_State *L, int i)
 {
-    const char *k = lua_isnoneornil(L, i) ? "text" : lua_tostring(L, i);
+    /* "text" and "binary" are short strings, so interned: recognised by identity first. */
+    const wsl_script *s = wsl_script_of(L);
+    const char *k = lua_tostring(L, i);
+    if (k == s->kind_str[0]) return WSL_OP_TEXT;
+    if (k == s->kind_str[1]) return WSL_OP_BINARY;
+    if (lua_isnoneornil(L, i)) k = "text";
     if (k && strcmp(k, "text") == 0) return WSL_OP_TEXT;
     if (k && strcmp(k, "binary") == 0) return WSL_OP_BINARY;
     return luaL_argerror(L, i, "kind must be \"text\" or \"binary\"");
@@ -213,9 +237,14 @@ static int kind_opcode(lua_State *L, int i)
 void wsl_lcheck_msg(lua_State *L, int i, wsl_msg *m, const char *fn)
 {
     size_t len;
-    const char *p = luaL_checklstring(L, i, &len);
+    const char *p = lua_tolstring(L, i, &len); /* as luaL_checklstring, without its extra calls */
+    if (!p) p = luaL_checklstring(L, i, &len); /* raises */
     int op = kind_opcode(L, i + 1);
-    if (op == WSL_OP_TEXT && !wsl_utf8_valid(p, len))
+    const wsl_script *s = wsl_script_of(L);
+    /* The text message being handled was checked when it arrived: sent back as it is (the very
+     * string, kept alive under the call, see script.c), it is not checked again. */
+    bool checked = p == s->rx_text && len == s->rx_len;
+    if (op == WSL_OP_TEXT && !checked && !wsl_utf8_valid(p, len))
         luaL_error(L, "%s: text is not valid UTF-8 (send it as \"binary\")", fn);
     wsl_msg_init(m, op, p, len);
 }
@@ -249,7 +278,7 @@ static int conn_send(lua_State *L)
     wsl_msg m;
     wsl_lcheck_msg(L, 2, &m, "conn:send");
     int r = c ? wsl_conn_send(c, &m) : WSL_ECLOSED;
-    wsl_msg_release(&m);
+    if (m.shared || m.zmade) wsl_msg_release(&m); /* (nothing was made for one small frame) */
     return wsl_lresult(L, r);
 }
 
@@ -328,6 +357,9 @@ void wsl_lconn_open(lua_State *L)
     luaL_newmetatable(L, WSL_CONN_MT);
     conn_mt = lua_topointer(L, -1);
     luaL_newlib(L, conn_methods);
+    lua_pushliteral(L, "send");
+    send_key = lua_tostring(L, -1);
+    lua_pop(L, 1);
     lua_pushcclosure(L, conn_index, 1);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, conn_newindex);

@@ -19,7 +19,6 @@
 #define TICKS         4                   /* time-limit checks per --handler-timeout */
 #define TRIM_GROWTH   (16u * 1024 * 1024) /* heap growth in a failed call worth giving back */
 #define REPEAT_WINDOW 10000               /* ms: identical errors are counted, not logged */
-#define HANDLER_COUNT 7
 
 /* Registry keys (their addresses). */
 static char err_value_key, err_trace_key, saved_key, chunk_key, last_key;
@@ -398,21 +397,131 @@ static void track_coroutines(lua_State *L)
 
 /* ---- memory cap ------------------------------------------------------------------------- */
 
+/* Lua allocates and frees small blocks all the time (every message is a string, every call
+ * may make closures and tables) and frees them in batches when the collector runs, which
+ * overflows glibc's per-thread cache into its slower bins. Blocks of up to WSL_SMALL_MAX bytes
+ * therefore come from free lists of our own, one per 16-byte class, holding at most
+ * SMALL_POOL_BYTES in all; the rest goes to malloc. Drained where a failed call gives memory
+ * back (failed) and when the state closes. The memory cap counts the sizes Lua asked for, as
+ * before. Not under AddressSanitizer, which must see every block. */
+#ifndef SMALL_POOL /* (-DSMALL_POOL=1 checks the pool itself under the sanitizer) */
+#if defined(__SANITIZE_ADDRESS__)
+#define SMALL_POOL 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SMALL_POOL 0
+#endif
+#endif
+#endif
+#ifndef SMALL_POOL
+#define SMALL_POOL 1
+#endif
+#define SMALL_POOL_BYTES (256 * 1024)
+
+/* A block's class, by the size Lua asked for (1..WSL_SMALL_MAX), and the class's block size.
+ * Every block of a class is at least that large, so any of them serves any request of the
+ * class. */
+static inline unsigned small_class(size_t n)
+{
+    return (unsigned)((n - 1) >> 4);
+}
+
+static inline size_t class_size(unsigned c)
+{
+    return (size_t)(c + 1) << 4;
+}
+
+static inline bool is_small(size_t n)
+{
+    return SMALL_POOL && n - 1 < WSL_SMALL_MAX; /* (0 is no block: wraps around) */
+}
+
+static inline void *small_get(wsl_script *s, size_t n)
+{
+    unsigned c = small_class(n);
+    void *p = s->small[c];
+    if (!p) return malloc(class_size(c));
+    s->small[c] = *(void **)p;
+    s->small_bytes -= class_size(c);
+    return p;
+}
+
+static inline void small_put(wsl_script *s, void *p, size_t n)
+{
+    unsigned c = small_class(n);
+    if (s->small_bytes + class_size(c) > SMALL_POOL_BYTES) {
+        free(p);
+        return;
+    }
+    *(void **)p = s->small[c];
+    s->small[c] = p;
+    s->small_bytes += class_size(c);
+}
+
+/* Give the free lists back to malloc. */
+static void small_drain(wsl_script *s)
+{
+    for (unsigned c = 0; c < WSL_SMALL_MAX / 16; c++) {
+        while (s->small[c]) {
+            void *p = s->small[c];
+            s->small[c] = *(void **)p;
+            free(p);
+        }
+    }
+    s->small_bytes = 0;
+}
+
+/* The block p, if any, now counts n bytes instead of old (the caller checked the cap). */
+static inline void *counted(wsl_script *s, void *p, size_t old, size_t n)
+{
+    if (!p) return NULL;
+    s->mem = s->mem - old + n;
+    if (s->mem > s->peak) s->peak = s->mem;
+    return p;
+}
+
+/* Whether a block growing from old to n bytes would pass the cap: Lua then collects garbage
+ * and retries, then raises "not enough memory". */
+static inline bool over_cap(const wsl_script *s, size_t old, size_t n)
+{
+    return s->mem_limit && n > old && s->mem - old + n > s->mem_limit;
+}
+
+/* A block that changes size (the uncommon case). On failure the old block is left as it was,
+ * as Lua requires. */
+static __attribute__((noinline)) void *lalloc_resize(wsl_script *s, void *ptr, size_t old,
+                                                     size_t nsize)
+{
+    if (over_cap(s, old, nsize)) return NULL;
+    if (!is_small(old) && !is_small(nsize)) return counted(s, realloc(ptr, nsize), old, nsize);
+    if (is_small(old) && is_small(nsize) && small_class(old) == small_class(nsize))
+        return counted(s, ptr, old, nsize);
+    void *p = is_small(nsize) ? small_get(s, nsize) : malloc(nsize);
+    if (!p) return NULL;
+    memcpy(p, ptr, old < nsize ? old : nsize);
+    if (is_small(old))
+        small_put(s, ptr, old);
+    else
+        free(ptr);
+    return counted(s, p, old, nsize);
+}
+
 static void *lalloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     wsl_script *s = ud;
-    size_t old = ptr ? osize : 0;
-    if (nsize == 0) {
-        free(ptr);
-        s->mem -= old;
+    if (nsize == 0) { /* free */
+        if (!ptr) return NULL;
+        s->mem -= osize;
+        if (is_small(osize))
+            small_put(s, ptr, osize);
+        else
+            free(ptr);
         return NULL;
     }
-    if (s->mem_limit && nsize > old && s->mem - old + nsize > s->mem_limit)
-        return NULL; /* Lua collects garbage and retries, then raises "not enough memory" */
-    void *p = realloc(ptr, nsize);
-    if (p) s->mem = s->mem - old + nsize;
-    if (s->mem > s->peak) s->peak = s->mem;
-    return p;
+    if (ptr) return lalloc_resize(s, ptr, osize, nsize);
+    /* A new block (osize then says what kind of object it is for). */
+    if (over_cap(s, 0, nsize)) return NULL;
+    return counted(s, is_small(nsize) ? small_get(s, nsize) : malloc(nsize), 0, nsize);
 }
 
 /* ---- protected calls ------------------------------------------------------------------------ */
@@ -616,6 +725,7 @@ static void failed(wsl_script *s, failure *f, bool grew)
      * reach, and free pages glibc keeps: give them back now. */
     if (grew) {
         lua_gc(L, LUA_GCCOLLECT);
+        small_drain(s);
         malloc_trim(0);
     }
     if (!described) {
@@ -634,27 +744,53 @@ int wsl_body_done(lua_State *L, int status, lua_KContext ctx)
     return 0;
 }
 
-/* Resume co under the time limit: a runner (at depth d) holding a body and its argument, or a
- * coroutine of ws.spawn holding what it is resumed with (d < 0). 1: it finished; 0: a coroutine
- * of ws.spawn yields to wait (it called wsl_spawn_waiting); -1: it failed, which is logged. */
-static int run(wsl_script *s, lua_State *co, int nargs, int d, const char *what, const wsl_conn *c)
+/* What run_begin kept of the call around it, for run_resume. */
+typedef struct run_state {
+    lua_State *outer;
+    size_t mem_before, outer_peak;
+    bool outer_waiting;
+} run_state;
+
+/* A call on co starts: from here on it is under the time limit and its memory is counted, so
+ * what is pushed for it after this (which may run finalizers) is part of the call. */
+static inline void run_begin(wsl_script *s, lua_State *co, run_state *r)
 {
-    bool spawned = d < 0;
-    size_t mem_before = s->mem, outer_peak = s->peak;
+    r->mem_before = s->mem;
+    r->outer_peak = s->peak;
     s->peak = s->mem;
-    lua_State *outer = call_begin(s, co);
+    r->outer = call_begin(s, co);
     /* A run inside a run (ws.spawn called by a spawned function) must not leave its own
      * `waiting` behind: the outer coroutine's coroutine.yield() would pass for a wait that
      * nothing ever ends. */
-    bool outer_waiting = s->waiting;
+    r->outer_waiting = s->waiting;
     s->waiting = false;
+}
+
+/* Resume co, begun with run_begin: a runner (at depth d) holding a body and its argument or a
+ * handler and its arguments, or a coroutine of ws.spawn holding what it is resumed with (d < 0).
+ * 1: it finished; 0: a coroutine of ws.spawn yields to wait (it called wsl_spawn_waiting); -1: it
+ * failed, which is logged. */
+static int run_resume(wsl_script *s, const run_state *r, lua_State *co, int nargs, int d,
+                      const char *what, const wsl_conn *c)
+{
+    bool spawned = d < 0;
+    lua_State *outer = r->outer;
+    size_t mem_before = r->mem_before, outer_peak = r->outer_peak;
     int nres, st = lua_resume(co, outer ? outer : s->L, nargs, &nres);
     bool waiting = s->waiting;
-    s->waiting = outer_waiting;
-    const char *why = overrun ? overrun_why : "attempt to yield from outside a coroutine";
+    s->waiting = r->outer_waiting;
+    bool overrun_seen = overrun;
+    if (st == LUA_OK && !overrun_seen) { /* the common case, first */
+        s->timed_out = false;
+        call_end(s, outer);
+        if (s->peak < outer_peak) s->peak = outer_peak;
+        lua_settop(co, 0);
+        return 1;
+    }
+    const char *why = overrun_seen ? overrun_why : "attempt to yield from outside a coroutine";
     /* The outermost call told to stop fails even if it returned first: the stop reached a
      * coroutine whose coroutine.resume returned false, and the script went on to return. */
-    bool overrun_seen = overrun, stopped = overrun && s->depth == 1;
+    bool stopped = overrun_seen && s->depth == 1;
     s->timed_out = overrun_seen && overrun_why == timeout_msg;
     call_end(s, outer);
     bool grew = s->peak > mem_before + TRIM_GROWTH;
@@ -674,6 +810,7 @@ static int run(wsl_script *s, lua_State *co, int nargs, int d, const char *what,
         lua_settop(co, 0);
         st = LUA_YIELD; /* failed_body: the message is `why` */
     }
+    s->rx_text = NULL; /* its string may be collected from here on (failed runs finalizers) */
     /* An error while the call was over its time may come from the hook (see drop_runner). */
     failure f = {.co = co,
                  .status = st,
@@ -705,9 +842,11 @@ bool wsl_protect(wsl_script *s, lua_CFunction body, void *arg, const char *what,
         wsl_error("Lua error in %s: not enough memory for a call", what);
         return false;
     }
+    run_state r;
+    run_begin(s, co, &r);
     lua_pushcfunction(co, body);
     lua_pushlightuserdata(co, arg);
-    return run(s, co, 1, d, what, c) > 0;
+    return run_resume(s, &r, co, 1, d, what, c) > 0;
 }
 
 static uint64_t now_ns(void)
@@ -731,7 +870,9 @@ bool wsl_protect_handler(wsl_script *s, wsl_handler_kind k, lua_CFunction body, 
 
 int wsl_resume_spawned(wsl_script *s, lua_State *co, int nargs, const wsl_conn *c)
 {
-    return run(s, co, nargs, -1, "a function run by ws.spawn", c);
+    run_state r;
+    run_begin(s, co, &r);
+    return run_resume(s, &r, co, nargs, -1, "a function run by ws.spawn", c);
 }
 
 /* ---- the state, loading and reload -------------------------------------------------------- */
@@ -782,6 +923,18 @@ static int setup_body(lua_State *L)
     wsl_lconn_open(L);
     wsl_lrequest_open(L);
     wsl_ltimer_open(L);
+    /* The slots of the handler cache and the kind strings: made once, so that refreshing the
+     * cache only overwrites existing registry slots (which allocates nothing). */
+    for (int k = 0; k < WSL_HANDLERS; k++) {
+        lua_pushboolean(L, 0);
+        s->handler_refs[k] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_pushliteral(L, "text");
+    s->kind_str[0] = lua_tostring(L, -1);
+    s->kind_refs[0] = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushliteral(L, "binary");
+    s->kind_str[1] = lua_tostring(L, -1);
+    s->kind_refs[1] = luaL_ref(L, LUA_REGISTRYINDEX);
     /* Handlers make short-lived strings (every message is one): the generational collector
      * handles those with far less work than the incremental one. */
     lua_gc(L, LUA_GCGEN, 0, 0);
@@ -830,6 +983,15 @@ static int run_body(lua_State *L)
     return 0;
 }
 
+/* Lua raised an error outside any protected call: only a failed allocation can, while a
+ * handler's arguments are pushed (see direct_ok). Lua would abort without a word. */
+static int on_panic(lua_State *L)
+{
+    const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
+    wsl_error("Lua error outside a protected call (out of memory?): %s: aborting", msg);
+    abort();
+}
+
 wsl_script *wsl_script_new(wsl_server *srv, const char *path)
 {
     wsl_script *s = calloc(1, sizeof *s);
@@ -845,6 +1007,7 @@ wsl_script *wsl_script_new(wsl_server *srv, const char *path)
         wsl_script_free(s);
         return NULL;
     }
+    lua_atpanic(s->L, on_panic);
     *(wsl_script **)lua_getextraspace(s->L) = s;
 
     handler_timeout = wsl_server_options(srv)->handler_timeout;
@@ -864,24 +1027,54 @@ wsl_script *wsl_script_new(wsl_server *srv, const char *path)
     return s;
 }
 
+/* The handlers are the script's globals named after them (wsl_handler_names; timers have none)
+ * as they stand once its top level has run: looked up here, once per load and successful reload
+ * (a failed one leaves the cache as it was), not for every event. A handler the script assigns
+ * later (in a handler or a timer) is seen at the next reload. Raw lookups: a "strict" __index on _G
+ * that raises for undefined globals must not make a handler the script leaves out an error. */
+static int cache_handlers_body(lua_State *L)
+{
+    wsl_script *s = wsl_script_of(L);
+    /* All or nothing: what may need memory (the names) first, then only reads and writes of
+     * existing registry slots, which cannot fail. */
+    lua_pushglobaltable(L);
+    int g = lua_gettop(L);
+    for (int k = 0; k < WSL_HANDLERS; k++)
+        lua_pushstring(L, wsl_handler_names[k]);
+    for (int k = 0; k < WSL_HANDLERS; k++) {
+        lua_pushvalue(L, g + 1 + k);
+        bool fn = k != WSL_HANDLER_TIMER && lua_rawget(L, g) == LUA_TFUNCTION;
+        if (!fn) {
+            lua_pop(L, 1);
+            lua_pushboolean(L, 0);
+        }
+        lua_rawseti(L, LUA_REGISTRYINDEX, s->handler_refs[k]);
+        s->defined = fn ? s->defined | 1u << k : s->defined & ~(1u << k);
+    }
+    return 0;
+}
+
+static bool cache_handlers(wsl_script *s)
+{
+    return wsl_protect(s, cache_handlers_body, NULL, "loading the handlers", NULL);
+}
+
 int wsl_script_load(wsl_script *s)
 {
     if (!s->L || compile(s) != 0) return -1;
-    return wsl_protect(s, run_body, NULL, s->path, NULL) ? 0 : -1;
+    return wsl_protect(s, run_body, NULL, s->path, NULL) && cache_handlers(s) ? 0 : -1;
 }
 
-static const char *const handler_names[HANDLER_COUNT] = {
-    "on_open", "on_message", "on_close", "on_error", "on_upgrade", "on_drain", "on_request"};
-
-/* Raw, as get_handler reads them. */
+/* Raw, as cache_handlers reads them. */
 static int save_handlers_body(lua_State *L)
 {
-    lua_createtable(L, 0, HANDLER_COUNT);
+    lua_createtable(L, 0, WSL_HANDLERS);
     lua_pushglobaltable(L);
-    for (int i = 0; i < HANDLER_COUNT; i++) {
-        lua_pushstring(L, handler_names[i]);
+    for (int k = 0; k < WSL_HANDLERS; k++) {
+        if (k == WSL_HANDLER_TIMER) continue;
+        lua_pushstring(L, wsl_handler_names[k]);
         lua_rawget(L, -2);
-        lua_setfield(L, -3, handler_names[i]);
+        lua_setfield(L, -3, wsl_handler_names[k]);
     }
     lua_pop(L, 1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &saved_key);
@@ -892,9 +1085,10 @@ static int restore_handlers_body(lua_State *L)
 {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &saved_key);
     lua_pushglobaltable(L);
-    for (int i = 0; i < HANDLER_COUNT; i++) {
-        lua_pushstring(L, handler_names[i]);
-        lua_getfield(L, -3, handler_names[i]);
+    for (int k = 0; k < WSL_HANDLERS; k++) {
+        if (k == WSL_HANDLER_TIMER) continue;
+        lua_pushstring(L, wsl_handler_names[k]);
+        lua_getfield(L, -3, wsl_handler_names[k]);
         lua_rawset(L, -3);
     }
     lua_pop(L, 1);
@@ -912,9 +1106,10 @@ int wsl_script_reload(wsl_script *s)
     }
     if (!wsl_protect(s, save_handlers_body, NULL, "reload", NULL)) return -1;
     unsigned old = s->gen++;
-    if (!wsl_protect(s, run_body, NULL, s->path, NULL)) {
+    if (!wsl_protect(s, run_body, NULL, s->path, NULL) || !cache_handlers(s)) {
         wsl_ltimer_stop(s, WSL_TIMERS_GEN, s->gen); /* whatever the failed top level started */
         s->gen = old;
+        /* The globals as they were; the cache, untouched, still holds the running handlers. */
         wsl_protect(s, restore_handlers_body, NULL, "reload", NULL);
         wsl_warn("reload of %s failed: keeping the running handlers", s->path);
         return -1;
@@ -1005,6 +1200,7 @@ void wsl_script_free(wsl_script *s)
         setitimer(ITIMER_REAL, &off, NULL);
         alarm_armed = 0;
     }
+    small_drain(s);
     wsl_registry_free(s->metrics);
     running = NULL;
     free(s->runners);
@@ -1022,44 +1218,38 @@ typedef struct handler_call {
     handler_args args;
     wsl_handler_kind kind;
     wsl_conn *c;
-    const char *handler;
     const uint8_t *data;
     size_t len;
     bool binary;
     unsigned code;
-    bool missing; /* out: the script does not define the handler */
 } handler_call;
 
-/* Push the global table and the handler above it (the caller leaves the table where it is:
- * cheaper than removing it); false when the script does not define the handler. A raw lookup:
- * a "strict" __index on _G that raises for undefined globals must not make every event whose
- * handler the script leaves out an error. */
-static bool get_handler(lua_State *L, const char *name)
+/* Push the handler of kind k from the cache; false (and nothing pushed) when the script does
+ * not define it. */
+static bool get_handler(lua_State *L, wsl_handler_kind k)
 {
-    lua_pushglobaltable(L);
-    lua_pushstring(L, name);
-    return lua_rawget(L, -2) == LUA_TFUNCTION;
+    wsl_script *s = wsl_script_of(L);
+    if (!(s->defined & 1u << k)) return false;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->handler_refs[k]);
+    return true;
 }
 
 static int handler_body(lua_State *L)
 {
     handler_call *h = lua_touserdata(L, 1);
-    if (!get_handler(L, h->handler)) {
-        h->missing = true;
-        return 0;
-    }
-    wsl_script_of(L)->ran = true;
+    wsl_script *s = wsl_script_of(L);
+    if (!get_handler(L, h->kind)) return 0;
+    s->ran = true;
     wsl_lconn_push(L, h->c);
     int n = 1;
     switch (h->args) {
     case ARGS_CONN:
         break;
     case ARGS_MESSAGE:
-        lua_pushlstring(L, (const char *)h->data, h->len);
-        if (h->binary)
-            lua_pushliteral(L, "binary");
-        else
-            lua_pushliteral(L, "text");
+        s->rx_text = lua_pushlstring(L, (const char *)h->data, h->len);
+        s->rx_len = h->len; /* this frame keeps the string for the call (see dispatch) */
+        if (h->binary) s->rx_text = NULL;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->kind_refs[h->binary]);
         n = 3;
         break;
     case ARGS_CLOSE:
@@ -1076,6 +1266,58 @@ static int handler_body(lua_State *L)
     return 0;
 }
 
+/* Free memory under --lua-memory that pushing a handler's arguments outside a protected call
+ * needs beyond the bytes of the message: the string's header, and room to spare. */
+#define DIRECT_HEADROOM 4096
+
+/* Whether h may take the direct path: its arguments pushed from C onto the runner outside a
+ * protected call, where only a failed allocation can raise (see on_panic). So: the conn object
+ * exists (making it takes more), the runner too, the call is not nested (at depth 0 no Lua call
+ * is in progress anywhere to catch an error meant for another), and the memory cap, if any,
+ * leaves enough room for the string. */
+static inline bool direct_ok(const wsl_script *s, const handler_call *h)
+{
+    return s->depth == 0 && h->c->udata && s->nrunners > 0 && s->runners[0] &&
+           (!s->mem_limit || s->mem + h->len + DIRECT_HEADROOM <= s->mem_limit);
+}
+
+/* The direct path: the handler and its arguments go straight onto the runner, which runs the
+ * Lua function itself, without handler_body (and its extra C call) in between. As
+ * wsl_protect_handler: time limit, metrics, errors logged. */
+static bool call_direct(wsl_script *s, const handler_call *h)
+{
+    bool outer_ran = s->ran;
+    s->ran = true;
+    s->timed_out = false;
+    uint64_t start = wsl_metrics.timing ? now_ns() : 0;
+    lua_State *co = s->runners[0];
+    run_state r;
+    run_begin(s, co, &r); /* the time limit covers finalizers the pushes may run */
+    int n = 1;
+    if (h->args == ARGS_MESSAGE) {
+        /* Below the handler, the runner's stack keeps the string for the whole call, whatever
+         * the handler does with its argument: rx_text stays valid (see wsl_lcheck_msg). */
+        s->rx_text = lua_pushlstring(co, (const char *)h->data, h->len);
+        s->rx_len = h->len;
+        if (h->binary) s->rx_text = NULL;
+    }
+    lua_rawgeti(co, LUA_REGISTRYINDEX, s->handler_refs[h->kind]);
+    wsl_lconn_push(co, h->c);
+    if (h->args == ARGS_MESSAGE) {
+        lua_pushvalue(co, 1);
+        lua_rawgeti(co, LUA_REGISTRYINDEX, s->kind_refs[h->binary]);
+        n = 3;
+    } else if (h->args == ARGS_CLOSE) {
+        lua_pushinteger(co, h->code);
+        lua_pushlstring(co, (const char *)h->data, h->len);
+        n = 3;
+    }
+    bool ok = run_resume(s, &r, co, n, 0, wsl_handler_names[h->kind], h->c) > 0;
+    wsl_metrics_handler(h->kind, ok, !ok && s->timed_out, start ? now_ns() - start : 0);
+    s->ran = outer_ran;
+    return ok;
+}
+
 void wsl_handler_failed(wsl_script *s, wsl_conn *c)
 {
     if (wsl_conn_request_pending(c)) { /* a function ws.spawn ran for on_request */
@@ -1083,27 +1325,33 @@ void wsl_handler_failed(wsl_script *s, wsl_conn *c)
         return;
     }
     if (!wsl_conn_is_open(c)) return; /* only logged */
-    /* Looked up inside the call too: nothing of the script runs outside one. */
-    handler_call err = {
-        .args = ARGS_ERROR, .kind = WSL_HANDLER_ERROR, .c = c, .handler = "on_error"};
-    if (wsl_protect_handler(s, err.kind, handler_body, &err, "on_error", c) && !err.missing) return;
+    handler_call err = {.args = ARGS_ERROR, .kind = WSL_HANDLER_ERROR, .c = c};
+    if (s->defined & 1u << WSL_HANDLER_ERROR &&
+        wsl_protect_handler(s, err.kind, handler_body, &err, "on_error", c))
+        return;
     if (wsl_conn_is_open(c)) wsl_conn_close(c, 1011, "internal error", 14);
 }
 
 /* Run a handler for c; an error goes to on_error, or closes the connection with 1011. */
 static void dispatch(wsl_script *s, handler_call *h)
 {
+    if (!(s->defined & 1u << h->kind)) return;
     wsl_conn *outer = s->conn_now;
+    const char *outer_rx = s->rx_text;
+    size_t outer_len = s->rx_len;
     s->conn_now = h->c;
-    bool ok = wsl_protect_handler(s, h->kind, handler_body, h, h->handler, h->c);
+    bool ok = direct_ok(s, h) ? call_direct(s, h)
+                              : wsl_protect_handler(s, h->kind, handler_body, h,
+                                                    wsl_handler_names[h->kind], h->c);
     s->conn_now = outer;
+    s->rx_text = outer_rx; /* (the outer call's string is still anchored under it) */
+    s->rx_len = outer_len;
     if (!ok && h->args != ARGS_CLOSE) wsl_handler_failed(s, h->c);
 }
 
 static void on_open(void *ud, wsl_conn *c)
 {
-    dispatch(ud, &(handler_call){
-                     .args = ARGS_CONN, .kind = WSL_HANDLER_OPEN, .c = c, .handler = "on_open"});
+    dispatch(ud, &(handler_call){.args = ARGS_CONN, .kind = WSL_HANDLER_OPEN, .c = c});
 }
 
 static void on_message(void *ud, wsl_conn *c, const uint8_t *data, size_t len, bool binary)
@@ -1111,7 +1359,6 @@ static void on_message(void *ud, wsl_conn *c, const uint8_t *data, size_t len, b
     dispatch(ud, &(handler_call){.args = ARGS_MESSAGE,
                                  .kind = WSL_HANDLER_MESSAGE,
                                  .c = c,
-                                 .handler = "on_message",
                                  .data = data,
                                  .len = len,
                                  .binary = binary});
@@ -1122,7 +1369,6 @@ static void on_close(void *ud, wsl_conn *c, unsigned code, const char *reason, s
     dispatch(ud, &(handler_call){.args = ARGS_CLOSE,
                                  .kind = WSL_HANDLER_CLOSE,
                                  .c = c,
-                                 .handler = "on_close",
                                  .code = code,
                                  .data = (const uint8_t *)reason,
                                  .len = len});
@@ -1130,8 +1376,7 @@ static void on_close(void *ud, wsl_conn *c, unsigned code, const char *reason, s
 
 static void on_drain(void *ud, wsl_conn *c)
 {
-    dispatch(ud, &(handler_call){
-                     .args = ARGS_CONN, .kind = WSL_HANDLER_DRAIN, .c = c, .handler = "on_drain"});
+    dispatch(ud, &(handler_call){.args = ARGS_CONN, .kind = WSL_HANDLER_DRAIN, .c = c});
 }
 
 /* on_upgrade's argument. */
@@ -1183,9 +1428,9 @@ static void push_request(lua_State *L, const upgrade_call *u)
     lua_setfield(L, -2, "data");
 }
 
-/* What on_upgrade returned (the stack: arg, _G, the handler, req, its three results). A
+/* What on_upgrade returned (the stack: arg, the handler, req, its three results). A
  * continuation, so that it also runs after the script caught an error with pcall. */
-enum { UPGRADE_REQ = 4 };
+enum { UPGRADE_REQ = 3 };
 
 static int upgrade_done(lua_State *L, int call_status, lua_KContext ctx)
 {
@@ -1228,7 +1473,7 @@ static int upgrade_done(lua_State *L, int call_status, lua_KContext ctx)
 static int upgrade_body(lua_State *L)
 {
     upgrade_call *u = lua_touserdata(L, 1);
-    if (!get_handler(L, "on_upgrade")) return 0;
+    if (!get_handler(L, WSL_HANDLER_UPGRADE)) return 0;
     wsl_script_of(L)->ran = true;
     push_request(L, u); /* at UPGRADE_REQ */
     lua_pushvalue(L, UPGRADE_REQ - 1);
@@ -1254,8 +1499,8 @@ typedef struct request_call {
     const wsl_http_req *req;
 } request_call;
 
-/* The stack of request_body: the argument, _G, the handler, req, then on_request's results. */
-enum { REQUEST_OBJ = 4 };
+/* The stack of request_body: the argument, the handler, req, then on_request's results. */
+enum { REQUEST_OBJ = 3 };
 
 /* What on_request returned: status, body, headers is the answer; nothing leaves the request to
  * req:defer() or to the server (files, 404). A continuation, as upgrade_done is. */
@@ -1273,7 +1518,7 @@ static int request_done(lua_State *L, int call_status, lua_KContext ctx)
 static int request_body(lua_State *L)
 {
     request_call *rc = lua_touserdata(L, 1);
-    if (!get_handler(L, "on_request")) return 0;
+    if (!get_handler(L, WSL_HANDLER_REQUEST)) return 0;
     wsl_script_of(L)->ran = true;
     wsl_lrequest_push(L, rc->c, rc->req); /* at REQUEST_OBJ */
     wsl_script_of(L)->req_now = (int)*wsl_conn_request_slot(rc->c);

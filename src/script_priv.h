@@ -21,12 +21,18 @@
 #define WSL_TIMER_MT   "wsluad.timer"
 #define WSL_REQUEST_MT "wsluad.request"
 
+/* Lua's blocks of up to WSL_SMALL_MAX bytes come from free lists, one per 16-byte class
+ * (script.c's lalloc). */
+#define WSL_SMALL_MAX 128
+
 /* Owned by main: created by wsl_script_new, freed by wsl_script_free after the loop ended. */
 struct wsl_script {
     lua_State *L;
     wsl_server *srv;
     char *path; /* the script file */
     size_t mem, mem_limit;
+    void *small[WSL_SMALL_MAX / 16]; /* the free lists (each block's first word: the next) */
+    size_t small_bytes;              /* in them */
     size_t peak;         /* the highest mem during the current protected call (see wsl_protect) */
     int depth;           /* nested protected calls in progress (index into runners) */
     lua_State **runners; /* runners[d]: the thread that runs calls at depth d (see script.c) */
@@ -43,7 +49,18 @@ struct wsl_script {
     wsl_list sleepers;  /* ws.sleep timers (lspawn.c) */
     wsl_registry *metrics; /* ws.metric's (lmetric.c), freed with the state */
     bool ran;              /* the call wsl_protect_handler runs found its handler */
-    bool timed_out;        /* the last protected call ended by the time limit */
+    /* The handlers as the script defined them when it was (re)loaded (see cache_handlers): a
+     * registry slot each (the function, or false), read with lua_rawgeti, which is far cheaper
+     * than looking the global up by name for every event; bit k of `defined`: a function. */
+    int handler_refs[WSL_HANDLERS];
+    unsigned defined;
+    int kind_refs[2];        /* the strings "text" and "binary", pinned in the registry */
+    const char *kind_str[2]; /* ... and their bytes: interned, so a string is one by identity */
+    /* The text message the handler that runs now received, while its string is anchored under
+     * the call: sending it back needs no second UTF-8 check (NULL: none). */
+    const char *rx_text;
+    size_t rx_len;
+    bool timed_out; /* the last protected call ended by the time limit */
     /* The last error logged, so a repeated one is counted instead of logged each time. */
     char last_error[256];
     unsigned repeats;      /* since it was logged, or the count was */

@@ -150,6 +150,33 @@ def test_conn_send_invalid_utf8_text_raises(server):
     assert ev1(c, "return conn:is_open()") == "true"
 
 
+RESEND = r"""
+function on_message(conn, data, kind)
+  -- The string received, sent back as text: a text message was checked on arrival, a binary
+  -- one must be checked now.
+  for _, send in ipairs({ function() return conn:send(data, "text") end,
+                          function() return ws.broadcast(data) end }) do
+    local ok, err = pcall(send)
+    if not ok then conn:send("err " .. err) end
+  end
+end
+"""
+
+
+def test_received_string_sent_as_text_is_checked_unless_it_came_as_text(tmp_path):
+    script = tmp_path / "resend.lua"
+    script.write_text(RESEND)
+    with Server(str(script)) as s:
+        c = s.connect()
+        c.send_frame(OP_TEXT, "h\u00e9llo")
+        assert [c.recv_text(), c.recv_text()] == ["h\u00e9llo", "h\u00e9llo"]
+        c.send_frame(OP_BINARY, b"\xff\xfe")
+        errors = [c.recv_text(), c.recv_text()]
+        assert all(e.startswith("err ") and "UTF-8" in e for e in errors), errors
+        c.send_frame(OP_BINARY, "h\u00e9".encode())  # valid UTF-8, though binary: sent
+        assert [c.recv_text(), c.recv_text()] == ["h\u00e9", "h\u00e9"]
+
+
 def test_conn_send_bad_kind_raises(server):
     c = server.connect()
     ev_err(c, "return conn:send('x', 'bogus')")
