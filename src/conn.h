@@ -125,13 +125,14 @@ struct wsl_conn {
     wsl_inflater *inflater; /* permessage-deflate: a client's kept window, a message in progress */
     wsl_sublist subs;       /* topics, owned by the server's wsl_topics */
     int fd;
-    uint32_t udata;      /* the event owner's slot (the script keeps its object's reference) */
-    uint8_t state;       /* wsl_conn_state */
-    uint8_t list;        /* which of the server's lists holds it (WSL_LIST_*) */
-    uint16_t close_code; /* reported to the close event */
-    unsigned events : 2; /* UV_READABLE | UV_WRITABLE currently polled */
-    unsigned dirty : 1;  /* on the server's dirty list */
-    unsigned opened : 1; /* the open event ran: the close event must run exactly once */
+    uint32_t udata;          /* the event owner's slot (the script keeps its object's reference) */
+    uint8_t state;           /* wsl_conn_state */
+    uint8_t list;            /* which of the server's lists holds it (WSL_LIST_*) */
+    uint16_t close_code;     /* reported to the close event */
+    unsigned events : 2;     /* UV_READABLE | UV_WRITABLE currently polled */
+    unsigned dirty : 1;      /* on the server's dirty list */
+    unsigned corked_out : 1; /* output came meanwhile: written right after the input */
+    unsigned opened : 1;     /* the open event ran: the close event must run exactly once */
     unsigned close_sent : 1;
     unsigned close_rcvd : 1;
     unsigned failing : 1;   /* close without waiting for the peer's reply */
@@ -139,6 +140,8 @@ struct wsl_conn {
     unsigned pinged : 1;    /* an idle ping is outstanding */
     unsigned drain_armed : 1;
     unsigned secure : 1;    /* the upgrade came over TLS (to us, or to a trusted proxy) */
+    unsigned corked : 1;    /* its input is being handled (wsl_server.corked); next to deflate:
+                             * queue_msg tests both at once */
     unsigned deflate : 1;   /* permessage-deflate agreed (what follows is what it agreed) */
     unsigned zsmall : 1;    /* the client asked for a server window under 15 bits */
     unsigned ztakeover : 1; /* the client keeps its context: c->inflater keeps its window */
@@ -246,12 +249,10 @@ static inline uint64_t wsl_conn_id(const wsl_conn *c)
 /* Ciphertext of a TLS connection not yet handed to the kernel. */
 size_t wsl_conn_tls_pending(const wsl_conn *c);
 
-/* Bytes queued and not yet handed to the kernel (what back-pressure counts): over TLS, the
- * frames not encrypted yet and the ciphertext the kernel has not taken. */
-static inline size_t wsl_conn_buffered(const wsl_conn *c)
-{
-    return c->out.bytes + (c->tls ? wsl_conn_tls_pending(c) : 0);
-}
+/* Bytes queued and not yet handed to the kernel (what back-pressure counts): the frames in the
+ * server's cork buffer while c's input is handled, and over TLS, the frames not encrypted yet and
+ * the ciphertext the kernel has not taken. */
+size_t wsl_conn_buffered(const wsl_conn *c);
 
 /* The topics c subscribes to: walk them with wsl_sub_next / wsl_sub_topic (topic.h). */
 static inline wsl_sub *wsl_conn_topics(const wsl_conn *c)

@@ -73,11 +73,16 @@ static void on_sweep(uv_timer_t *t)
     }
 }
 
-/* ---- output: one write per connection per loop iteration ---------------------------------- */
+/* ---- output: one write per connection per loop iteration ----------------------------------
+ * (and the connection whose input is being handled: right after it, see wsl_server.corked) */
 
 void wsl_server_mark_dirty(wsl_server *s, wsl_conn *c)
 {
     if (c->dirty) return;
+    if (c->corked) { /* flushed as soon as its input is handled (uncork in conn.c) */
+        c->corked_out = 1;
+        return;
+    }
     c->dirty = 1;
     c->dirty_next = s->dirty;
     s->dirty = c;
@@ -441,8 +446,9 @@ int wsl_server_init(wsl_server *s, uv_loop_t *loop, const wsl_options *opt)
     for (int i = 0; i < WSL_LIST_COUNT; i++)
         wsl_list_init(&s->lists[i].head);
     s->rbuf = malloc(WSL_READ_BUF);
+    s->cork = malloc(WSL_CORK_MAX);
     s->topics = wsl_topics_new();
-    if (!s->rbuf || !s->topics) return WSL_ENOMEM;
+    if (!s->rbuf || !s->cork || !s->topics) return WSL_ENOMEM;
     if (opt->deflate && !(s->deflate = wsl_deflate_new())) return WSL_ENOMEM;
     s->handshake_ms = (uint64_t)(opt->handshake_timeout * 1000);
     s->idle_ms = (uint64_t)(opt->idle_timeout * 1000);
@@ -637,4 +643,5 @@ void wsl_server_free(wsl_server *s)
     wsl_deflate_free(s->deflate);
     free(s->by_id);
     free(s->rbuf);
+    free(s->cork);
 }

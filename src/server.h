@@ -17,8 +17,9 @@
 #include "topic.h"
 
 #define WSL_READ_BUF            (64 * 1024)
-#define WSL_CLOSE_TIMEOUT_MS    2000 /* wait for the peer's close reply, or its FIN */
-#define WSL_SHUTDOWN_TIMEOUT_MS 3000 /* graceful shutdown gives clients this long */
+#define WSL_CORK_MAX            (16 * 1024) /* the cork buffer (see wsl_server.corked) */
+#define WSL_CLOSE_TIMEOUT_MS    2000        /* wait for the peer's close reply, or its FIN */
+#define WSL_SHUTDOWN_TIMEOUT_MS 3000        /* graceful shutdown gives clients this long */
 
 enum {
     WSL_LIST_NONE,
@@ -75,6 +76,14 @@ struct wsl_server {
      * connections; deadline = close timeout), KEEPALIVE, REQUEST. */
     wsl_conn_list lists[WSL_LIST_COUNT];
     wsl_conn *dirty;
+    /* The connection whose own input is being handled (on_poll in conn.c), or NULL. What it is
+     * sent meanwhile is written right after its input, while its socket and state are still in
+     * cache, not at the end of the iteration after every other ready socket was read (at a
+     * thousand connections those evict them). Small frames go to `cork` while its queue is empty:
+     * one write(), no chunk taken. */
+    wsl_conn *corked;
+    uint8_t *cork; /* WSL_CORK_MAX bytes */
+    size_t cork_len;
     wsl_conn **by_id; /* open connections by id: open addressing, linear probing */
     size_t by_id_cap; /* a power of two, or 0 */
     size_t nconns;    /* every accepted socket not yet closed */
@@ -107,6 +116,8 @@ void wsl_server_free(wsl_server *s);
 
 /* Move c to the tail of list `which` (or out of every list) with deadline now + ms. */
 void wsl_server_track(wsl_server *s, wsl_conn *c, int which, uint64_t ms);
+/* c has output (or a state step) for the flush: the end of this iteration's I/O, or right after
+ * its own input when c is the corked connection. */
 void wsl_server_mark_dirty(wsl_server *s, wsl_conn *c);
 
 /* Join the cluster through the Redis at url (see cluster.h): from now on publish, broadcast and

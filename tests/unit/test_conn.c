@@ -23,6 +23,12 @@ static struct {
     size_t whole_len;
     wsl_conn *conn;
     bool echo; /* answer each message with itself */
+    /* test_reply_before_next_input: the connections and their clients; whether the first
+     * connection's answer could be read when the second one's message was handled */
+    wsl_conn *pair[2];
+    int pair_fd[2];
+    wsl_conn *first;
+    int readable_at_second;
 } seen;
 
 static void reset_seen(void)
@@ -48,6 +54,14 @@ static void ev_message(void *ud, wsl_conn *c, const uint8_t *data, size_t len, b
     if (!seen.whole) abort();
     memcpy(seen.whole, data, len);
     seen.whole_len = len;
+    if (seen.pair[0] && seen.messages == 2) {
+        /* The other connection's message was handled before this one, in this same loop
+         * iteration: its answer must already be in its client's socket. */
+        int other = seen.first == seen.pair[0] ? seen.pair_fd[0] : seen.pair_fd[1];
+        uint8_t b;
+        seen.readable_at_second = (int)recv(other, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 1;
+    }
+    if (seen.messages == 1) seen.first = c;
     if (seen.echo) {
         wsl_msg m;
         wsl_msg_init(&m, binary ? WSL_OP_BINARY : WSL_OP_TEXT, data, len);
@@ -222,6 +236,38 @@ static void test_backpressure_and_drain(void)
     wsl_msg_release(&m);
     close(client);
     PUMP_UNTIL(seen.releases == 1);
+}
+
+/* What a handler sends a connection is written as soon as that connection's input is handled,
+ * not after the other ready sockets of the loop iteration were read too (at a thousand
+ * connections, waiting for those evicts the first one's state from the caches). Two clients
+ * send at once, so both sockets are ready in the same iteration. */
+static void test_reply_before_next_input(void)
+{
+    reset_seen();
+    seen.echo = true;
+    for (int i = 0; i < 2; i++) {
+        seen.opens = 0;
+        connect_and_upgrade();
+        seen.pair[i] = seen.conn;
+        seen.pair_fd[i] = client;
+    }
+    send_frame(WSL_OP_TEXT, "b", 1); /* client is the second one's */
+    client = seen.pair_fd[0];
+    send_frame(WSL_OP_TEXT, "a", 1);
+    PUMP_UNTIL(seen.messages == 2);
+    CHECK(seen.readable_at_second);
+    uint8_t f[16];
+    for (int i = 0; i < 2; i++) { /* both answers, whole */
+        client = seen.pair_fd[i];
+        CHECK_EQ(receive(f, sizeof f), 3);
+        CHECK_EQ(f[0], 0x81);
+        CHECK_EQ(f[2], i ? 'b' : 'a');
+    }
+    close(seen.pair_fd[0]);
+    close(seen.pair_fd[1]);
+    PUMP_UNTIL(seen.releases == 2);
+    seen.pair[0] = seen.pair[1] = NULL;
 }
 
 static void test_protocol_error(void)
@@ -402,6 +448,7 @@ int main(void)
 
     test_echo_and_close_handshake();
     test_backpressure_and_drain();
+    test_reply_before_next_input();
     test_protocol_error();
     test_deflate();
     reset_seen();
