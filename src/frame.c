@@ -41,12 +41,22 @@ void wsl_frame_mask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t offset
     /* The key rotated to start at `offset`, twice: the 4-byte period divides 8, so one word
      * serves every 8-byte step and m[i & 7] is the key byte for any later position i. */
     uint8_t m[8];
+    uint64_t key;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /* One rotate: in memory order the first byte is the lowest. */
+    uint32_t k32;
+    memcpy(&k32, mask, 4);
+    unsigned r = (unsigned)(offset & 3) * 8;
+    if (r) k32 = k32 >> r | k32 << (32 - r);
+    key = (uint64_t)k32 << 32 | k32;
+    memcpy(m, &key, 8);
+#else
     for (unsigned i = 0; i < 8; i++)
         m[i] = mask[(offset + i) & 3];
+    memcpy(&key, m, 8);
+#endif
     size_t i = 0;
     if (n >= 8) {
-        uint64_t key;
-        memcpy(&key, m, 8);
         for (; n - i >= 32; i += 32) {
             uint64_t a, b, c, d;
             memcpy(&a, p + i, 8);
@@ -68,6 +78,14 @@ void wsl_frame_mask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t offset
             w ^= key;
             memcpy(p + i, &w, 8);
         }
+    }
+    if (n - i >= 4) { /* i is a multiple of 8 here: key bytes 0-3 */
+        uint32_t w, k4;
+        memcpy(&w, p + i, 4);
+        memcpy(&k4, m, 4);
+        w ^= k4;
+        memcpy(p + i, &w, 4);
+        i += 4;
     }
     for (; i < n; i++)
         p[i] ^= m[i & 7];
