@@ -1364,8 +1364,13 @@ static void read_frames(wsl_conn *c)
     }
     if (c->lingering) return; /* discarding until EOF */
     if (c->state == WSL_CONN_OPEN) {
+        /* Input restarts the idle timeout. Moving the connection to the list's tail touches its
+         * neighbours too, so it moves only when its deadline would advance by a sweep tick or
+         * more: the sweep is no finer anyway (the idle ping may come up to a tick early). */
+        wsl_server *srv = c->srv;
         c->pinged = 0;
-        wsl_server_track(c->srv, c, WSL_LIST_OPEN, c->srv->idle_ms);
+        if (srv->idle_ms && uv_now(srv->loop) + srv->idle_ms >= c->deadline + srv->sweep_ms)
+            wsl_server_track(srv, c, WSL_LIST_OPEN, srv->idle_ms);
     }
     parse_frames(c, buf, have + (size_t)r);
 }

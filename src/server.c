@@ -476,6 +476,7 @@ int wsl_server_init(wsl_server *s, uv_loop_t *loop, const wsl_options *opt)
     uint64_t tick = (uint64_t)(shortest * 1000 / 8);
     if (tick < 10) tick = 10;
     if (tick > 250) tick = 250;
+    s->sweep_ms = tick;
     uv_timer_start(&s->sweep, on_sweep, tick, tick);
     uv_unref((uv_handle_t *)&s->sweep);
     return 0;

@@ -72,8 +72,9 @@ struct wsl_server {
     char addr[128]; /* "host:port" the first listener actually bound */
 
     /* Indexed by WSL_LIST_*: HANDSHAKE (deadline = accept + handshake timeout), OPEN (deadline =
-     * last input + idle timeout; also the set broadcast walks), CLOSING (RESPONDING and CLOSING
-     * connections; deadline = close timeout), KEEPALIVE, REQUEST. */
+     * last input + idle timeout, the input to within a sweep tick; also the set broadcast walks),
+     * CLOSING (RESPONDING and CLOSING connections; deadline = close timeout), KEEPALIVE,
+     * REQUEST. */
     wsl_conn_list lists[WSL_LIST_COUNT];
     wsl_conn *dirty;
     /* The connection whose own input is being handled (on_poll in conn.c), or NULL. What it is
@@ -91,7 +92,8 @@ struct wsl_server {
     uint64_t next_id;
 
     uint64_t handshake_ms, idle_ms, keepalive_ms, request_ms; /* the lists' timeouts */
-    uint8_t *rbuf; /* WSL_READ_BUF bytes shared by every read */
+    uint64_t sweep_ms; /* how often the timeouts are checked */
+    uint8_t *rbuf;     /* WSL_READ_BUF bytes shared by every read */
     bool stopping;
     void (*on_stopped)(struct wsl_server *); /* set by main: shutdown finished */
     uint64_t last_shed_log;
@@ -167,8 +169,8 @@ int wsl_server_subscribe(wsl_server *s, wsl_conn *c, const char *topic, size_t l
 int wsl_server_unsubscribe(wsl_server *s, wsl_conn *c, const char *topic, size_t len);
 size_t wsl_server_subscribers(const wsl_server *s, const char *topic, size_t len);
 
-/* Open connections: how many, and a walk over them (oldest input first). The walk must not
- * close connections as it goes: take a snapshot first for that. */
+/* Open connections: how many, and a walk over them (oldest input first, to a sweep tick). The
+ * walk must not close connections as it goes: take a snapshot first for that. */
 static inline size_t wsl_server_count(const wsl_server *s)
 {
     return s->lists[WSL_LIST_OPEN].n;

@@ -270,6 +270,47 @@ static void test_reply_before_next_input(void)
     seen.pair[0] = seen.pair[1] = NULL;
 }
 
+/* Input restarts the idle timeout, to within a sweep tick (a connection is moved in the list
+ * only when its deadline would advance by a tick or more). Real time passes here: the loop
+ * runs, and wakes at least every sweep tick. */
+static uint64_t run_until_readable(uint64_t bound_ms)
+{
+    uint8_t b;
+    uint64_t end = uv_now(loop) + bound_ms;
+    while (recv(client, &b, 1, MSG_PEEK | MSG_DONTWAIT) != 1 && uv_now(loop) < end)
+        uv_run(loop, UV_RUN_ONCE);
+    return uv_now(loop);
+}
+
+static void test_idle_ping_follows_input(void)
+{
+    reset_seen();
+    connect_and_upgrade();
+    wsl_conn *c = seen.conn;
+    uint64_t saved = srv.idle_ms, idle = 1000, tick = srv.sweep_ms;
+    srv.idle_ms = idle;
+    wsl_server_track(&srv, c, WSL_LIST_OPEN, idle); /* as the upgrade would have with it */
+    uint64_t t0 = uv_now(loop);
+    while (uv_now(loop) < t0 + 600) /* silence, 600 ms of it */
+        uv_run(loop, UV_RUN_ONCE);
+    send_frame(WSL_OP_TEXT, "a", 1);
+    PUMP_UNTIL(seen.messages == 1);
+    uint64_t t1 = uv_now(loop);
+    send_frame(WSL_OP_TEXT, "b", 1); /* soon after: within a tick, the deadline may stay */
+    PUMP_UNTIL(seen.messages == 2);
+    uint64_t t2 = uv_now(loop);
+    uint64_t at = run_until_readable(10 * idle);
+    uint8_t f[16];
+    CHECK_EQ(receive(f, sizeof f), 2);
+    CHECK_EQ(f[0], 0x89); /* the idle ping */
+    /* Not at t0 + idle: the input moved the deadline; at most a tick before t2's. */
+    CHECK(at >= t1 + idle);
+    CHECK(at + tick >= t2 + idle);
+    srv.idle_ms = saved;
+    close(client);
+    PUMP_UNTIL(seen.releases == 1);
+}
+
 static void test_protocol_error(void)
 {
     reset_seen();
@@ -449,6 +490,7 @@ int main(void)
     test_echo_and_close_handshake();
     test_backpressure_and_drain();
     test_reply_before_next_input();
+    test_idle_ping_follows_input();
     test_protocol_error();
     test_deflate();
     reset_seen();
