@@ -237,11 +237,14 @@ void wsl_msg_init(wsl_msg *m, int opcode, const void *payload, size_t len)
     m->len = len;
     m->shared = NULL;
     m->wire_len = 0;
-    if (m->hlen + len <= WSL_MSG_WIRE) {
-        memcpy(m->wire, m->hdr, m->hlen);
-        if (len) memcpy(m->wire + m->hlen, payload, len);
-        m->wire_len = m->hlen + len;
-    }
+}
+
+void wsl_msg_wire(wsl_msg *m)
+{
+    if (m->wire_len || m->hlen + m->len > WSL_MSG_WIRE) return;
+    memcpy(m->wire, m->hdr, m->hlen);
+    if (m->len) memcpy(m->wire + m->hlen, m->payload, m->len);
+    m->wire_len = m->hlen + m->len;
 }
 
 void wsl_msg_release(wsl_msg *m)

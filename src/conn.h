@@ -150,7 +150,8 @@ struct wsl_conn {
 };
 
 /* A frame encoded once and sent to any number of connections: small frames are copied into each
- * recipient's queue (the smallest from one contiguous copy of the whole frame), large ones shared
+ * recipient's queue (the smallest from one contiguous copy of the whole frame, made by the
+ * fan-outs with wsl_msg_wire), large ones shared
  * by reference (made on first use). Recipients that agreed on permessage-deflate get a compressed
  * frame, made on first use too, once for all of them (one per server window size). Lives on the
  * stack of whoever sends; wsl_msg_release drops what was made. */
@@ -169,6 +170,9 @@ typedef struct wsl_msg {
 } wsl_msg;
 
 void wsl_msg_init(wsl_msg *m, int opcode, const void *payload, size_t len);
+/* Make the contiguous copy of a small frame, for a fan-out (once, before its loop): one recipient
+ * copies header and payload itself, cheaper than making it. */
+void wsl_msg_wire(wsl_msg *m);
 void wsl_msg_release(wsl_msg *m);
 
 /* Take over an accepted, non-blocking socket; tls: the context of a TLS listener, NULL for a

@@ -131,6 +131,7 @@ static size_t broadcast_here(wsl_server *s, wsl_msg *m, const wsl_conn *except)
 {
     size_t n = 0;
     wsl_list *h = &s->lists[WSL_LIST_OPEN].head;
+    wsl_msg_wire(m);
     for (wsl_list *l = h->next; l != h; l = l->next) {
         wsl_conn *c = wsl_list_entry(l, wsl_conn, link);
         if (c != except && wsl_conn_queue(c, m) == 0) n++;
@@ -145,6 +146,7 @@ static size_t publish_here(wsl_server *s, const char *topic, size_t len, wsl_msg
 {
     size_t count, n = 0;
     wsl_sub *const *subs = wsl_topics_members(s->topics, topic, len, &count);
+    if (count) wsl_msg_wire(m);
     for (size_t i = 0; i < count; i++) {
         wsl_conn *c = wsl_sub_who(subs[i]);
         if (c != except && wsl_conn_queue(c, m) == 0) n++;
