@@ -1406,9 +1406,11 @@ static void uncork(wsl_conn *c)
     flush(c);
 }
 
+_Static_assert(offsetof(wsl_conn, poll) == 0, "on_poll finds the connection at its handle");
+
 static void on_poll(uv_poll_t *h, int status, int events)
 {
-    wsl_conn *c = h->data;
+    wsl_conn *c = (wsl_conn *)h; /* poll is its first member; h->data is on another line */
     if (status < 0) {
         if (c->tls && !wsl_tls_established(conn_tls(c))) { /* its last word (an alert) is logged */
             uint8_t sink[256];

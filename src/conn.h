@@ -108,22 +108,15 @@ typedef struct wsl_conn_info {
 /* Created by the server on accept (wsl_conn_new). wsl_conn_destroy closes the socket and marks
  * it DEAD; the memory stays valid, DEAD, until libuv's close callback frees it later in the same
  * loop iteration, so a caller that destroyed a connection may still read its state. Everything
- * it points to is its own, except srv. */
+ * it points to is its own, except srv.
+ * Laid out for the cache: a message touches the poll handle's second half (libuv reads its
+ * watcher and callback; on_poll does not read poll.data), then the fields right after it, up to
+ * rx's flags: about 140 bytes, three lines. What only the slow paths need comes last. */
 struct wsl_conn {
-    uv_poll_t poll; /* poll.data == this connection */
+    uv_poll_t poll; /* first: on_poll and libuv's close callback (free) use its address */
     wsl_server *srv;
-    uint64_t id;
-    wsl_list link;        /* in the server's list for this state (see server.h) */
-    wsl_conn *dirty_next; /* the server's list of connections with output to write */
-    uint64_t deadline;    /* loop time (ms) when this state's timeout fires */
-    wsl_rx rx;
-    wsl_queue out;
     wsl_bytes *in;  /* unconsumed input: the request so far, or a partial frame */
     wsl_bytes *msg; /* a message spanning reads or frames */
-    wsl_conn_info *info;
-    wsl_conn_http *http;    /* plain HTTP requests; NULL for a WebSocket */
-    wsl_inflater *inflater; /* permessage-deflate: a client's kept window, a message in progress */
-    wsl_sublist subs;       /* topics, owned by the server's wsl_topics */
     int fd;
     uint32_t udata;          /* the event owner's slot (the script keeps its object's reference) */
     uint8_t state;           /* wsl_conn_state */
@@ -147,6 +140,17 @@ struct wsl_conn {
     unsigned ztakeover : 1; /* the client keeps its context: c->inflater keeps its window */
     unsigned zbits : 4;     /* the client's window (client_max_window_bits), with ztakeover */
     unsigned tls : 1;       /* accepted on a TLS listener: its wsl_tls follows it (conn.c) */
+    uint64_t deadline;      /* loop time (ms) when this state's timeout fires */
+    wsl_queue out;
+    wsl_rx rx; /* its flags first */
+    /* cold: set up, torn down, or used by broadcast, HTTP, deflate and topics */
+    wsl_conn_http *http; /* plain HTTP requests; NULL for a WebSocket */
+    uint64_t id;
+    wsl_list link;        /* in the server's list for this state (see server.h) */
+    wsl_conn *dirty_next; /* the server's list of connections with output to write */
+    wsl_conn_info *info;
+    wsl_inflater *inflater; /* permessage-deflate: a client's kept window, a message in progress */
+    wsl_sublist subs;       /* topics, owned by the server's wsl_topics */
 };
 
 /* A frame encoded once and sent to any number of connections: small frames are copied into each

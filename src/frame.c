@@ -236,7 +236,11 @@ static bool unmask_ascii(uint8_t *p, size_t n, const uint8_t mask[4])
  * came) for anything else, which the general path then handles and reports. */
 static size_t small_frame(wsl_rx *rx, uint8_t *p, size_t n, uint64_t max_message, wsl_rx_event *ev)
 {
-    if (n < 6 || rx->msg_op || rx->in_frame || rx->done) return 0;
+    /* msg_op, fin, in_frame and done in one load: all 0 between messages (fin is reset with
+     * msg_op; were it not, the general path would just take the frame). */
+    uint32_t busy;
+    memcpy(&busy, &rx->msg_op, 4);
+    if (n < 6 || busy) return 0;
     if ((p[0] != 0x81 && p[0] != 0x82) || p[1] < 0x80 || p[1] > 0x80 + WSL_CONTROL_MAX) return 0;
     size_t len = p[1] & 0x7F;
     if (n < 6 + len || len > max_message) return 0;
