@@ -23,6 +23,8 @@ static struct {
     size_t whole_len;
     wsl_conn *conn;
     bool echo; /* answer each message with itself */
+    int mixed; /* answer with a small frame, then 1: a large one and a small one; 2: a close */
+    size_t buffered; /* wsl_conn_buffered right after the answer */
     /* test_reply_before_next_input: the connections and their clients; whether the first
      * connection's answer could be read when the second one's message was handled */
     wsl_conn *pair[2];
@@ -68,6 +70,24 @@ static void ev_message(void *ud, wsl_conn *c, const uint8_t *data, size_t len, b
         CHECK_EQ(wsl_conn_send(c, &m), 0);
         wsl_msg_release(&m);
     }
+    if (seen.mixed) {
+        static uint8_t big[20000];
+        memset(big, 'B', sizeof big);
+        wsl_msg m;
+        wsl_msg_init(&m, WSL_OP_TEXT, "1", 1);
+        CHECK_EQ(wsl_conn_send(c, &m), 0);
+        if (seen.mixed == 2) {
+            CHECK_EQ(wsl_conn_close(c, 1000, "", 0), 0);
+            seen.buffered = wsl_conn_buffered(c);
+            return;
+        }
+        wsl_msg_init(&m, WSL_OP_BINARY, big, sizeof big);
+        CHECK_EQ(wsl_conn_send(c, &m), 0);
+        wsl_msg_release(&m);
+        wsl_msg_init(&m, WSL_OP_TEXT, "2", 1);
+        CHECK_EQ(wsl_conn_send(c, &m), 0);
+    }
+    seen.buffered = wsl_conn_buffered(c);
 }
 
 static void ev_close(void *ud, wsl_conn *c, unsigned code, const char *reason, size_t len)
@@ -180,8 +200,10 @@ static void test_echo_and_close_handshake(void)
     send_frame(WSL_OP_TEXT, "hello", 5);
     PUMP_UNTIL(seen.messages == 1);
     CHECK_STR(seen.last, "hello");
+    CHECK_EQ(seen.buffered, 7); /* the answer counts while it waits (in the cork buffer) */
     uint8_t f[64];
     size_t n = receive(f, sizeof f);
+    CHECK_EQ(wsl_conn_buffered(seen.conn), 0);
     CHECK_EQ(n, 7);
     CHECK_EQ(f[0], 0x81);
     CHECK_EQ(f[1], 5);
@@ -307,6 +329,51 @@ static void test_idle_ping_follows_input(void)
     CHECK(at >= t1 + idle);
     CHECK(at + tick >= t2 + idle);
     srv.idle_ms = saved;
+    close(client);
+    PUMP_UNTIL(seen.releases == 1);
+}
+
+/* Frames sent while the connection's input is handled keep their order whether they wait in
+ * the cork buffer or have to queue (a frame larger than the cork moves it into the queue). */
+static void test_answer_order(void)
+{
+    reset_seen();
+    seen.mixed = 1;
+    connect_and_upgrade();
+    send_frame(WSL_OP_TEXT, "go", 2);
+    PUMP_UNTIL(seen.messages == 1);
+    CHECK_EQ(seen.buffered, 3 + 4 + 20000 + 3);
+    static uint8_t got[3 + 4 + 20000 + 3 + 1];
+    size_t have = 0;
+    for (int i = 0; i < 100000 && have < sizeof got - 1; i++) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        ssize_t r = read(client, got + have, sizeof got - have);
+        if (r > 0) have += (size_t)r;
+    }
+    CHECK_EQ(have, sizeof got - 1);
+    CHECK_MEM(got, 3,
+              "\x81\x01"
+              "1");
+    CHECK_MEM(got + 3, 4, "\x82\x7e\x4e\x20");
+    CHECK_EQ(got[7], 'B');
+    CHECK_EQ(got[7 + 19999], 'B');
+    CHECK_MEM(got + 7 + 20000, 3,
+              "\x81\x01"
+              "2");
+    close(client);
+    PUMP_UNTIL(seen.releases == 1);
+
+    /* A control frame, which is written at once when nothing waits, comes after them too. */
+    reset_seen();
+    seen.mixed = 2;
+    connect_and_upgrade();
+    send_frame(WSL_OP_TEXT, "go", 2);
+    PUMP_UNTIL(seen.closes == 1);
+    uint8_t f[16];
+    CHECK_EQ(receive(f, sizeof f), 7);
+    CHECK_MEM(f, 7,
+              "\x81\x01"
+              "1\x88\x02\x03\xe8");
     close(client);
     PUMP_UNTIL(seen.releases == 1);
 }
@@ -490,6 +557,7 @@ int main(void)
     test_echo_and_close_handshake();
     test_backpressure_and_drain();
     test_reply_before_next_input();
+    test_answer_order();
     test_idle_ping_follows_input();
     test_protocol_error();
     test_deflate();
