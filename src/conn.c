@@ -308,12 +308,16 @@ static bool cork_msg(wsl_conn *c, const wsl_msg *m)
 {
     wsl_server *srv = c->srv;
     size_t n = m->hlen + m->len;
-    if (c->out.bytes || c->tls || c->deflate || n > WSL_CORK_MAX - srv->cork_len) return false;
+    /* Room for the whole header array too: it is copied at its fixed size (a few moves instead
+     * of a call), and the payload then overwrites what follows the real header. */
+    if (c->out.bytes || c->tls || c->deflate ||
+        n + WSL_SERVER_HDR_MAX > WSL_CORK_MAX - srv->cork_len)
+        return false;
     uint8_t *p = srv->cork + srv->cork_len;
     if (m->wire_len) {
         memcpy(p, m->wire, m->wire_len);
     } else {
-        memcpy(p, m->hdr, m->hlen);
+        memcpy(p, m->hdr, WSL_SERVER_HDR_MAX);
         if (m->len) memcpy(p + m->hlen, m->payload, m->len);
     }
     srv->cork_len += n;
