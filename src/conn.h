@@ -108,30 +108,24 @@ typedef struct wsl_conn_info {
 /* Created by the server on accept (wsl_conn_new). wsl_conn_destroy closes the socket and marks
  * it DEAD; the memory stays valid, DEAD, until libuv's close callback frees it later in the same
  * loop iteration, so a caller that destroyed a connection may still read its state. Everything
- * it points to is its own, except srv. */
+ * it points to is its own, except srv.
+ * Laid out for the cache: a message touches the poll handle's second half (libuv reads its
+ * watcher and callback; on_poll does not read poll.data), then the fields right after it, up to
+ * rx's flags: about 140 bytes, three lines. What only the slow paths need comes last. */
 struct wsl_conn {
-    uv_poll_t poll; /* poll.data == this connection */
+    uv_poll_t poll; /* first: on_poll and libuv's close callback (free) use its address */
     wsl_server *srv;
-    uint64_t id;
-    wsl_list link;        /* in the server's list for this state (see server.h) */
-    wsl_conn *dirty_next; /* the server's list of connections with output to write */
-    uint64_t deadline;    /* loop time (ms) when this state's timeout fires */
-    wsl_rx rx;
-    wsl_queue out;
     wsl_bytes *in;  /* unconsumed input: the request so far, or a partial frame */
     wsl_bytes *msg; /* a message spanning reads or frames */
-    wsl_conn_info *info;
-    wsl_conn_http *http;    /* plain HTTP requests; NULL for a WebSocket */
-    wsl_inflater *inflater; /* permessage-deflate: a client's kept window, a message in progress */
-    wsl_sublist subs;       /* topics, owned by the server's wsl_topics */
     int fd;
-    uint32_t udata;      /* the event owner's slot (the script keeps its object's reference) */
-    uint8_t state;       /* wsl_conn_state */
-    uint8_t list;        /* which of the server's lists holds it (WSL_LIST_*) */
-    uint16_t close_code; /* reported to the close event */
-    unsigned events : 2; /* UV_READABLE | UV_WRITABLE currently polled */
-    unsigned dirty : 1;  /* on the server's dirty list */
-    unsigned opened : 1; /* the open event ran: the close event must run exactly once */
+    uint32_t udata;          /* the event owner's slot (the script keeps its object's reference) */
+    uint8_t state;           /* wsl_conn_state */
+    uint8_t list;            /* which of the server's lists holds it (WSL_LIST_*) */
+    uint16_t close_code;     /* reported to the close event */
+    unsigned events : 2;     /* UV_READABLE | UV_WRITABLE currently polled */
+    unsigned dirty : 1;      /* on the server's dirty list */
+    unsigned corked_out : 1; /* output came meanwhile: written right after the input */
+    unsigned opened : 1;     /* the open event ran: the close event must run exactly once */
     unsigned close_sent : 1;
     unsigned close_rcvd : 1;
     unsigned failing : 1;   /* close without waiting for the peer's reply */
@@ -139,15 +133,29 @@ struct wsl_conn {
     unsigned pinged : 1;    /* an idle ping is outstanding */
     unsigned drain_armed : 1;
     unsigned secure : 1;    /* the upgrade came over TLS (to us, or to a trusted proxy) */
+    unsigned corked : 1;    /* its input is being handled (wsl_server.corked); next to deflate:
+                             * queue_msg tests both at once */
     unsigned deflate : 1;   /* permessage-deflate agreed (what follows is what it agreed) */
     unsigned zsmall : 1;    /* the client asked for a server window under 15 bits */
     unsigned ztakeover : 1; /* the client keeps its context: c->inflater keeps its window */
     unsigned zbits : 4;     /* the client's window (client_max_window_bits), with ztakeover */
     unsigned tls : 1;       /* accepted on a TLS listener: its wsl_tls follows it (conn.c) */
+    uint64_t deadline;      /* loop time (ms) when this state's timeout fires */
+    wsl_queue out;
+    wsl_rx rx; /* its flags first */
+    /* cold: set up, torn down, or used by broadcast, HTTP, deflate and topics */
+    wsl_conn_http *http; /* plain HTTP requests; NULL for a WebSocket */
+    uint64_t id;
+    wsl_list link;        /* in the server's list for this state (see server.h) */
+    wsl_conn *dirty_next; /* the server's list of connections with output to write */
+    wsl_conn_info *info;
+    wsl_inflater *inflater; /* permessage-deflate: a client's kept window, a message in progress */
+    wsl_sublist subs;       /* topics, owned by the server's wsl_topics */
 };
 
 /* A frame encoded once and sent to any number of connections: small frames are copied into each
- * recipient's queue (the smallest from one contiguous copy of the whole frame), large ones shared
+ * recipient's queue (the smallest from one contiguous copy of the whole frame, made by the
+ * fan-outs with wsl_msg_wire), large ones shared
  * by reference (made on first use). Recipients that agreed on permessage-deflate get a compressed
  * frame, made on first use too, once for all of them (one per server window size). Lives on the
  * stack of whoever sends; wsl_msg_release drops what was made. */
@@ -166,6 +174,9 @@ typedef struct wsl_msg {
 } wsl_msg;
 
 void wsl_msg_init(wsl_msg *m, int opcode, const void *payload, size_t len);
+/* Make the contiguous copy of a small frame, for a fan-out (once, before its loop): one recipient
+ * copies header and payload itself, cheaper than making it. */
+void wsl_msg_wire(wsl_msg *m);
 void wsl_msg_release(wsl_msg *m);
 
 /* Take over an accepted, non-blocking socket; tls: the context of a TLS listener, NULL for a
@@ -246,12 +257,10 @@ static inline uint64_t wsl_conn_id(const wsl_conn *c)
 /* Ciphertext of a TLS connection not yet handed to the kernel. */
 size_t wsl_conn_tls_pending(const wsl_conn *c);
 
-/* Bytes queued and not yet handed to the kernel (what back-pressure counts): over TLS, the
- * frames not encrypted yet and the ciphertext the kernel has not taken. */
-static inline size_t wsl_conn_buffered(const wsl_conn *c)
-{
-    return c->out.bytes + (c->tls ? wsl_conn_tls_pending(c) : 0);
-}
+/* Bytes queued and not yet handed to the kernel (what back-pressure counts): the frames in the
+ * server's cork buffer while c's input is handled, and over TLS, the frames not encrypted yet and
+ * the ciphertext the kernel has not taken. */
+size_t wsl_conn_buffered(const wsl_conn *c);
 
 /* The topics c subscribes to: walk them with wsl_sub_next / wsl_sub_topic (topic.h). */
 static inline wsl_sub *wsl_conn_topics(const wsl_conn *c)

@@ -42,17 +42,18 @@ bool wsl_close_code_valid(unsigned code);
 /* Receive state of one connection, owned by it (embed it). Zero-initialise it; no pointers.
  * Set `deflate` once permessage-deflate is agreed: RSV1 then marks a compressed message. */
 typedef struct wsl_rx {
-    uint64_t remaining; /* payload bytes of the current data frame still to come */
-    uint64_t msg_len;   /* payload bytes of the current message so far */
-    uint64_t offset;    /* payload bytes of the current data frame already unmasked */
-    uint32_t utf8;      /* UTF-8 state of the current text message */
-    uint8_t mask[4];    /* mask key of the current data frame */
+    /* first, in this order: the four bytes a whole small frame's path reads at once */
     uint8_t msg_op;     /* WSL_OP_TEXT or WSL_OP_BINARY while a message is in progress, else 0 */
     uint8_t fin;        /* the current data frame ends its message */
     uint8_t in_frame;   /* the current data frame's payload is still arriving */
     uint8_t done;       /* a close frame or an error was returned: stop feeding */
     uint8_t deflate;    /* permessage-deflate was agreed: RSV1 allowed on a message's first frame */
     uint8_t compressed; /* the message in progress had RSV1: its payload is compressed */
+    uint8_t mask[4];    /* mask key of the current data frame */
+    uint32_t utf8;      /* UTF-8 state of the current text message */
+    uint64_t remaining; /* payload bytes of the current data frame still to come */
+    uint64_t msg_len;   /* payload bytes of the current message so far */
+    uint64_t offset;    /* payload bytes of the current data frame already unmasked */
 } wsl_rx;
 
 typedef enum {

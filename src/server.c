@@ -73,11 +73,16 @@ static void on_sweep(uv_timer_t *t)
     }
 }
 
-/* ---- output: one write per connection per loop iteration ---------------------------------- */
+/* ---- output: one write per connection per loop iteration ----------------------------------
+ * (and the connection whose input is being handled: right after it, see wsl_server.corked) */
 
 void wsl_server_mark_dirty(wsl_server *s, wsl_conn *c)
 {
     if (c->dirty) return;
+    if (c->corked) { /* flushed as soon as its input is handled (uncork in conn.c) */
+        c->corked_out = 1;
+        return;
+    }
     c->dirty = 1;
     c->dirty_next = s->dirty;
     s->dirty = c;
@@ -126,6 +131,7 @@ static size_t broadcast_here(wsl_server *s, wsl_msg *m, const wsl_conn *except)
 {
     size_t n = 0;
     wsl_list *h = &s->lists[WSL_LIST_OPEN].head;
+    wsl_msg_wire(m);
     for (wsl_list *l = h->next; l != h; l = l->next) {
         wsl_conn *c = wsl_list_entry(l, wsl_conn, link);
         if (c != except && wsl_conn_queue(c, m) == 0) n++;
@@ -140,6 +146,7 @@ static size_t publish_here(wsl_server *s, const char *topic, size_t len, wsl_msg
 {
     size_t count, n = 0;
     wsl_sub *const *subs = wsl_topics_members(s->topics, topic, len, &count);
+    if (count) wsl_msg_wire(m);
     for (size_t i = 0; i < count; i++) {
         wsl_conn *c = wsl_sub_who(subs[i]);
         if (c != except && wsl_conn_queue(c, m) == 0) n++;
@@ -441,8 +448,9 @@ int wsl_server_init(wsl_server *s, uv_loop_t *loop, const wsl_options *opt)
     for (int i = 0; i < WSL_LIST_COUNT; i++)
         wsl_list_init(&s->lists[i].head);
     s->rbuf = malloc(WSL_READ_BUF);
+    s->cork = malloc(WSL_CORK_MAX);
     s->topics = wsl_topics_new();
-    if (!s->rbuf || !s->topics) return WSL_ENOMEM;
+    if (!s->rbuf || !s->cork || !s->topics) return WSL_ENOMEM;
     if (opt->deflate && !(s->deflate = wsl_deflate_new())) return WSL_ENOMEM;
     s->handshake_ms = (uint64_t)(opt->handshake_timeout * 1000);
     s->idle_ms = (uint64_t)(opt->idle_timeout * 1000);
@@ -470,6 +478,7 @@ int wsl_server_init(wsl_server *s, uv_loop_t *loop, const wsl_options *opt)
     uint64_t tick = (uint64_t)(shortest * 1000 / 8);
     if (tick < 10) tick = 10;
     if (tick > 250) tick = 250;
+    s->sweep_ms = tick;
     uv_timer_start(&s->sweep, on_sweep, tick, tick);
     uv_unref((uv_handle_t *)&s->sweep);
     return 0;
@@ -637,4 +646,5 @@ void wsl_server_free(wsl_server *s)
     wsl_deflate_free(s->deflate);
     free(s->by_id);
     free(s->rbuf);
+    free(s->cork);
 }

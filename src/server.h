@@ -17,8 +17,9 @@
 #include "topic.h"
 
 #define WSL_READ_BUF            (64 * 1024)
-#define WSL_CLOSE_TIMEOUT_MS    2000 /* wait for the peer's close reply, or its FIN */
-#define WSL_SHUTDOWN_TIMEOUT_MS 3000 /* graceful shutdown gives clients this long */
+#define WSL_CORK_MAX            (16 * 1024) /* the cork buffer (see wsl_server.corked) */
+#define WSL_CLOSE_TIMEOUT_MS    2000        /* wait for the peer's close reply, or its FIN */
+#define WSL_SHUTDOWN_TIMEOUT_MS 3000        /* graceful shutdown gives clients this long */
 
 enum {
     WSL_LIST_NONE,
@@ -71,10 +72,19 @@ struct wsl_server {
     char addr[128]; /* "host:port" the first listener actually bound */
 
     /* Indexed by WSL_LIST_*: HANDSHAKE (deadline = accept + handshake timeout), OPEN (deadline =
-     * last input + idle timeout; also the set broadcast walks), CLOSING (RESPONDING and CLOSING
-     * connections; deadline = close timeout), KEEPALIVE, REQUEST. */
+     * last input + idle timeout, the input to within a sweep tick; also the set broadcast walks),
+     * CLOSING (RESPONDING and CLOSING connections; deadline = close timeout), KEEPALIVE,
+     * REQUEST. */
     wsl_conn_list lists[WSL_LIST_COUNT];
     wsl_conn *dirty;
+    /* The connection whose own input is being handled (on_poll in conn.c), or NULL. What it is
+     * sent meanwhile is written right after its input, while its socket and state are still in
+     * cache, not at the end of the iteration after every other ready socket was read (at a
+     * thousand connections those evict them). Small frames go to `cork` while its queue is empty:
+     * one write(), no chunk taken. */
+    wsl_conn *corked;
+    uint8_t *cork; /* WSL_CORK_MAX bytes */
+    size_t cork_len;
     wsl_conn **by_id; /* open connections by id: open addressing, linear probing */
     size_t by_id_cap; /* a power of two, or 0 */
     size_t nconns;    /* every accepted socket not yet closed */
@@ -82,7 +92,8 @@ struct wsl_server {
     uint64_t next_id;
 
     uint64_t handshake_ms, idle_ms, keepalive_ms, request_ms; /* the lists' timeouts */
-    uint8_t *rbuf; /* WSL_READ_BUF bytes shared by every read */
+    uint64_t sweep_ms; /* how often the timeouts are checked */
+    uint8_t *rbuf;     /* WSL_READ_BUF bytes shared by every read */
     bool stopping;
     void (*on_stopped)(struct wsl_server *); /* set by main: shutdown finished */
     uint64_t last_shed_log;
@@ -107,6 +118,8 @@ void wsl_server_free(wsl_server *s);
 
 /* Move c to the tail of list `which` (or out of every list) with deadline now + ms. */
 void wsl_server_track(wsl_server *s, wsl_conn *c, int which, uint64_t ms);
+/* c has output (or a state step) for the flush: the end of this iteration's I/O, or right after
+ * its own input when c is the corked connection. */
 void wsl_server_mark_dirty(wsl_server *s, wsl_conn *c);
 
 /* Join the cluster through the Redis at url (see cluster.h): from now on publish, broadcast and
@@ -156,8 +169,8 @@ int wsl_server_subscribe(wsl_server *s, wsl_conn *c, const char *topic, size_t l
 int wsl_server_unsubscribe(wsl_server *s, wsl_conn *c, const char *topic, size_t len);
 size_t wsl_server_subscribers(const wsl_server *s, const char *topic, size_t len);
 
-/* Open connections: how many, and a walk over them (oldest input first). The walk must not
- * close connections as it goes: take a snapshot first for that. */
+/* Open connections: how many, and a walk over them (oldest input first, to a sweep tick). The
+ * walk must not close connections as it goes: take a snapshot first for that. */
 static inline size_t wsl_server_count(const wsl_server *s)
 {
     return s->lists[WSL_LIST_OPEN].n;

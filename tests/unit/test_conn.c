@@ -23,6 +23,14 @@ static struct {
     size_t whole_len;
     wsl_conn *conn;
     bool echo; /* answer each message with itself */
+    int mixed; /* answer with a small frame, then 1: a large one and a small one; 2: a close */
+    size_t buffered; /* wsl_conn_buffered right after the answer */
+    /* test_reply_before_next_input: the connections and their clients; whether the first
+     * connection's answer could be read when the second one's message was handled */
+    wsl_conn *pair[2];
+    int pair_fd[2];
+    wsl_conn *first;
+    int readable_at_second;
 } seen;
 
 static void reset_seen(void)
@@ -48,12 +56,38 @@ static void ev_message(void *ud, wsl_conn *c, const uint8_t *data, size_t len, b
     if (!seen.whole) abort();
     memcpy(seen.whole, data, len);
     seen.whole_len = len;
+    if (seen.pair[0] && seen.messages == 2) {
+        /* The other connection's message was handled before this one, in this same loop
+         * iteration: its answer must already be in its client's socket. */
+        int other = seen.first == seen.pair[0] ? seen.pair_fd[0] : seen.pair_fd[1];
+        uint8_t b;
+        seen.readable_at_second = (int)recv(other, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 1;
+    }
+    if (seen.messages == 1) seen.first = c;
     if (seen.echo) {
         wsl_msg m;
         wsl_msg_init(&m, binary ? WSL_OP_BINARY : WSL_OP_TEXT, data, len);
         CHECK_EQ(wsl_conn_send(c, &m), 0);
         wsl_msg_release(&m);
     }
+    if (seen.mixed) {
+        static uint8_t big[20000];
+        memset(big, 'B', sizeof big);
+        wsl_msg m;
+        wsl_msg_init(&m, WSL_OP_TEXT, "1", 1);
+        CHECK_EQ(wsl_conn_send(c, &m), 0);
+        if (seen.mixed == 2) {
+            CHECK_EQ(wsl_conn_close(c, 1000, "", 0), 0);
+            seen.buffered = wsl_conn_buffered(c);
+            return;
+        }
+        wsl_msg_init(&m, WSL_OP_BINARY, big, sizeof big);
+        CHECK_EQ(wsl_conn_send(c, &m), 0);
+        wsl_msg_release(&m);
+        wsl_msg_init(&m, WSL_OP_TEXT, "2", 1);
+        CHECK_EQ(wsl_conn_send(c, &m), 0);
+    }
+    seen.buffered = wsl_conn_buffered(c);
 }
 
 static void ev_close(void *ud, wsl_conn *c, unsigned code, const char *reason, size_t len)
@@ -166,8 +200,10 @@ static void test_echo_and_close_handshake(void)
     send_frame(WSL_OP_TEXT, "hello", 5);
     PUMP_UNTIL(seen.messages == 1);
     CHECK_STR(seen.last, "hello");
+    CHECK_EQ(seen.buffered, 7); /* the answer counts while it waits (in the cork buffer) */
     uint8_t f[64];
     size_t n = receive(f, sizeof f);
+    CHECK_EQ(wsl_conn_buffered(seen.conn), 0);
     CHECK_EQ(n, 7);
     CHECK_EQ(f[0], 0x81);
     CHECK_EQ(f[1], 5);
@@ -220,6 +256,124 @@ static void test_backpressure_and_drain(void)
     CHECK_EQ(seen.close_code, 1008);
     CHECK(wsl_conn_buffered(c) <= sizeof payload + 64); /* only what was being written, + close */
     wsl_msg_release(&m);
+    close(client);
+    PUMP_UNTIL(seen.releases == 1);
+}
+
+/* What a handler sends a connection is written as soon as that connection's input is handled,
+ * not after the other ready sockets of the loop iteration were read too (at a thousand
+ * connections, waiting for those evicts the first one's state from the caches). Two clients
+ * send at once, so both sockets are ready in the same iteration. */
+static void test_reply_before_next_input(void)
+{
+    reset_seen();
+    seen.echo = true;
+    for (int i = 0; i < 2; i++) {
+        seen.opens = 0;
+        connect_and_upgrade();
+        seen.pair[i] = seen.conn;
+        seen.pair_fd[i] = client;
+    }
+    send_frame(WSL_OP_TEXT, "b", 1); /* client is the second one's */
+    client = seen.pair_fd[0];
+    send_frame(WSL_OP_TEXT, "a", 1);
+    PUMP_UNTIL(seen.messages == 2);
+    CHECK(seen.readable_at_second);
+    uint8_t f[16];
+    for (int i = 0; i < 2; i++) { /* both answers, whole */
+        client = seen.pair_fd[i];
+        CHECK_EQ(receive(f, sizeof f), 3);
+        CHECK_EQ(f[0], 0x81);
+        CHECK_EQ(f[2], i ? 'b' : 'a');
+    }
+    close(seen.pair_fd[0]);
+    close(seen.pair_fd[1]);
+    PUMP_UNTIL(seen.releases == 2);
+    seen.pair[0] = seen.pair[1] = NULL;
+}
+
+/* Input restarts the idle timeout, to within a sweep tick (a connection is moved in the list
+ * only when its deadline would advance by a tick or more). Real time passes here: the loop
+ * runs, and wakes at least every sweep tick. */
+static uint64_t run_until_readable(uint64_t bound_ms)
+{
+    uint8_t b;
+    uint64_t end = uv_now(loop) + bound_ms;
+    while (recv(client, &b, 1, MSG_PEEK | MSG_DONTWAIT) != 1 && uv_now(loop) < end)
+        uv_run(loop, UV_RUN_ONCE);
+    return uv_now(loop);
+}
+
+static void test_idle_ping_follows_input(void)
+{
+    reset_seen();
+    connect_and_upgrade();
+    wsl_conn *c = seen.conn;
+    uint64_t saved = srv.idle_ms, idle = 1000, tick = srv.sweep_ms;
+    srv.idle_ms = idle;
+    wsl_server_track(&srv, c, WSL_LIST_OPEN, idle); /* as the upgrade would have with it */
+    uint64_t t0 = uv_now(loop);
+    while (uv_now(loop) < t0 + 600) /* silence, 600 ms of it */
+        uv_run(loop, UV_RUN_ONCE);
+    send_frame(WSL_OP_TEXT, "a", 1);
+    PUMP_UNTIL(seen.messages == 1);
+    uint64_t t1 = uv_now(loop);
+    send_frame(WSL_OP_TEXT, "b", 1); /* soon after: within a tick, the deadline may stay */
+    PUMP_UNTIL(seen.messages == 2);
+    uint64_t t2 = uv_now(loop);
+    uint64_t at = run_until_readable(10 * idle);
+    uint8_t f[16];
+    CHECK_EQ(receive(f, sizeof f), 2);
+    CHECK_EQ(f[0], 0x89); /* the idle ping */
+    /* Not at t0 + idle: the input moved the deadline; at most a tick before t2's. */
+    CHECK(at >= t1 + idle);
+    CHECK(at + tick >= t2 + idle);
+    srv.idle_ms = saved;
+    close(client);
+    PUMP_UNTIL(seen.releases == 1);
+}
+
+/* Frames sent while the connection's input is handled keep their order whether they wait in
+ * the cork buffer or have to queue (a frame larger than the cork moves it into the queue). */
+static void test_answer_order(void)
+{
+    reset_seen();
+    seen.mixed = 1;
+    connect_and_upgrade();
+    send_frame(WSL_OP_TEXT, "go", 2);
+    PUMP_UNTIL(seen.messages == 1);
+    CHECK_EQ(seen.buffered, 3 + 4 + 20000 + 3);
+    static uint8_t got[3 + 4 + 20000 + 3 + 1];
+    size_t have = 0;
+    for (int i = 0; i < 100000 && have < sizeof got - 1; i++) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        ssize_t r = read(client, got + have, sizeof got - have);
+        if (r > 0) have += (size_t)r;
+    }
+    CHECK_EQ(have, sizeof got - 1);
+    CHECK_MEM(got, 3,
+              "\x81\x01"
+              "1");
+    CHECK_MEM(got + 3, 4, "\x82\x7e\x4e\x20");
+    CHECK_EQ(got[7], 'B');
+    CHECK_EQ(got[7 + 19999], 'B');
+    CHECK_MEM(got + 7 + 20000, 3,
+              "\x81\x01"
+              "2");
+    close(client);
+    PUMP_UNTIL(seen.releases == 1);
+
+    /* A control frame, which is written at once when nothing waits, comes after them too. */
+    reset_seen();
+    seen.mixed = 2;
+    connect_and_upgrade();
+    send_frame(WSL_OP_TEXT, "go", 2);
+    PUMP_UNTIL(seen.closes == 1);
+    uint8_t f[16];
+    CHECK_EQ(receive(f, sizeof f), 7);
+    CHECK_MEM(f, 7,
+              "\x81\x01"
+              "1\x88\x02\x03\xe8");
     close(client);
     PUMP_UNTIL(seen.releases == 1);
 }
@@ -402,6 +556,9 @@ int main(void)
 
     test_echo_and_close_handshake();
     test_backpressure_and_drain();
+    test_reply_before_next_input();
+    test_answer_order();
+    test_idle_ping_follows_input();
     test_protocol_error();
     test_deflate();
     reset_seen();

@@ -930,6 +930,170 @@ static void test_rsv1(void)
     drive_deflate = false;
 }
 
+/* One whole frame given to a fresh parser in one call: how wsl_rx_next answered, and for a DATA
+ * event whether its small-frame path took it (that path alone leaves rx.mask untouched; the
+ * general path keeps every data frame's key there). The bytes not consumed must be as they
+ * came. */
+static size_t one_call(const stream *st, uint64_t max, bool deflate, wsl_rx_event *ev, bool *fast)
+{
+    uint8_t *buf = malloc(st->len + 1);
+    if (!buf) abort();
+    memcpy(buf, st->p, st->len);
+    wsl_rx rx = {.deflate = deflate};
+    size_t used = wsl_rx_next(&rx, buf, st->len, max, ev);
+    *fast = memcmp(rx.mask, "\0\0\0\0", 4) == 0;
+    CHECK(memcmp(buf + used, st->p + used, st->len - used) == 0);
+    if (ev->kind == WSL_RX_DATA) { /* the payload, unmasked in place */
+        CHECK(ev->data == buf + used - ev->len);
+        static uint8_t copy[256];
+        memcpy(copy, ev->data, ev->len);
+        free(buf);
+        ev->data = copy;
+        return used;
+    }
+    free(buf);
+    return used;
+}
+
+/* The small-frame path (a whole unfragmented text or binary frame of at most 125 bytes, nothing
+ * in progress) at its edges: it must answer exactly as the general path does, which
+ * check_all_splits compares (split, a frame goes the general way). */
+static void test_small_frames(void)
+{
+    char text[200];
+    for (size_t i = 0; i < sizeof text; i++)
+        text[i] = (char)('a' + i % 26);
+    /* Every length from 0 to 125 (the word loop, its 4-byte step and byte tail), text and
+     * binary, and 126 (the 16-bit length form: the general path). */
+    for (size_t len = 0; len <= 126; len++) {
+        for (int op = WSL_OP_TEXT; op <= WSL_OP_BINARY; op++) {
+            stream s = {0};
+            frame_raw(&s, op, true, text, len, 0);
+            wsl_rx_event ev;
+            bool fast;
+            TEST_CONTEXT("op %d, %zu bytes", op, len);
+            CHECK_EQ(one_call(&s, 1000, false, &ev, &fast), s.len);
+            CHECK_EQ(fast, len <= 125);
+            CHECK_EQ(ev.kind, WSL_RX_DATA);
+            CHECK_EQ(ev.opcode, op);
+            CHECK(ev.first && ev.last && !ev.compressed);
+            CHECK_EQ(ev.frame_left, 0);
+            CHECK_EQ(ev.len, len);
+            CHECK(memcmp(ev.data, text, len) == 0);
+            free(s.p);
+        }
+    }
+    TEST_CONTEXT("%s", "");
+
+    /* Text beyond ASCII: valid UTF-8 of 2 to 4 bytes a character, a non-ASCII byte in every
+     * position of a word; then impossible bytes, and a text ending inside a sequence. */
+    static const char *const valid[] = {"\xCE\xBA\xE1\xBD\xB9\xCF\x83\xCE\xBC\xCE\xB5",
+                                        "abcdefg\xC3\xA9", "\xF0\x9F\x98\x80",
+                                        "1234567\xE2\x82\xAC"};
+    for (size_t i = 0; i < sizeof valid / sizeof valid[0]; i++) {
+        stream s = {0};
+        frame(&s, WSL_OP_TEXT, true, valid[i]);
+        wsl_rx_event ev;
+        bool fast;
+        CHECK_EQ(one_call(&s, 1000, false, &ev, &fast), s.len);
+        CHECK(fast);
+        CHECK_EQ(ev.len, strlen(valid[i]));
+        CHECK(memcmp(ev.data, valid[i], ev.len) == 0);
+        char want[64];
+        snprintf(want, sizeof want, "T[%s]", valid[i]);
+        check_all_splits(&s, 1000, want);
+        free(s.p);
+    }
+    static const char *const invalid[] = {"abcdefgh\xFF", "\xC0\xAF", "abc\xED\xA0\x80",
+                                          "abcdefg\xE2\x82", "\xF4\x90\x80\x80xxxxxxxx"};
+    for (size_t i = 0; i < sizeof invalid / sizeof invalid[0]; i++) {
+        stream s = {0};
+        frame(&s, WSL_OP_TEXT, true, invalid[i]);
+        wsl_rx_event ev;
+        bool fast;
+        TEST_CONTEXT("invalid %zu", i);
+        one_call(&s, 1000, false, &ev, &fast);
+        CHECK(!fast); /* handed to the general path, the payload masked again */
+        CHECK_EQ(ev.kind, WSL_RX_ERROR);
+        CHECK_EQ(ev.code, 1007);
+        expect_error(&s, 1000, "error[1007]");
+        free(s.p);
+    }
+    /* The same bytes as binary are fine. */
+    stream s = {0};
+    frame(&s, WSL_OP_BINARY, true, "abcdefgh\xFF");
+    check_all_splits(&s, 1000, "B[9]");
+    free(s.p);
+
+    /* Not for the small-frame path: a control frame, a fragment, a continuation, RSV bits
+     * (errors without deflate; RSV1 a compressed message with it), an unmasked frame, a frame
+     * over max_message, a frame cut short. */
+    struct {
+        int op;
+        bool fin;
+        uint8_t rsv;
+        bool deflate;
+        uint64_t max;
+        const char *want;
+    } other[] = {
+        {WSL_OP_PING, true, 0, false, 1000, "ping[hello]"},
+        {WSL_OP_PONG, true, 0, false, 1000, "pong[hello]"},
+        {WSL_OP_TEXT, false, 0, false, 1000, ""},
+        {WSL_OP_CONT, true, 0, false, 1000, "error[1002]"},
+        {WSL_OP_TEXT, true, 0x40, false, 1000, "error[1002]"},
+        {WSL_OP_TEXT, true, 0x20, false, 1000, "error[1002]"},
+        {WSL_OP_BINARY, true, 0x10, false, 1000, "error[1002]"},
+        {WSL_OP_TEXT, true, 0x40, true, 1000, "ZT[hello]"},
+        {WSL_OP_BINARY, true, 0x40, true, 1000, "ZB[hello]"},
+        {WSL_OP_TEXT, true, 0, false, 4, "error[1009]"},
+        {WSL_OP_TEXT, true, 0, false, 5, "T[hello]"},
+    };
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
+        s = (stream){0};
+        frame_raw(&s, other[i].op, other[i].fin, "hello", 5, other[i].rsv);
+        wsl_rx_event ev;
+        bool fast;
+        TEST_CONTEXT("case %zu", i);
+        one_call(&s, other[i].max, other[i].deflate, &ev, &fast);
+        if (ev.kind == WSL_RX_DATA) CHECK_EQ(fast, i == sizeof other / sizeof other[0] - 1);
+        drive_deflate = other[i].deflate;
+        check_all_splits(&s, other[i].max, other[i].want);
+        drive_deflate = false;
+        free(s.p);
+    }
+    s = (stream){0};
+    bytes(&s, "\x81\x05hello", 7); /* unmasked */
+    expect_error(&s, 1000, "error[1002]");
+    free(s.p);
+    s = (stream){0};
+    frame(&s, WSL_OP_TEXT, true, "hello");
+    s.len--; /* one byte short: the general path hands out what is there */
+    wsl_rx_event ev;
+    bool fast;
+    CHECK_EQ(one_call(&s, 1000, false, &ev, &fast), 10);
+    CHECK_EQ(ev.kind, WSL_RX_DATA);
+    CHECK(ev.first && !ev.last && !fast);
+    CHECK_EQ(ev.frame_left, 1);
+    free(s.p);
+
+    /* Behind a message in progress, the next whole frame goes the general way (it is its
+     * continuation, or an error), and after a close nothing is read. */
+    s = (stream){0};
+    frame(&s, WSL_OP_TEXT, false, "ab");
+    frame(&s, WSL_OP_CONT, true, "cd");
+    frame(&s, WSL_OP_TEXT, true, "ef");
+    frame(&s, WSL_OP_TEXT, false, "gh");
+    frame(&s, WSL_OP_TEXT, true, "ij");
+    expect_error(&s, 1000, "T[abcd]T[ef]error[1002]");
+    free(s.p);
+    s = (stream){0};
+    frame(&s, WSL_OP_CLOSE, true, "");
+    frame(&s, WSL_OP_TEXT, true, "late");
+    check_all_splits(&s, 1000, "close[1005:]");
+    free(s.p);
+    TEST_CONTEXT("%s", "");
+}
+
 int main(void)
 {
     test_header_encoding();
@@ -945,6 +1109,7 @@ int main(void)
     test_close_frames();
     test_pipelined();
     test_rsv1();
+    test_small_frames();
     free(last_msg);
     TEST_MAIN_END();
 }
