@@ -409,10 +409,12 @@ def check_man_api():
             want.append((prefix + fn + "(", sec, "luaL_Reg " + table))
 
     # Handlers the server calls.
-    m = re.search(r"handler_names\[\w*\] = \{(.*?)\};", c, re.DOTALL)
-    names = re.findall(r'"(\w+)"', m.group(1)) if m else []
+    # (metrics.c names them for the handler metrics, "timer" included, which is no handler.)
+    m = re.search(r"wsl_handler_names\[\w*\] = \{(.*?)\};",
+                  open(os.path.join(SRC, "src", "metrics.c"), encoding="utf-8").read(), re.DOTALL)
+    names = [n for n in re.findall(r'"(\w+)"', m.group(1)) if n.startswith("on_")] if m else []
     if not names:
-        fail("the Lua binding: cannot find handler_names[]")
+        fail("src/metrics.c: cannot find wsl_handler_names[]")
     for h in names:
         want.append((h + "(", "LUA HANDLERS", "handler_names"))
 
