@@ -2,7 +2,9 @@
  * one thread, pre-built masked client frames, one shared read buffer parsed in place; it checks
  * every frame it gets back, so a bounded run doubles as a correctness smoke test. With --port2 the
  * clients are split between two servers (two nodes of a cluster); latency is then also reported
- * apart for deliveries on the sender's own server and on the other one. */
+ * apart for deliveries on the sender's own server and on the other one. With --tls it speaks
+ * wss:// (OpenSSL through memory BIOs: what a connection has to send is encrypted at once and
+ * leaves in one write at a time). */
 
 #include <errno.h>
 #include <getopt.h>
@@ -21,6 +23,9 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "frame.h"
 #include "handshake.h"
 
@@ -28,7 +33,7 @@ enum { M_ECHO, M_BROADCAST, M_CHAT, M_CONNECT, M_IDLE, M_LATENCY };
 static const char *const mode_names[] = {"echo",         "broadcast",   "chat",
                                          "connect-rate", "idle-memory", "latency"};
 
-enum { C_FREE, C_CONNECTING, C_HANDSHAKE, C_OPEN, C_CLOSING, C_CLOSED };
+enum { C_FREE, C_CONNECTING, C_TLS, C_HANDSHAKE, C_OPEN, C_CLOSING, C_CLOSED };
 
 #define TRAILER        18 /* "[" sender(8 hex) seq(8 hex) "]" at the end of every payload */
 #define TRAILER_LAT    26 /* "[" sender(8 hex) send time in ns(16 hex) "]" in latency mode */
@@ -72,6 +77,12 @@ typedef struct bconn {
     uint8_t send_again; /* a frame send was asked for while a write was still pending */
     uint8_t got_pong;
     uint8_t control_pending; /* cwreq is in use */
+    /* --tls: the client, its memory BIOs, and its ciphertext: `out` is being written (wreq),
+     * `acc` collects what is encrypted meanwhile. Freed when the slot is reused and at exit. */
+    SSL *ssl;
+    BIO *rbio, *wbio;
+    uint8_t *out, *acc;
+    size_t out_cap, acc_len, acc_cap;
 } bconn;
 
 static struct {
@@ -86,7 +97,9 @@ static struct {
     uint32_t split;   /* with port2: connections [0, split) go to port, the others to port2 */
     uint32_t senders; /* latency: connections [0, senders) send, all of them receive */
     uint32_t open_conc;
-    bool json, binary, quickack;
+    bool json, binary, quickack, tls;
+    SSL_CTX *ssl_ctx;
+    uint8_t *cbuf; /* --tls: ciphertext read, before decryption into rbuf */
 
     /* built once */
     uv_loop_t *loop;
@@ -476,9 +489,87 @@ static void on_cwrite(uv_write_t *req, int status)
     if (status < 0 && status != UV_ECANCELED && !g.stopping) fail("write: %s", uv_strerror(status));
 }
 
+static void on_tls_write(uv_write_t *req, int status);
+
+/* --tls: hand what the client encrypted to the socket; one write in flight at a time. */
+static void tls_flush(bconn *c)
+{
+    char *p;
+    long n = BIO_get_mem_data(c->wbio, &p);
+    if (n > 0) {
+        if (c->acc_len + (size_t)n > c->acc_cap) {
+            size_t cap = c->acc_cap ? c->acc_cap : 4096;
+            while (cap < c->acc_len + (size_t)n)
+                cap *= 2;
+            uint8_t *q = realloc(c->acc, cap);
+            if (!q) {
+                fail("out of memory");
+                return;
+            }
+            c->acc = q;
+            c->acc_cap = cap;
+        }
+        memcpy(c->acc + c->acc_len, p, (size_t)n);
+        c->acc_len += (size_t)n;
+        (void)BIO_reset(c->wbio);
+    }
+    if (c->write_pending || !c->acc_len || c->state == C_CLOSED) return;
+    uv_buf_t b = uv_buf_init((char *)c->acc, (unsigned)c->acc_len);
+    int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (r == (int)c->acc_len) {
+        c->acc_len = 0;
+        return;
+    }
+    if (r < 0 && r != UV_EAGAIN) {
+        fail("write on connection %u: %s", c->id, uv_strerror(r));
+        return;
+    }
+    size_t off = r > 0 ? (size_t)r : 0, left = c->acc_len - off;
+    if (left > c->out_cap) {
+        uint8_t *q = realloc(c->out, left);
+        if (!q) {
+            fail("out of memory");
+            return;
+        }
+        c->out = q;
+        c->out_cap = left;
+    }
+    memcpy(c->out, c->acc + off, left);
+    c->acc_len = 0;
+    b = uv_buf_init((char *)c->out, (unsigned)left);
+    c->write_pending = 1;
+    r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_tls_write);
+    if (r) fail("write on connection %u: %s", c->id, uv_strerror(r));
+}
+
+static void tls_send(bconn *c, const uint8_t *p, size_t n)
+{
+    if (SSL_write(c->ssl, p, (int)n) != (int)n) {
+        fail("connection %u: SSL_write failed", c->id);
+        return;
+    }
+    tls_flush(c);
+}
+
+static void on_tls_write(uv_write_t *req, int status)
+{
+    bconn *c = req->handle->data;
+    c->write_pending = 0;
+    if (status < 0) {
+        if (status != UV_ECANCELED && !g.stopping)
+            fail("write on connection %u: %s", c->id, uv_strerror(status));
+        return;
+    }
+    tls_flush(c);
+}
+
 /* Sends a frame or request from memory that stays valid and unchanged until the write is done. */
 static void send_bytes(bconn *c, const uint8_t *p, size_t n)
 {
+    if (g.tls) {
+        tls_send(c, p, n);
+        return;
+    }
     uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
     int r = c->write_pending ? UV_EAGAIN : uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     if (r == (int)n) return;
@@ -493,9 +584,22 @@ static void send_bytes(bconn *c, const uint8_t *p, size_t n)
     if (r) fail("write on connection %u: %s", c->id, uv_strerror(r));
 }
 
+/* The upgrade request, to whichever server the connection went to. */
+static void send_request(bconn *c)
+{
+    if (g.port2 && c->id >= g.split)
+        send_bytes(c, (const uint8_t *)g.request2, g.request2_len);
+    else
+        send_bytes(c, (const uint8_t *)g.request, g.request_len);
+}
+
 /* Control frames go through their own request so they can queue behind a pending data write. */
 static void send_control(bconn *c, const uint8_t *p, size_t n)
 {
+    if (g.tls) {
+        tls_send(c, p, n);
+        return;
+    }
     if (c->control_pending) {
         conn_close(c); /* only at the end of a run: give up on a polite close */
         return;
@@ -508,7 +612,7 @@ static void send_control(bconn *c, const uint8_t *p, size_t n)
 
 static void send_frame(bconn *c)
 {
-    if (c->write_pending) {
+    if (c->write_pending && !g.tls) {
         c->send_again = 1; /* the frame is patched and sent once the pending write is done */
         return;
     }
@@ -894,7 +998,10 @@ static void on_control(bconn *c, int op, const uint8_t *p, size_t len)
         size_t h = wsl_frame_header_masked(pong, WSL_OP_PONG, true, len, m);
         memcpy(pong + h, p, len);
         uv_buf_t b = uv_buf_init((char *)pong, (unsigned)(h + len));
-        if (!c->write_pending) (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (g.tls)
+            tls_send(c, pong, h + len);
+        else if (!c->write_pending)
+            (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     } else if (op == WSL_OP_CLOSE) {
         if (c->state == C_CLOSING || g.stopping) return; /* its answer to ours; FIN follows */
         unsigned code = len >= 2 ? (unsigned)p[0] << 8 | p[1] : 1005;
@@ -987,6 +1094,10 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     bconn *c = h->data;
+    if (g.tls) { /* decrypted into rbuf later */
+        *buf = uv_buf_init((char *)g.cbuf, 65536);
+        return;
+    }
     /* Bytes of a partial frame go first, so every frame is parsed from one contiguous buffer. */
     if (c->carry_len) memcpy(g.rbuf, c->carry, c->carry_len);
     *buf = uv_buf_init((char *)g.rbuf + c->carry_len, (unsigned)(g.rbuf_size - c->carry_len));
@@ -1008,6 +1119,57 @@ static void keep_carry(bconn *c, const uint8_t *p, size_t n)
     c->carry_len = (uint32_t)n;
 }
 
+/* --tls: the ciphertext in cbuf through the client; the upgrade request once the handshake is
+ * done; then everything it decrypts, parsed as a plain connection's reads are. */
+static void tls_read(bconn *c, size_t nread)
+{
+    if (BIO_write(c->rbio, g.cbuf, (int)nread) != (int)nread) {
+        fail("out of memory");
+        return;
+    }
+    if (c->state == C_TLS) {
+        int r = SSL_do_handshake(c->ssl);
+        if (r != 1) {
+            int e = SSL_get_error(c->ssl, r);
+            if (e != SSL_ERROR_WANT_READ) {
+                unsigned long err = ERR_get_error();
+                fail("connection %u: TLS handshake failed: %s", c->id,
+                     err ? ERR_reason_error_string(err) : "the server closed it");
+                return;
+            }
+            tls_flush(c);
+            return;
+        }
+        g.progress++;
+        c->state = C_HANDSHAKE;
+        send_request(c);
+    }
+    for (;;) {
+        size_t have = c->carry_len;
+        if (have) memcpy(g.rbuf, c->carry, have);
+        c->carry_len = 0;
+        int n = SSL_read(c->ssl, g.rbuf + have, (int)(g.rbuf_size - have));
+        if (n <= 0) {
+            int e = SSL_get_error(c->ssl, n);
+            if (have) keep_carry(c, g.rbuf, have);
+            if (e == SSL_ERROR_ZERO_RETURN) { /* close_notify: EOF follows */
+                if (c->state != C_CLOSING && !g.stopping)
+                    fail("connection %u: the server ended TLS", c->id);
+                break;
+            }
+            if (e != SSL_ERROR_WANT_READ) fail("connection %u: TLS error", c->id);
+            break;
+        }
+        size_t total = have + (size_t)n;
+        size_t used = consume(c, g.rbuf, total);
+        if (g.failed) return;
+        if (used < total &&
+            (c->state == C_HANDSHAKE || c->state == C_OPEN || c->state == C_CLOSING))
+            keep_carry(c, g.rbuf + used, total - used);
+    }
+    tls_flush(c); /* what reading made it say (none, usually) */
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     (void)buf;
@@ -1024,6 +1186,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (g.mode == M_LATENCY) g.now_read = uv_hrtime();
+    if (g.tls) {
+        tls_read(c, (size_t)nread);
+        return;
+    }
     if (g.quickack) {
         uv_os_fd_t fd;
         int one = 1;
@@ -1055,17 +1221,31 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     g.progress++;
+    if (g.tls) {
+        c->state = C_TLS;
+        SSL_free(c->ssl);
+        c->ssl = SSL_new(g.ssl_ctx);
+        c->rbio = BIO_new(BIO_s_mem());
+        c->wbio = BIO_new(BIO_s_mem());
+        if (!c->ssl || !c->rbio || !c->wbio) {
+            fail("out of memory");
+            return;
+        }
+        SSL_set_bio(c->ssl, c->rbio, c->wbio);
+        SSL_set_connect_state(c->ssl);
+        (void)SSL_do_handshake(c->ssl); /* the ClientHello */
+        tls_flush(c);
+        return;
+    }
     c->state = C_HANDSHAKE;
-    if (g.port2 && c->id >= g.split)
-        send_bytes(c, (const uint8_t *)g.request2, g.request2_len);
-    else
-        send_bytes(c, (const uint8_t *)g.request, g.request_len);
+    send_request(c);
 }
 
 static void conn_start(bconn *c)
 {
     c->state = C_CONNECTING;
     c->carry_len = 0;
+    c->acc_len = 0;
     c->write_pending = c->send_again = c->got_pong = c->control_pending = 0;
     int r = uv_tcp_init(g.loop, &c->tcp);
     c->tcp.data = c;
@@ -1118,7 +1298,7 @@ static void finish(void)
         if (c->state == C_OPEN) {
             c->state = C_CLOSING;
             send_control(c, g.close_frame, g.close_len);
-        } else if (c->state == C_CONNECTING || c->state == C_HANDSHAKE) {
+        } else if (c->state == C_CONNECTING || c->state == C_TLS || c->state == C_HANDSHAKE) {
             conn_close(c);
         }
     }
@@ -1347,6 +1527,7 @@ static void usage(FILE *f)
           "  --open-concurrency N  connects in flight while opening           [256]\n"
           "  --timeout S         fail when nothing progresses for S seconds     [10]\n"
           "  --binary            binary frames instead of text\n"
+          "  --tls               wss:// (TLS, the server's certificate not verified)\n"
           "  --quickack          ACK every read at once (TCP_QUICKACK) instead of delaying\n"
           "  --json              one JSON object on stdout\n",
           f);
@@ -1389,6 +1570,7 @@ static int parse_args(int argc, char **argv)
                                          {"timeout", required_argument, 0, 't'},
                                          {"binary", no_argument, 0, 'b'},
                                          {"quickack", no_argument, 0, 'q'},
+                                         {"tls", no_argument, 0, 'T'},
                                          {"json", no_argument, 0, 'j'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -1409,8 +1591,11 @@ static int parse_args(int argc, char **argv)
             usage(stdout);
             exit(0);
         }
-        if (ch == 'b' || ch == 'j' || ch == 'q') {
-            *(ch == 'b' ? &g.binary : ch == 'j' ? &g.json : &g.quickack) = true;
+        if (ch == 'b' || ch == 'j' || ch == 'q' || ch == 'T') {
+            *(ch == 'b'   ? &g.binary
+              : ch == 'j' ? &g.json
+              : ch == 'q' ? &g.quickack
+                          : &g.tls) = true;
             continue;
         }
         if (ch == '?') return -1;
@@ -1563,8 +1748,17 @@ int main(int argc, char **argv)
     g.rbuf = malloc(g.rbuf_size);
     if (g.mode == M_LATENCY && g.n <= ORDER_MAX_N)
         g.last_seen = calloc((size_t)g.n * g.n, sizeof *g.last_seen);
+    if (g.tls) {
+        g.cbuf = malloc(65536);
+        g.ssl_ctx = SSL_CTX_new(TLS_client_method());
+        if (g.ssl_ctx) {
+            SSL_CTX_set_verify(g.ssl_ctx, SSL_VERIFY_NONE, NULL);
+            SSL_CTX_set_mode(g.ssl_ctx, SSL_MODE_RELEASE_BUFFERS);
+        }
+    }
     if (!g.conns || !g.rbuf || build_frames() ||
-        (g.mode == M_LATENCY && g.n <= ORDER_MAX_N && !g.last_seen)) {
+        (g.mode == M_LATENCY && g.n <= ORDER_MAX_N && !g.last_seen) ||
+        (g.tls && (!g.cbuf || !g.ssl_ctx))) {
         fprintf(stderr, "wsluad-bench: out of memory\n");
         return 1;
     }
@@ -1587,8 +1781,14 @@ int main(int argc, char **argv)
     uv_run(g.loop, UV_RUN_DEFAULT);
     if (!g.failed && g.mode != M_IDLE && !g.measure_done) fail("the run ended early");
     if (!g.failed) report();
-    for (uint32_t i = 0; i < g.n; i++)
+    for (uint32_t i = 0; i < g.n; i++) {
         free(g.conns[i].carry);
+        SSL_free(g.conns[i].ssl);
+        free(g.conns[i].out);
+        free(g.conns[i].acc);
+    }
+    SSL_CTX_free(g.ssl_ctx);
+    free(g.cbuf);
     free(g.conns);
     free(g.frames);
     free(g.filler);
