@@ -160,4 +160,32 @@ start_server "${tls[@]}" "$here/broadcast.lua"
 run --tls --mode broadcast --connections 10 --messages 50 --size 20
 run --tls --mode broadcast --connections 4 --messages 10 --size 300 --binary
 stop_servers
+
+# permessage-deflate: the generator sends every message compressed and inflates what comes
+# compressed; 1 KiB of chat text must all come back compressed, 20 bytes (under --deflate-min)
+# plain.
+deflate_run() { # EXPECT_COMPRESSED ARGS...
+    local want=$1 out
+    shift
+    echo "+ wsluad-bench --deflate $*"
+    out=$("$bench" --port "$port" --timeout 10 --deflate --json "$@") || { cat "$log" >&2; exit 1; }
+    echo "$out"
+    if [[ $want == yes && ! ($out =~ \"compressed_in\":[1-9] && $out == *'"plain_in":0,'*) ]] ||
+        [[ $want == no && ! ($out == *'"compressed_in":0,'* && $out =~ \"plain_in\":[1-9]) ]]; then
+        echo "bench_smoke: expected compressed frames back: $want" >&2
+        exit 1
+    fi
+}
+start_server --deflate "$here/echo.lua"
+deflate_run yes --mode echo --connections 10 --messages 500 --size 1024 --payload chat
+deflate_run no --mode echo --connections 4 --messages 100 --size 20
+stop_servers
+
+start_server --deflate "$here/broadcast.lua"
+deflate_run yes --mode broadcast --connections 10 --messages 20 --size 1024 --payload chat
+stop_servers
+
+start_server --deflate "${tls[@]}" "$here/broadcast.lua"
+deflate_run yes --tls --mode broadcast --connections 10 --messages 20 --size 1024 --payload chat
+stop_servers
 echo "bench_smoke: passed"

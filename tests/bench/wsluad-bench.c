@@ -4,7 +4,9 @@
  * clients are split between two servers (two nodes of a cluster); latency is then also reported
  * apart for deliveries on the sender's own server and on the other one. With --tls it speaks
  * wss:// (OpenSSL through memory BIOs: what a connection has to send is encrypted at once and
- * leaves in one write at a time). */
+ * leaves in one write at a time). With --deflate it negotiates permessage-deflate (RFC 7692,
+ * no context takeover either way), sends every message compressed and inflates every compressed
+ * message it gets before checking it. */
 
 #include <errno.h>
 #include <getopt.h>
@@ -25,6 +27,7 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <zlib.h>
 
 #include "frame.h"
 #include "handshake.h"
@@ -34,6 +37,8 @@ static const char *const mode_names[] = {"echo",         "broadcast",   "chat",
                                          "connect-rate", "idle-memory", "latency"};
 
 enum { C_FREE, C_CONNECTING, C_TLS, C_HANDSHAKE, C_OPEN, C_CLOSING, C_CLOSED };
+
+enum { P_ABC, P_CHAT }; /* --payload: what the bytes before the trailer are */
 
 #define TRAILER        18 /* "[" sender(8 hex) seq(8 hex) "]" at the end of every payload */
 #define TRAILER_LAT    26 /* "[" sender(8 hex) send time in ns(16 hex) "]" in latency mode */
@@ -97,9 +102,17 @@ static struct {
     uint32_t split;   /* with port2: connections [0, split) go to port, the others to port2 */
     uint32_t senders; /* latency: connections [0, senders) send, all of them receive */
     uint32_t open_conc;
-    bool json, binary, quickack, tls;
+    bool json, binary, quickack, tls, deflate;
+    int payload;
     SSL_CTX *ssl_ctx;
     uint8_t *cbuf; /* --tls: ciphertext read, before decryption into rbuf */
+    /* --deflate: one inflate stream for every connection (the server keeps no context, so each
+     * message starts afresh), and the buffer a message is inflated into */
+    z_stream zin;
+    bool zin_ok;
+    uint8_t *ibuf;
+    size_t ibuf_size;
+    uint64_t z_frames, z_bytes, z_out, plain_frames; /* data frames received, compressed or not */
 
     /* built once */
     uv_loop_t *loop;
@@ -109,7 +122,9 @@ static struct {
     uint8_t *filler;  /* the unmasked payload bytes before the trailer */
     size_t frame_len; /* header + payload */
     size_t hdr_len;   /* client header length, mask included */
+    size_t wire_len;  /* payload bytes on the wire: g.size, or compressed with --deflate */
     size_t tr_len;    /* trailer length in use (0 when the payload is too small for one) */
+    size_t tr_off;    /* where the trailer starts in the payload on the wire */
     uint8_t opcode;   /* WSL_OP_TEXT or WSL_OP_BINARY */
     char request[512], request2[512]; /* the upgrade requests to port and port2 */
     size_t request_len, request2_len;
@@ -395,8 +410,8 @@ static void patch_hex(bconn *c, size_t off, uint64_t v, int digits)
 
 static void patch_seq(bconn *c, uint64_t v)
 {
-    if (g.tr_len == TRAILER) patch_hex(c, g.size - TRAILER + 9, v, 8);
-    if (g.tr_len == TRAILER_LAT) patch_hex(c, g.size - TRAILER_LAT + 9, v, 16);
+    if (g.tr_len == TRAILER) patch_hex(c, g.tr_off + 9, v, 8);
+    if (g.tr_len == TRAILER_LAT) patch_hex(c, g.tr_off + 9, v, 16);
 }
 
 static uint32_t xorshift(uint64_t *s)
@@ -407,35 +422,122 @@ static uint32_t xorshift(uint64_t *s)
     return (uint32_t)(*s >> 16);
 }
 
+static const char *const chat_words[] = {
+    "hello",  "there", "how", "are",     "you",      "the",    "meeting", "is",
+    "at",     "noon",  "see", "you",     "later",    "thanks", "ok",      "great",
+    "news",   "about", "the", "release", "tomorrow", "I",      "think",   "we",
+    "should", "ship",  "it",  "on",      "friday",
+};
+
+/* The n bytes before the trailer: the alphabet over and over, or (--payload chat) chat-like
+ * JSON text, {"type":"message",...,"text":"hello there ..."}, which compresses like real chat
+ * (to about a third at 1 KiB) rather than to almost nothing. */
+static void fill_payload(uint8_t *p, size_t n)
+{
+    if (g.payload == P_ABC) {
+        for (size_t i = 0; i < n; i++)
+            p[i] = (uint8_t)('a' + i % 26);
+        return;
+    }
+    static const char head[] = "{\"type\":\"message\",\"room\":\"general\",\"from\":\"user42\","
+                               "\"id\":1234567,\"text\":\"";
+    size_t len = n < sizeof head - 1 ? n : sizeof head - 1;
+    memset(p, ' ', n);
+    memcpy(p, head, len);
+    uint32_t seed = 12345;
+    while (n >= 2 && len < n - 2) {
+        seed = seed * 1103515245u + 12345u;
+        const char *w = chat_words[(seed >> 16) % (sizeof chat_words / sizeof chat_words[0])];
+        size_t wl = strlen(w);
+        if (len + wl + 1 > n - 2) wl = n - 2 - len - 1; /* the last word cut short */
+        memcpy(p + len, w, wl);
+        len += wl;
+        p[len++] = ' ';
+    }
+    if (n >= sizeof head + 1) memcpy(p + n - 2, "\"}", 2);
+}
+
+/* --deflate: the message as it goes on the wire (RFC 7692): the bytes before the trailer
+ * compressed by zlib and ended by a sync flush; then the trailer in a stored block of its own,
+ * so that it is patched in place as a plain message's is; then the first byte of the empty stored
+ * block whose other four bytes (00 00 ff ff) the receiver appends. Sets wire_len and tr_off. */
+static uint8_t *compress_message(void)
+{
+    size_t body = g.size - g.tr_len;
+    z_stream z = {0};
+    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return NULL;
+    size_t cap = deflateBound(&z, body) + 16 + g.tr_len;
+    uint8_t *w = malloc(cap);
+    int r = Z_STREAM_ERROR;
+    if (w) {
+        z.next_in = g.filler;
+        z.avail_in = (uInt)body;
+        z.next_out = w;
+        z.avail_out = (uInt)(cap - 16 - g.tr_len);
+        r = deflate(&z, Z_SYNC_FLUSH);
+    }
+    size_t n = w ? cap - 16 - g.tr_len - z.avail_out : 0;
+    deflateEnd(&z);
+    if (r != Z_OK || z.avail_in || !z.avail_out || n < 4 || memcmp(w + n - 4, "\0\0\xff\xff", 4)) {
+        free(w);
+        return NULL;
+    }
+    if (g.tr_len) {
+        w[n++] = 0x00; /* BFINAL 0, BTYPE 00 (stored); LEN and NLEN follow, byte-aligned */
+        w[n++] = (uint8_t)(g.tr_len & 0xff);
+        w[n++] = (uint8_t)(g.tr_len >> 8);
+        w[n++] = (uint8_t)(~g.tr_len & 0xff);
+        w[n++] = (uint8_t)((~g.tr_len >> 8) & 0xff);
+        g.tr_off = n;
+        n += g.tr_len;
+        w[n++] = 0x00;
+    } else {
+        n -= 4;
+    }
+    g.wire_len = n;
+    return w;
+}
+
 static int build_frames(void)
 {
     uint8_t hdr[WSL_FRAME_HDR_MAX], mask[4] = {0, 0, 0, 0};
-    g.hdr_len = wsl_frame_header_masked(hdr, g.opcode, true, g.size, mask);
-    g.frame_len = g.hdr_len + g.size;
     size_t nframes = g.mode == M_CONNECT || g.mode == M_IDLE ? 0 : g.n;
-    g.frames = malloc(nframes * g.frame_len + WSL_FRAME_HDR_MAX);
     g.filler = malloc(g.size + 1);
-    if (!g.frames || !g.filler) return -1;
-    for (size_t i = 0; i < g.size; i++)
-        g.filler[i] = (uint8_t)('a' + i % 26);
+    if (!g.filler) return -1;
+    fill_payload(g.filler, g.size - g.tr_len);
+    /* what every connection sends, unmasked, its trailer still to be written at tr_off */
+    uint8_t *wire = g.filler;
+    g.wire_len = g.size;
+    g.tr_off = g.size - g.tr_len;
+    if (g.deflate && nframes && !(wire = compress_message())) return -1;
+    g.hdr_len = wsl_frame_header_masked(hdr, g.opcode, true, g.wire_len, mask);
+    g.frame_len = g.hdr_len + g.wire_len;
+    g.frames = malloc(nframes * g.frame_len + WSL_FRAME_HDR_MAX);
+    if (!g.frames) {
+        if (wire != g.filler) free(wire);
+        return -1;
+    }
     uint64_t seed = uv_hrtime() | 1;
     for (size_t i = 0; i < nframes; i++) {
         bconn *c = &g.conns[i];
         c->frame = g.frames + i * g.frame_len;
         uint32_t m = xorshift(&seed);
         memcpy(mask, &m, 4);
-        wsl_frame_header_masked(c->frame, g.opcode, true, g.size, mask);
+        wsl_frame_header_masked(c->frame, g.opcode, true, g.wire_len, mask);
+        if (g.deflate) c->frame[0] |= 0x40; /* RSV1: compressed */
         uint8_t *p = c->frame + g.hdr_len;
-        memcpy(p, g.filler, g.size);
+        memcpy(p, wire, g.wire_len);
         if (g.tr_len) {
-            uint8_t *t = p + g.size - g.tr_len;
+            uint8_t *t = p + g.tr_off;
             t[0] = '[';
             hex_put(t + 1, i, 8);
             hex_put(t + 9, 0, (int)g.tr_len - 10);
             t[g.tr_len - 1] = ']';
         }
-        wsl_frame_mask(p, g.size, mask, 0);
+        wsl_frame_mask(p, g.wire_len, mask, 0);
     }
+    if (wire != g.filler) free(wire);
     /* Control frames are shared read-only buffers; a fixed mask is enough for a benchmark. */
     static const uint8_t cmask[4] = {0x37, 0xfa, 0x21, 0x3d};
     size_t h = wsl_frame_header_masked(g.close_frame, WSL_OP_CLOSE, true, 2, cmask);
@@ -459,8 +561,11 @@ static size_t format_request(char *out, size_t cap, int port, const char *key)
     int n = snprintf(out, cap,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n",
-                     g.path, g.host, port, key);
+                     "Sec-WebSocket-Version: 13\r\n%s\r\n",
+                     g.path, g.host, port, key,
+                     g.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                                 "client_no_context_takeover; server_no_context_takeover\r\n"
+                               : "");
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
@@ -1012,6 +1117,64 @@ static void on_control(bconn *c, int op, const uint8_t *p, size_t len)
 
 /* ---- reading ------------------------------------------------------------------------------- */
 
+/* The value of the first header `name` ("\r\nName:") in the response p[0..n), blanks around it
+ * left out; NULL when it is not there. */
+static const uint8_t *header_value(const uint8_t *p, size_t n, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i + nl < n; i++) {
+        if (p[i] != '\r' || strncasecmp((const char *)p + i, name, nl)) continue;
+        const uint8_t *v = p + i + nl, *end = memchr(v, '\r', (size_t)(p + n - v));
+        if (!end) return NULL;
+        while (v < end && (*v == ' ' || *v == '\t'))
+            v++;
+        while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        *len = (size_t)(end - v);
+        return v;
+    }
+    return NULL;
+}
+
+/* --deflate: the answer must take our offer (RFC 7692) with server_no_context_takeover, so that
+ * one inflate stream reset for every message serves every connection, and without
+ * client_max_window_bits, which an offer without it may not get back (our messages are made with
+ * a 15-bit window). Without --deflate, no extension may come back. */
+static bool extensions_ok(bconn *c, const uint8_t *p, size_t n)
+{
+    size_t len = 0;
+    const uint8_t *v = header_value(p, n, "\r\nSec-WebSocket-Extensions:", &len);
+    if (!v) {
+        if (g.deflate) fail("connection %u: the server did not accept permessage-deflate", c->id);
+        return !g.deflate;
+    }
+    bool ok = g.deflate, server_nct = false, first = true;
+    for (const uint8_t *q = v, *end = v + len; ok && q < end; first = false) {
+        const uint8_t *semi = memchr(q, ';', (size_t)(end - q)), *e = semi ? semi : end;
+        while (q < e && (*q == ' ' || *q == '\t'))
+            q++;
+        size_t tl = (size_t)(e - q);
+        while (tl && (q[tl - 1] == ' ' || q[tl - 1] == '\t'))
+            tl--;
+#define IS(s) (tl == sizeof s - 1 && !strncasecmp((const char *)q, s, tl))
+        if (first)
+            ok = IS("permessage-deflate");
+        else if (IS("server_no_context_takeover"))
+            server_nct = true;
+        else if (!IS("client_no_context_takeover") &&
+                 !(tl > 22 && !strncasecmp((const char *)q, "server_max_window_bits", 22)))
+            ok = false;
+#undef IS
+        q = semi ? semi + 1 : end;
+    }
+    if (ok && server_nct) return true;
+    fail("connection %u: Sec-WebSocket-Extensions: %.*s (%s)", c->id, (int)len, v,
+         !g.deflate ? "nothing was offered"
+         : ok       ? "the generator needs server_no_context_takeover"
+                    : "not the answer to our offer");
+    return false;
+}
+
 /* Validates the 101 response in p[0..n) (ending with the blank line). */
 static bool response_ok(bconn *c, const uint8_t *p, size_t n)
 {
@@ -1020,18 +1183,38 @@ static bool response_ok(bconn *c, const uint8_t *p, size_t n)
         fail("connection %u: upgrade refused: %.*s", c->id, (int)(eol ? eol - p : 40), p);
         return false;
     }
-    static const char name[] = "\r\nSec-WebSocket-Accept:";
-    for (size_t i = 0; i + sizeof name - 1 < n; i++) {
-        if (p[i] != '\r' || strncasecmp((const char *)p + i, name, sizeof name - 1)) continue;
-        const uint8_t *v = p + i + sizeof name - 1;
-        while (*v == ' ')
-            v++;
-        if ((size_t)(p + n - v) >= WSL_ACCEPT_LEN && !memcmp(v, g.accept, WSL_ACCEPT_LEN))
-            return true;
-        break;
+    size_t len = 0;
+    const uint8_t *v = header_value(p, n, "\r\nSec-WebSocket-Accept:", &len);
+    if (!v || len != WSL_ACCEPT_LEN || memcmp(v, g.accept, WSL_ACCEPT_LEN)) {
+        fail("connection %u: wrong or missing Sec-WebSocket-Accept", c->id);
+        return false;
     }
-    fail("connection %u: wrong or missing Sec-WebSocket-Accept", c->id);
-    return false;
+    return extensions_ok(c, p, n);
+}
+
+/* --deflate: inflates one compressed message (its payload p[0..n), then the 00 00 ff ff RFC 7692
+ * has the sender leave out) into g.ibuf. False (and the run failed) on invalid data. */
+static bool inflate_message(bconn *c, const uint8_t *p, size_t n, size_t *out_len)
+{
+    static const uint8_t tail[4] = {0, 0, 0xff, 0xff};
+    int r = inflateReset(&g.zin);
+    g.zin.next_out = g.ibuf;
+    g.zin.avail_out = (uInt)g.ibuf_size;
+    for (int i = 0; i < 2 && r == Z_OK; i++) {
+        g.zin.next_in = (Bytef *)(i ? tail : p);
+        g.zin.avail_in = (uInt)(i ? sizeof tail : n);
+        if (g.zin.avail_in) r = inflate(&g.zin, Z_SYNC_FLUSH);
+    }
+    if ((r != Z_OK && r != Z_STREAM_END) || !g.zin.avail_out) {
+        fail("connection %u: a compressed message of %zu bytes %s", c->id, n,
+             g.zin.avail_out ? "does not inflate" : "inflates past the generator's buffer");
+        return false;
+    }
+    *out_len = g.ibuf_size - g.zin.avail_out;
+    g.z_frames++;
+    g.z_bytes += n;
+    g.z_out += *out_len;
+    return true;
 }
 
 /* Consumes whole frames (and first the HTTP response) from p[0..n); returns bytes used. */
@@ -1077,12 +1260,22 @@ static size_t consume(bconn *c, uint8_t *p, size_t n)
         int op = b0 & 0x0f;
         uint8_t *payload = p + off + hdr;
         off += hdr + (size_t)len;
+        unsigned rsv = b0 & 0x70u;
+        if ((rsv & ~0x40u) || (rsv && (!g.deflate || op >= WSL_OP_CLOSE))) {
+            fail("connection %u: a frame with RSV bits %#x (opcode %d)", c->id, rsv, op);
+            return n;
+        }
         if (op >= WSL_OP_CLOSE) {
             on_control(c, op, payload, (size_t)len);
         } else if (!(b0 & 0x80) || op == WSL_OP_CONT) {
             fail("connection %u: fragmented messages are not supported by the generator", c->id);
             return n;
+        } else if (rsv) {
+            size_t out_len;
+            if (!inflate_message(c, payload, (size_t)len, &out_len)) return n;
+            on_data(c, op, g.ibuf, out_len);
         } else {
+            g.plain_frames++;
             on_data(c, op, payload, (size_t)len);
         }
         if (g.failed) return n;
@@ -1452,6 +1645,11 @@ static void report(void)
         if (g.port2)
             printf(",\"port2\":%d,\"split\":%u,\"probes_sent\":%" PRIu64, g.port2, g.split,
                    g.probes_sent);
+        if (g.deflate)
+            printf(",\"deflate\":true,\"wire_bytes_per_msg_sent\":%zu,\"compressed_in\":%" PRIu64
+                   ",\"plain_in\":%" PRIu64 ",\"compressed_bytes_in\":%" PRIu64
+                   ",\"inflated_bytes\":%" PRIu64,
+                   g.wire_len, g.z_frames, g.plain_frames, g.z_bytes, g.z_out);
         printf(",\"foreign_frames\":%" PRIu64 "}\n", g.foreign);
         return;
     }
@@ -1498,6 +1696,10 @@ static void report(void)
                hist_pct(&g.hist, 0.5) / 1000, hist_pct(&g.hist, 0.99) / 1000,
                (double)g.hist.max / 1e6);
     if (g.foreign) printf("  %" PRIu64 " frames not from the generator ignored\n", g.foreign);
+    if (g.deflate)
+        printf("  permessage-deflate: messages sent as %zu bytes for %zu; %" PRIu64 " of %" PRIu64
+               " data messages received compressed, %" PRIu64 " bytes inflated to %" PRIu64 "\n",
+               g.wire_len, g.size, g.z_frames, g.z_frames + g.plain_frames, g.z_bytes, g.z_out);
     if (g.probes_sent)
         printf("  %" PRIu64 " probes sent before the run (each server's reached the other)\n",
                g.probes_sent);
@@ -1528,6 +1730,10 @@ static void usage(FILE *f)
           "  --timeout S         fail when nothing progresses for S seconds     [10]\n"
           "  --binary            binary frames instead of text\n"
           "  --tls               wss:// (TLS, the server's certificate not verified)\n"
+          "  --deflate           permessage-deflate, no context takeover either way: every\n"
+          "                      message sent compressed, every compressed one inflated\n"
+          "  --payload KIND      the bytes before each message's trailer: abc (the alphabet)\n"
+          "                      or chat (chat-like JSON text)                  [abc]\n"
           "  --quickack          ACK every read at once (TCP_QUICKACK) instead of delaying\n"
           "  --json              one JSON object on stdout\n",
           f);
@@ -1570,7 +1776,9 @@ static int parse_args(int argc, char **argv)
                                          {"timeout", required_argument, 0, 't'},
                                          {"binary", no_argument, 0, 'b'},
                                          {"quickack", no_argument, 0, 'q'},
-                                         {"tls", no_argument, 0, 'T'},
+                                         {"tls", no_argument, 0, 'L'},
+                                         {"deflate", no_argument, 0, 'D'},
+                                         {"payload", required_argument, 0, 'y'},
                                          {"json", no_argument, 0, 'j'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -1591,11 +1799,20 @@ static int parse_args(int argc, char **argv)
             usage(stdout);
             exit(0);
         }
-        if (ch == 'b' || ch == 'j' || ch == 'q' || ch == 'T') {
+        if (ch == 'b' || ch == 'j' || ch == 'q' || ch == 'L' || ch == 'D') {
             *(ch == 'b'   ? &g.binary
               : ch == 'j' ? &g.json
               : ch == 'q' ? &g.quickack
-                          : &g.tls) = true;
+              : ch == 'L' ? &g.tls
+                          : &g.deflate) = true;
+            continue;
+        }
+        if (ch == 'y') {
+            if (strcmp(optarg, "abc") && strcmp(optarg, "chat")) {
+                fprintf(stderr, "wsluad-bench: --payload is abc or chat\n");
+                return -1;
+            }
+            g.payload = strcmp(optarg, "chat") ? P_ABC : P_CHAT;
             continue;
         }
         if (ch == '?') return -1;
@@ -1756,9 +1973,14 @@ int main(int argc, char **argv)
             SSL_CTX_set_mode(g.ssl_ctx, SSL_MODE_RELEASE_BUFFERS);
         }
     }
+    if (g.deflate) {
+        g.ibuf_size = g.rbuf_size / 2 + 1; /* a frame's payload is at most rbuf_size / 2 */
+        g.ibuf = malloc(g.ibuf_size);
+        g.zin_ok = inflateInit2(&g.zin, -15) == Z_OK;
+    }
     if (!g.conns || !g.rbuf || build_frames() ||
         (g.mode == M_LATENCY && g.n <= ORDER_MAX_N && !g.last_seen) ||
-        (g.tls && (!g.cbuf || !g.ssl_ctx))) {
+        (g.tls && (!g.cbuf || !g.ssl_ctx)) || (g.deflate && (!g.ibuf || !g.zin_ok))) {
         fprintf(stderr, "wsluad-bench: out of memory\n");
         return 1;
     }
@@ -1789,6 +2011,8 @@ int main(int argc, char **argv)
     }
     SSL_CTX_free(g.ssl_ctx);
     free(g.cbuf);
+    if (g.zin_ok) inflateEnd(&g.zin);
+    free(g.ibuf);
     free(g.conns);
     free(g.frames);
     free(g.filler);
