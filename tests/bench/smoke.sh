@@ -3,13 +3,16 @@
 # for a small bounded count in echo and broadcast mode; then two wsluad nodes sharing a real
 # redis-server (started here on a free port in a temporary directory, always stopped) with the
 # clients split between them, in chat and latency mode, and checks that each message was one
-# Redis PUBLISH. wsluad-bench exits non-zero when a message is missing, duplicated, reordered or
-# altered, or when nothing progresses for 10 s. Never a timing check.
+# Redis PUBLISH; then echo and broadcast again over wss:// (a certificate made here with openssl),
+# and with permessage-deflate (plain and over wss://), checking that compressed frames came back.
+# wsluad-bench exits non-zero when a message is missing, duplicated, reordered or altered, or when
+# nothing progresses for 10 s. Never a timing check.
 set -euo pipefail
 bench=${1:?usage: smoke.sh WSLUAD_BENCH}
 : "${WSLUAD_BIN:?WSLUAD_BIN must name the wsluad binary}"
 here=$(cd "$(dirname "$0")" && pwd)
 log=$(mktemp)
+certs=$(mktemp -d)
 servers=()
 redis=
 redis_dir=
@@ -18,20 +21,22 @@ cleanup() {
     for pid in "${servers[@]}" $redis; do kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     [[ -z $redis_dir ]] || rm -rf "$redis_dir"
     rm -f "$log"
+    rm -rf "$certs"
 }
 trap cleanup EXIT
 
-# Starts a server with the script and options given and sets $port from its "listening on
-# 127.0.0.1:PORT" line.
+# Starts a server with the options and script given (-l 127.0.0.1:0 unless a --tls-listen is
+# among them) and sets $port from its "listening on 127.0.0.1:PORT" line.
 start_server() {
-    local line
+    local line listen=(-l 127.0.0.1:0)
+    [[ " $* " == *" --tls-listen "* ]] && listen=()
     port=
-    exec {out}< <(exec "$WSLUAD_BIN" -l 127.0.0.1:0 --static none "$@" 2>&1)
+    exec {out}< <(exec "$WSLUAD_BIN" "${listen[@]}" --static none "$@" 2>&1)
     servers+=("$!")
     while IFS= read -r -t 10 -u "$out" line; do
         echo "$line" >>"$log"
-        if [[ $line =~ listening\ on\ 127\.0\.0\.1:([0-9]+) ]]; then
-            port=${BASH_REMATCH[1]}
+        if [[ $line =~ listening\ on\ (wss://)?127\.0\.0\.1:([0-9]+) ]]; then
+            port=${BASH_REMATCH[2]}
             break
         fi
     done
@@ -139,5 +144,48 @@ out=$("$bench" --mode latency --connections 8 --senders 4 --rate 200 --duration 
 echo "+ wsluad-bench --mode latency (2 nodes): $out"
 [[ $out == *'"undelivered":0,'* && $out == *'"order_checked":true'* ]] ||
     { echo "bench_smoke: deliveries missing across the nodes" >&2; exit 1; }
+stop_servers
+
+# wss://
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$certs/key.pem" \
+    -out "$certs/cert.pem" -days 2 -subj /CN=127.0.0.1 2>/dev/null
+tls=(--tls-listen 127.0.0.1:0 --tls-cert "$certs/cert.pem" --tls-key "$certs/key.pem")
+start_server "${tls[@]}" "$here/echo.lua"
+run --tls --mode echo --connections 10 --messages 2000 --size 20
+run --tls --mode echo --connections 3 --messages 60 --size 70000 --binary
+run --tls --mode connect-rate --connections 4 --messages 40
+stop_servers
+
+start_server "${tls[@]}" "$here/broadcast.lua"
+run --tls --mode broadcast --connections 10 --messages 50 --size 20
+run --tls --mode broadcast --connections 4 --messages 10 --size 300 --binary
+stop_servers
+
+# permessage-deflate: the generator sends every message compressed and inflates what comes
+# compressed; 1 KiB of chat text must all come back compressed, 20 bytes (under --deflate-min)
+# plain.
+deflate_run() { # EXPECT_COMPRESSED ARGS...
+    local want=$1 out
+    shift
+    echo "+ wsluad-bench --deflate $*"
+    out=$("$bench" --port "$port" --timeout 10 --deflate --json "$@") || { cat "$log" >&2; exit 1; }
+    echo "$out"
+    if [[ $want == yes && ! ($out =~ \"compressed_in\":[1-9] && $out == *'"plain_in":0,'*) ]] ||
+        [[ $want == no && ! ($out == *'"compressed_in":0,'* && $out =~ \"plain_in\":[1-9]) ]]; then
+        echo "bench_smoke: expected compressed frames back: $want" >&2
+        exit 1
+    fi
+}
+start_server --deflate "$here/echo.lua"
+deflate_run yes --mode echo --connections 10 --messages 500 --size 1024 --payload chat
+deflate_run no --mode echo --connections 4 --messages 100 --size 20
+stop_servers
+
+start_server --deflate "$here/broadcast.lua"
+deflate_run yes --mode broadcast --connections 10 --messages 20 --size 1024 --payload chat
+stop_servers
+
+start_server --deflate "${tls[@]}" "$here/broadcast.lua"
+deflate_run yes --tls --mode broadcast --connections 10 --messages 20 --size 1024 --payload chat
 stop_servers
 echo "bench_smoke: passed"

@@ -1,16 +1,6 @@
 // Node `ws` echo server for scripts/bench: every message back to its sender.
-// usage: node ws-echo.js [--tls CERT KEY] PORT  (ws is found through NODE_PATH; --tls: wss://)
+// usage: node ws-echo.js [--tls CERT KEY] [--deflate] PORT  (see ws-server.js)
 'use strict';
-const { WebSocketServer } = require('ws');
-const tls = process.argv[2] === '--tls' ? process.argv.splice(2, 3).slice(1) : null;
-const https = tls && require('https').createServer({
-  cert: require('fs').readFileSync(tls[0]), key: require('fs').readFileSync(tls[1]),
-});
-const wss = new WebSocketServer(https ? { server: https, perMessageDeflate: false }
-  : { host: '127.0.0.1', port: +process.argv[2] || 0, perMessageDeflate: false });
-const where = () => `listening on 127.0.0.1:${(https || wss).address().port}`;
-if (https) https.listen(+process.argv[2] || 0, '127.0.0.1', () => console.error(where()));
-else wss.on('listening', () => console.error(where()));
-wss.on('connection', (ws) => {
+require('./ws-server')((ws) => {
   ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
 });

@@ -2,7 +2,11 @@
  * one thread, pre-built masked client frames, one shared read buffer parsed in place; it checks
  * every frame it gets back, so a bounded run doubles as a correctness smoke test. With --port2 the
  * clients are split between two servers (two nodes of a cluster); latency is then also reported
- * apart for deliveries on the sender's own server and on the other one. */
+ * apart for deliveries on the sender's own server and on the other one. With --tls it speaks
+ * wss:// (OpenSSL through memory BIOs: what a connection has to send is encrypted at once and
+ * leaves in one write at a time). With --deflate it negotiates permessage-deflate (RFC 7692,
+ * no context takeover either way), sends every message compressed and inflates every compressed
+ * message it gets before checking it. */
 
 #include <errno.h>
 #include <getopt.h>
@@ -21,6 +25,10 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <zlib.h>
+
 #include "frame.h"
 #include "handshake.h"
 
@@ -28,7 +36,9 @@ enum { M_ECHO, M_BROADCAST, M_CHAT, M_CONNECT, M_IDLE, M_LATENCY };
 static const char *const mode_names[] = {"echo",         "broadcast",   "chat",
                                          "connect-rate", "idle-memory", "latency"};
 
-enum { C_FREE, C_CONNECTING, C_HANDSHAKE, C_OPEN, C_CLOSING, C_CLOSED };
+enum { C_FREE, C_CONNECTING, C_TLS, C_HANDSHAKE, C_OPEN, C_CLOSING, C_CLOSED };
+
+enum { P_ABC, P_CHAT }; /* --payload: what the bytes before the trailer are */
 
 #define TRAILER        18 /* "[" sender(8 hex) seq(8 hex) "]" at the end of every payload */
 #define TRAILER_LAT    26 /* "[" sender(8 hex) send time in ns(16 hex) "]" in latency mode */
@@ -72,6 +82,12 @@ typedef struct bconn {
     uint8_t send_again; /* a frame send was asked for while a write was still pending */
     uint8_t got_pong;
     uint8_t control_pending; /* cwreq is in use */
+    /* --tls: the client, its memory BIOs, and its ciphertext: `out` is being written (wreq),
+     * `acc` collects what is encrypted meanwhile. Freed when the slot is reused and at exit. */
+    SSL *ssl;
+    BIO *rbio, *wbio;
+    uint8_t *out, *acc;
+    size_t out_cap, acc_len, acc_cap;
 } bconn;
 
 static struct {
@@ -86,7 +102,17 @@ static struct {
     uint32_t split;   /* with port2: connections [0, split) go to port, the others to port2 */
     uint32_t senders; /* latency: connections [0, senders) send, all of them receive */
     uint32_t open_conc;
-    bool json, binary, quickack;
+    bool json, binary, quickack, tls, deflate;
+    int payload;
+    SSL_CTX *ssl_ctx;
+    uint8_t *cbuf; /* --tls: ciphertext read, before decryption into rbuf */
+    /* --deflate: one inflate stream for every connection (the server keeps no context, so each
+     * message starts afresh), and the buffer a message is inflated into */
+    z_stream zin;
+    bool zin_ok;
+    uint8_t *ibuf;
+    size_t ibuf_size;
+    uint64_t z_frames, z_bytes, z_out, plain_frames; /* data frames received, compressed or not */
 
     /* built once */
     uv_loop_t *loop;
@@ -96,7 +122,9 @@ static struct {
     uint8_t *filler;  /* the unmasked payload bytes before the trailer */
     size_t frame_len; /* header + payload */
     size_t hdr_len;   /* client header length, mask included */
+    size_t wire_len;  /* payload bytes on the wire: g.size, or compressed with --deflate */
     size_t tr_len;    /* trailer length in use (0 when the payload is too small for one) */
+    size_t tr_off;    /* where the trailer starts in the payload on the wire */
     uint8_t opcode;   /* WSL_OP_TEXT or WSL_OP_BINARY */
     char request[512], request2[512]; /* the upgrade requests to port and port2 */
     size_t request_len, request2_len;
@@ -382,8 +410,8 @@ static void patch_hex(bconn *c, size_t off, uint64_t v, int digits)
 
 static void patch_seq(bconn *c, uint64_t v)
 {
-    if (g.tr_len == TRAILER) patch_hex(c, g.size - TRAILER + 9, v, 8);
-    if (g.tr_len == TRAILER_LAT) patch_hex(c, g.size - TRAILER_LAT + 9, v, 16);
+    if (g.tr_len == TRAILER) patch_hex(c, g.tr_off + 9, v, 8);
+    if (g.tr_len == TRAILER_LAT) patch_hex(c, g.tr_off + 9, v, 16);
 }
 
 static uint32_t xorshift(uint64_t *s)
@@ -394,35 +422,122 @@ static uint32_t xorshift(uint64_t *s)
     return (uint32_t)(*s >> 16);
 }
 
+static const char *const chat_words[] = {
+    "hello",  "there", "how", "are",     "you",      "the",    "meeting", "is",
+    "at",     "noon",  "see", "you",     "later",    "thanks", "ok",      "great",
+    "news",   "about", "the", "release", "tomorrow", "I",      "think",   "we",
+    "should", "ship",  "it",  "on",      "friday",
+};
+
+/* The n bytes before the trailer: the alphabet over and over, or (--payload chat) chat-like
+ * JSON text, {"type":"message",...,"text":"hello there ..."}, which compresses like real chat
+ * (to about a third at 1 KiB) rather than to almost nothing. */
+static void fill_payload(uint8_t *p, size_t n)
+{
+    if (g.payload == P_ABC) {
+        for (size_t i = 0; i < n; i++)
+            p[i] = (uint8_t)('a' + i % 26);
+        return;
+    }
+    static const char head[] = "{\"type\":\"message\",\"room\":\"general\",\"from\":\"user42\","
+                               "\"id\":1234567,\"text\":\"";
+    size_t len = n < sizeof head - 1 ? n : sizeof head - 1;
+    memset(p, ' ', n);
+    memcpy(p, head, len);
+    uint32_t seed = 12345;
+    while (n >= 2 && len < n - 2) {
+        seed = seed * 1103515245u + 12345u;
+        const char *w = chat_words[(seed >> 16) % (sizeof chat_words / sizeof chat_words[0])];
+        size_t wl = strlen(w);
+        if (len + wl + 1 > n - 2) wl = n - 2 - len - 1; /* the last word cut short */
+        memcpy(p + len, w, wl);
+        len += wl;
+        p[len++] = ' ';
+    }
+    if (n >= sizeof head + 1) memcpy(p + n - 2, "\"}", 2);
+}
+
+/* --deflate: the message as it goes on the wire (RFC 7692): the bytes before the trailer
+ * compressed by zlib and ended by a sync flush; then the trailer in a stored block of its own,
+ * so that it is patched in place as a plain message's is; then the first byte of the empty stored
+ * block whose other four bytes (00 00 ff ff) the receiver appends. Sets wire_len and tr_off. */
+static uint8_t *compress_message(void)
+{
+    size_t body = g.size - g.tr_len;
+    z_stream z = {0};
+    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return NULL;
+    size_t cap = deflateBound(&z, body) + 16 + g.tr_len;
+    uint8_t *w = malloc(cap);
+    int r = Z_STREAM_ERROR;
+    if (w) {
+        z.next_in = g.filler;
+        z.avail_in = (uInt)body;
+        z.next_out = w;
+        z.avail_out = (uInt)(cap - 16 - g.tr_len);
+        r = deflate(&z, Z_SYNC_FLUSH);
+    }
+    size_t n = w ? cap - 16 - g.tr_len - z.avail_out : 0;
+    deflateEnd(&z);
+    if (r != Z_OK || z.avail_in || !z.avail_out || n < 4 || memcmp(w + n - 4, "\0\0\xff\xff", 4)) {
+        free(w);
+        return NULL;
+    }
+    if (g.tr_len) {
+        w[n++] = 0x00; /* BFINAL 0, BTYPE 00 (stored); LEN and NLEN follow, byte-aligned */
+        w[n++] = (uint8_t)(g.tr_len & 0xff);
+        w[n++] = (uint8_t)(g.tr_len >> 8);
+        w[n++] = (uint8_t)(~g.tr_len & 0xff);
+        w[n++] = (uint8_t)((~g.tr_len >> 8) & 0xff);
+        g.tr_off = n;
+        n += g.tr_len;
+        w[n++] = 0x00;
+    } else {
+        n -= 4;
+    }
+    g.wire_len = n;
+    return w;
+}
+
 static int build_frames(void)
 {
     uint8_t hdr[WSL_FRAME_HDR_MAX], mask[4] = {0, 0, 0, 0};
-    g.hdr_len = wsl_frame_header_masked(hdr, g.opcode, true, g.size, mask);
-    g.frame_len = g.hdr_len + g.size;
     size_t nframes = g.mode == M_CONNECT || g.mode == M_IDLE ? 0 : g.n;
-    g.frames = malloc(nframes * g.frame_len + WSL_FRAME_HDR_MAX);
     g.filler = malloc(g.size + 1);
-    if (!g.frames || !g.filler) return -1;
-    for (size_t i = 0; i < g.size; i++)
-        g.filler[i] = (uint8_t)('a' + i % 26);
+    if (!g.filler) return -1;
+    fill_payload(g.filler, g.size - g.tr_len);
+    /* what every connection sends, unmasked, its trailer still to be written at tr_off */
+    uint8_t *wire = g.filler;
+    g.wire_len = g.size;
+    g.tr_off = g.size - g.tr_len;
+    if (g.deflate && nframes && !(wire = compress_message())) return -1;
+    g.hdr_len = wsl_frame_header_masked(hdr, g.opcode, true, g.wire_len, mask);
+    g.frame_len = g.hdr_len + g.wire_len;
+    g.frames = malloc(nframes * g.frame_len + WSL_FRAME_HDR_MAX);
+    if (!g.frames) {
+        if (wire != g.filler) free(wire);
+        return -1;
+    }
     uint64_t seed = uv_hrtime() | 1;
     for (size_t i = 0; i < nframes; i++) {
         bconn *c = &g.conns[i];
         c->frame = g.frames + i * g.frame_len;
         uint32_t m = xorshift(&seed);
         memcpy(mask, &m, 4);
-        wsl_frame_header_masked(c->frame, g.opcode, true, g.size, mask);
+        wsl_frame_header_masked(c->frame, g.opcode, true, g.wire_len, mask);
+        if (g.deflate) c->frame[0] |= 0x40; /* RSV1: compressed */
         uint8_t *p = c->frame + g.hdr_len;
-        memcpy(p, g.filler, g.size);
+        memcpy(p, wire, g.wire_len);
         if (g.tr_len) {
-            uint8_t *t = p + g.size - g.tr_len;
+            uint8_t *t = p + g.tr_off;
             t[0] = '[';
             hex_put(t + 1, i, 8);
             hex_put(t + 9, 0, (int)g.tr_len - 10);
             t[g.tr_len - 1] = ']';
         }
-        wsl_frame_mask(p, g.size, mask, 0);
+        wsl_frame_mask(p, g.wire_len, mask, 0);
     }
+    if (wire != g.filler) free(wire);
     /* Control frames are shared read-only buffers; a fixed mask is enough for a benchmark. */
     static const uint8_t cmask[4] = {0x37, 0xfa, 0x21, 0x3d};
     size_t h = wsl_frame_header_masked(g.close_frame, WSL_OP_CLOSE, true, 2, cmask);
@@ -446,8 +561,11 @@ static size_t format_request(char *out, size_t cap, int port, const char *key)
     int n = snprintf(out, cap,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n",
-                     g.path, g.host, port, key);
+                     "Sec-WebSocket-Version: 13\r\n%s\r\n",
+                     g.path, g.host, port, key,
+                     g.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                                 "client_no_context_takeover; server_no_context_takeover\r\n"
+                               : "");
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
@@ -476,9 +594,87 @@ static void on_cwrite(uv_write_t *req, int status)
     if (status < 0 && status != UV_ECANCELED && !g.stopping) fail("write: %s", uv_strerror(status));
 }
 
+static void on_tls_write(uv_write_t *req, int status);
+
+/* --tls: hand what the client encrypted to the socket; one write in flight at a time. */
+static void tls_flush(bconn *c)
+{
+    char *p;
+    long n = BIO_get_mem_data(c->wbio, &p);
+    if (n > 0) {
+        if (c->acc_len + (size_t)n > c->acc_cap) {
+            size_t cap = c->acc_cap ? c->acc_cap : 4096;
+            while (cap < c->acc_len + (size_t)n)
+                cap *= 2;
+            uint8_t *q = realloc(c->acc, cap);
+            if (!q) {
+                fail("out of memory");
+                return;
+            }
+            c->acc = q;
+            c->acc_cap = cap;
+        }
+        memcpy(c->acc + c->acc_len, p, (size_t)n);
+        c->acc_len += (size_t)n;
+        (void)BIO_reset(c->wbio);
+    }
+    if (c->write_pending || !c->acc_len || c->state == C_CLOSED) return;
+    uv_buf_t b = uv_buf_init((char *)c->acc, (unsigned)c->acc_len);
+    int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (r == (int)c->acc_len) {
+        c->acc_len = 0;
+        return;
+    }
+    if (r < 0 && r != UV_EAGAIN) {
+        fail("write on connection %u: %s", c->id, uv_strerror(r));
+        return;
+    }
+    size_t off = r > 0 ? (size_t)r : 0, left = c->acc_len - off;
+    if (left > c->out_cap) {
+        uint8_t *q = realloc(c->out, left);
+        if (!q) {
+            fail("out of memory");
+            return;
+        }
+        c->out = q;
+        c->out_cap = left;
+    }
+    memcpy(c->out, c->acc + off, left);
+    c->acc_len = 0;
+    b = uv_buf_init((char *)c->out, (unsigned)left);
+    c->write_pending = 1;
+    r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_tls_write);
+    if (r) fail("write on connection %u: %s", c->id, uv_strerror(r));
+}
+
+static void tls_send(bconn *c, const uint8_t *p, size_t n)
+{
+    if (SSL_write(c->ssl, p, (int)n) != (int)n) {
+        fail("connection %u: SSL_write failed", c->id);
+        return;
+    }
+    tls_flush(c);
+}
+
+static void on_tls_write(uv_write_t *req, int status)
+{
+    bconn *c = req->handle->data;
+    c->write_pending = 0;
+    if (status < 0) {
+        if (status != UV_ECANCELED && !g.stopping)
+            fail("write on connection %u: %s", c->id, uv_strerror(status));
+        return;
+    }
+    tls_flush(c);
+}
+
 /* Sends a frame or request from memory that stays valid and unchanged until the write is done. */
 static void send_bytes(bconn *c, const uint8_t *p, size_t n)
 {
+    if (g.tls) {
+        tls_send(c, p, n);
+        return;
+    }
     uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
     int r = c->write_pending ? UV_EAGAIN : uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     if (r == (int)n) return;
@@ -493,9 +689,22 @@ static void send_bytes(bconn *c, const uint8_t *p, size_t n)
     if (r) fail("write on connection %u: %s", c->id, uv_strerror(r));
 }
 
+/* The upgrade request, to whichever server the connection went to. */
+static void send_request(bconn *c)
+{
+    if (g.port2 && c->id >= g.split)
+        send_bytes(c, (const uint8_t *)g.request2, g.request2_len);
+    else
+        send_bytes(c, (const uint8_t *)g.request, g.request_len);
+}
+
 /* Control frames go through their own request so they can queue behind a pending data write. */
 static void send_control(bconn *c, const uint8_t *p, size_t n)
 {
+    if (g.tls) {
+        tls_send(c, p, n);
+        return;
+    }
     if (c->control_pending) {
         conn_close(c); /* only at the end of a run: give up on a polite close */
         return;
@@ -508,7 +717,7 @@ static void send_control(bconn *c, const uint8_t *p, size_t n)
 
 static void send_frame(bconn *c)
 {
-    if (c->write_pending) {
+    if (c->write_pending && !g.tls) {
         c->send_again = 1; /* the frame is patched and sent once the pending write is done */
         return;
     }
@@ -894,7 +1103,10 @@ static void on_control(bconn *c, int op, const uint8_t *p, size_t len)
         size_t h = wsl_frame_header_masked(pong, WSL_OP_PONG, true, len, m);
         memcpy(pong + h, p, len);
         uv_buf_t b = uv_buf_init((char *)pong, (unsigned)(h + len));
-        if (!c->write_pending) (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (g.tls)
+            tls_send(c, pong, h + len);
+        else if (!c->write_pending)
+            (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     } else if (op == WSL_OP_CLOSE) {
         if (c->state == C_CLOSING || g.stopping) return; /* its answer to ours; FIN follows */
         unsigned code = len >= 2 ? (unsigned)p[0] << 8 | p[1] : 1005;
@@ -905,6 +1117,64 @@ static void on_control(bconn *c, int op, const uint8_t *p, size_t len)
 
 /* ---- reading ------------------------------------------------------------------------------- */
 
+/* The value of the first header `name` ("\r\nName:") in the response p[0..n), blanks around it
+ * left out; NULL when it is not there. */
+static const uint8_t *header_value(const uint8_t *p, size_t n, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i + nl < n; i++) {
+        if (p[i] != '\r' || strncasecmp((const char *)p + i, name, nl)) continue;
+        const uint8_t *v = p + i + nl, *end = memchr(v, '\r', (size_t)(p + n - v));
+        if (!end) return NULL;
+        while (v < end && (*v == ' ' || *v == '\t'))
+            v++;
+        while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        *len = (size_t)(end - v);
+        return v;
+    }
+    return NULL;
+}
+
+/* --deflate: the answer must take our offer (RFC 7692) with server_no_context_takeover, so that
+ * one inflate stream reset for every message serves every connection, and without
+ * client_max_window_bits, which an offer without it may not get back (our messages are made with
+ * a 15-bit window). Without --deflate, no extension may come back. */
+static bool extensions_ok(bconn *c, const uint8_t *p, size_t n)
+{
+    size_t len = 0;
+    const uint8_t *v = header_value(p, n, "\r\nSec-WebSocket-Extensions:", &len);
+    if (!v) {
+        if (g.deflate) fail("connection %u: the server did not accept permessage-deflate", c->id);
+        return !g.deflate;
+    }
+    bool ok = g.deflate, server_nct = false, first = true;
+    for (const uint8_t *q = v, *end = v + len; ok && q < end; first = false) {
+        const uint8_t *semi = memchr(q, ';', (size_t)(end - q)), *e = semi ? semi : end;
+        while (q < e && (*q == ' ' || *q == '\t'))
+            q++;
+        size_t tl = (size_t)(e - q);
+        while (tl && (q[tl - 1] == ' ' || q[tl - 1] == '\t'))
+            tl--;
+#define IS(s) (tl == sizeof s - 1 && !strncasecmp((const char *)q, s, tl))
+        if (first)
+            ok = IS("permessage-deflate");
+        else if (IS("server_no_context_takeover"))
+            server_nct = true;
+        else if (!IS("client_no_context_takeover") &&
+                 !(tl > 22 && !strncasecmp((const char *)q, "server_max_window_bits", 22)))
+            ok = false;
+#undef IS
+        q = semi ? semi + 1 : end;
+    }
+    if (ok && server_nct) return true;
+    fail("connection %u: Sec-WebSocket-Extensions: %.*s (%s)", c->id, (int)len, v,
+         !g.deflate ? "nothing was offered"
+         : ok       ? "the generator needs server_no_context_takeover"
+                    : "not the answer to our offer");
+    return false;
+}
+
 /* Validates the 101 response in p[0..n) (ending with the blank line). */
 static bool response_ok(bconn *c, const uint8_t *p, size_t n)
 {
@@ -913,18 +1183,38 @@ static bool response_ok(bconn *c, const uint8_t *p, size_t n)
         fail("connection %u: upgrade refused: %.*s", c->id, (int)(eol ? eol - p : 40), p);
         return false;
     }
-    static const char name[] = "\r\nSec-WebSocket-Accept:";
-    for (size_t i = 0; i + sizeof name - 1 < n; i++) {
-        if (p[i] != '\r' || strncasecmp((const char *)p + i, name, sizeof name - 1)) continue;
-        const uint8_t *v = p + i + sizeof name - 1;
-        while (*v == ' ')
-            v++;
-        if ((size_t)(p + n - v) >= WSL_ACCEPT_LEN && !memcmp(v, g.accept, WSL_ACCEPT_LEN))
-            return true;
-        break;
+    size_t len = 0;
+    const uint8_t *v = header_value(p, n, "\r\nSec-WebSocket-Accept:", &len);
+    if (!v || len != WSL_ACCEPT_LEN || memcmp(v, g.accept, WSL_ACCEPT_LEN)) {
+        fail("connection %u: wrong or missing Sec-WebSocket-Accept", c->id);
+        return false;
     }
-    fail("connection %u: wrong or missing Sec-WebSocket-Accept", c->id);
-    return false;
+    return extensions_ok(c, p, n);
+}
+
+/* --deflate: inflates one compressed message (its payload p[0..n), then the 00 00 ff ff RFC 7692
+ * has the sender leave out) into g.ibuf. False (and the run failed) on invalid data. */
+static bool inflate_message(bconn *c, const uint8_t *p, size_t n, size_t *out_len)
+{
+    static const uint8_t tail[4] = {0, 0, 0xff, 0xff};
+    int r = inflateReset(&g.zin);
+    g.zin.next_out = g.ibuf;
+    g.zin.avail_out = (uInt)g.ibuf_size;
+    for (int i = 0; i < 2 && r == Z_OK; i++) {
+        g.zin.next_in = (Bytef *)(i ? tail : p);
+        g.zin.avail_in = (uInt)(i ? sizeof tail : n);
+        if (g.zin.avail_in) r = inflate(&g.zin, Z_SYNC_FLUSH);
+    }
+    if ((r != Z_OK && r != Z_STREAM_END) || !g.zin.avail_out) {
+        fail("connection %u: a compressed message of %zu bytes %s", c->id, n,
+             g.zin.avail_out ? "does not inflate" : "inflates past the generator's buffer");
+        return false;
+    }
+    *out_len = g.ibuf_size - g.zin.avail_out;
+    g.z_frames++;
+    g.z_bytes += n;
+    g.z_out += *out_len;
+    return true;
 }
 
 /* Consumes whole frames (and first the HTTP response) from p[0..n); returns bytes used. */
@@ -970,12 +1260,22 @@ static size_t consume(bconn *c, uint8_t *p, size_t n)
         int op = b0 & 0x0f;
         uint8_t *payload = p + off + hdr;
         off += hdr + (size_t)len;
+        unsigned rsv = b0 & 0x70u;
+        if ((rsv & ~0x40u) || (rsv && (!g.deflate || op >= WSL_OP_CLOSE))) {
+            fail("connection %u: a frame with RSV bits %#x (opcode %d)", c->id, rsv, op);
+            return n;
+        }
         if (op >= WSL_OP_CLOSE) {
             on_control(c, op, payload, (size_t)len);
         } else if (!(b0 & 0x80) || op == WSL_OP_CONT) {
             fail("connection %u: fragmented messages are not supported by the generator", c->id);
             return n;
+        } else if (rsv) {
+            size_t out_len;
+            if (!inflate_message(c, payload, (size_t)len, &out_len)) return n;
+            on_data(c, op, g.ibuf, out_len);
         } else {
+            g.plain_frames++;
             on_data(c, op, payload, (size_t)len);
         }
         if (g.failed) return n;
@@ -987,6 +1287,10 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     bconn *c = h->data;
+    if (g.tls) { /* decrypted into rbuf later */
+        *buf = uv_buf_init((char *)g.cbuf, 65536);
+        return;
+    }
     /* Bytes of a partial frame go first, so every frame is parsed from one contiguous buffer. */
     if (c->carry_len) memcpy(g.rbuf, c->carry, c->carry_len);
     *buf = uv_buf_init((char *)g.rbuf + c->carry_len, (unsigned)(g.rbuf_size - c->carry_len));
@@ -1008,6 +1312,57 @@ static void keep_carry(bconn *c, const uint8_t *p, size_t n)
     c->carry_len = (uint32_t)n;
 }
 
+/* --tls: the ciphertext in cbuf through the client; the upgrade request once the handshake is
+ * done; then everything it decrypts, parsed as a plain connection's reads are. */
+static void tls_read(bconn *c, size_t nread)
+{
+    if (BIO_write(c->rbio, g.cbuf, (int)nread) != (int)nread) {
+        fail("out of memory");
+        return;
+    }
+    if (c->state == C_TLS) {
+        int r = SSL_do_handshake(c->ssl);
+        if (r != 1) {
+            int e = SSL_get_error(c->ssl, r);
+            if (e != SSL_ERROR_WANT_READ) {
+                unsigned long err = ERR_get_error();
+                fail("connection %u: TLS handshake failed: %s", c->id,
+                     err ? ERR_reason_error_string(err) : "the server closed it");
+                return;
+            }
+            tls_flush(c);
+            return;
+        }
+        g.progress++;
+        c->state = C_HANDSHAKE;
+        send_request(c);
+    }
+    for (;;) {
+        size_t have = c->carry_len;
+        if (have) memcpy(g.rbuf, c->carry, have);
+        c->carry_len = 0;
+        int n = SSL_read(c->ssl, g.rbuf + have, (int)(g.rbuf_size - have));
+        if (n <= 0) {
+            int e = SSL_get_error(c->ssl, n);
+            if (have) keep_carry(c, g.rbuf, have);
+            if (e == SSL_ERROR_ZERO_RETURN) { /* close_notify: EOF follows */
+                if (c->state != C_CLOSING && !g.stopping)
+                    fail("connection %u: the server ended TLS", c->id);
+                break;
+            }
+            if (e != SSL_ERROR_WANT_READ) fail("connection %u: TLS error", c->id);
+            break;
+        }
+        size_t total = have + (size_t)n;
+        size_t used = consume(c, g.rbuf, total);
+        if (g.failed) return;
+        if (used < total &&
+            (c->state == C_HANDSHAKE || c->state == C_OPEN || c->state == C_CLOSING))
+            keep_carry(c, g.rbuf + used, total - used);
+    }
+    tls_flush(c); /* what reading made it say (none, usually) */
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     (void)buf;
@@ -1024,6 +1379,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (g.mode == M_LATENCY) g.now_read = uv_hrtime();
+    if (g.tls) {
+        tls_read(c, (size_t)nread);
+        return;
+    }
     if (g.quickack) {
         uv_os_fd_t fd;
         int one = 1;
@@ -1055,17 +1414,31 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     g.progress++;
+    if (g.tls) {
+        c->state = C_TLS;
+        SSL_free(c->ssl);
+        c->ssl = SSL_new(g.ssl_ctx);
+        c->rbio = BIO_new(BIO_s_mem());
+        c->wbio = BIO_new(BIO_s_mem());
+        if (!c->ssl || !c->rbio || !c->wbio) {
+            fail("out of memory");
+            return;
+        }
+        SSL_set_bio(c->ssl, c->rbio, c->wbio);
+        SSL_set_connect_state(c->ssl);
+        (void)SSL_do_handshake(c->ssl); /* the ClientHello */
+        tls_flush(c);
+        return;
+    }
     c->state = C_HANDSHAKE;
-    if (g.port2 && c->id >= g.split)
-        send_bytes(c, (const uint8_t *)g.request2, g.request2_len);
-    else
-        send_bytes(c, (const uint8_t *)g.request, g.request_len);
+    send_request(c);
 }
 
 static void conn_start(bconn *c)
 {
     c->state = C_CONNECTING;
     c->carry_len = 0;
+    c->acc_len = 0;
     c->write_pending = c->send_again = c->got_pong = c->control_pending = 0;
     int r = uv_tcp_init(g.loop, &c->tcp);
     c->tcp.data = c;
@@ -1118,7 +1491,7 @@ static void finish(void)
         if (c->state == C_OPEN) {
             c->state = C_CLOSING;
             send_control(c, g.close_frame, g.close_len);
-        } else if (c->state == C_CONNECTING || c->state == C_HANDSHAKE) {
+        } else if (c->state == C_CONNECTING || c->state == C_TLS || c->state == C_HANDSHAKE) {
             conn_close(c);
         }
     }
@@ -1272,6 +1645,11 @@ static void report(void)
         if (g.port2)
             printf(",\"port2\":%d,\"split\":%u,\"probes_sent\":%" PRIu64, g.port2, g.split,
                    g.probes_sent);
+        if (g.deflate)
+            printf(",\"deflate\":true,\"wire_bytes_per_msg_sent\":%zu,\"compressed_in\":%" PRIu64
+                   ",\"plain_in\":%" PRIu64 ",\"compressed_bytes_in\":%" PRIu64
+                   ",\"inflated_bytes\":%" PRIu64,
+                   g.wire_len, g.z_frames, g.plain_frames, g.z_bytes, g.z_out);
         printf(",\"foreign_frames\":%" PRIu64 "}\n", g.foreign);
         return;
     }
@@ -1318,6 +1696,10 @@ static void report(void)
                hist_pct(&g.hist, 0.5) / 1000, hist_pct(&g.hist, 0.99) / 1000,
                (double)g.hist.max / 1e6);
     if (g.foreign) printf("  %" PRIu64 " frames not from the generator ignored\n", g.foreign);
+    if (g.deflate)
+        printf("  permessage-deflate: messages sent as %zu bytes for %zu; %" PRIu64 " of %" PRIu64
+               " data messages received compressed, %" PRIu64 " bytes inflated to %" PRIu64 "\n",
+               g.wire_len, g.size, g.z_frames, g.z_frames + g.plain_frames, g.z_bytes, g.z_out);
     if (g.probes_sent)
         printf("  %" PRIu64 " probes sent before the run (each server's reached the other)\n",
                g.probes_sent);
@@ -1347,6 +1729,11 @@ static void usage(FILE *f)
           "  --open-concurrency N  connects in flight while opening           [256]\n"
           "  --timeout S         fail when nothing progresses for S seconds     [10]\n"
           "  --binary            binary frames instead of text\n"
+          "  --tls               wss:// (TLS, the server's certificate not verified)\n"
+          "  --deflate           permessage-deflate, no context takeover either way: every\n"
+          "                      message sent compressed, every compressed one inflated\n"
+          "  --payload KIND      the bytes before each message's trailer: abc (the alphabet)\n"
+          "                      or chat (chat-like JSON text)                  [abc]\n"
           "  --quickack          ACK every read at once (TCP_QUICKACK) instead of delaying\n"
           "  --json              one JSON object on stdout\n",
           f);
@@ -1389,6 +1776,9 @@ static int parse_args(int argc, char **argv)
                                          {"timeout", required_argument, 0, 't'},
                                          {"binary", no_argument, 0, 'b'},
                                          {"quickack", no_argument, 0, 'q'},
+                                         {"tls", no_argument, 0, 'L'},
+                                         {"deflate", no_argument, 0, 'D'},
+                                         {"payload", required_argument, 0, 'y'},
                                          {"json", no_argument, 0, 'j'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -1409,8 +1799,20 @@ static int parse_args(int argc, char **argv)
             usage(stdout);
             exit(0);
         }
-        if (ch == 'b' || ch == 'j' || ch == 'q') {
-            *(ch == 'b' ? &g.binary : ch == 'j' ? &g.json : &g.quickack) = true;
+        if (ch == 'b' || ch == 'j' || ch == 'q' || ch == 'L' || ch == 'D') {
+            *(ch == 'b'   ? &g.binary
+              : ch == 'j' ? &g.json
+              : ch == 'q' ? &g.quickack
+              : ch == 'L' ? &g.tls
+                          : &g.deflate) = true;
+            continue;
+        }
+        if (ch == 'y') {
+            if (strcmp(optarg, "abc") && strcmp(optarg, "chat")) {
+                fprintf(stderr, "wsluad-bench: --payload is abc or chat\n");
+                return -1;
+            }
+            g.payload = strcmp(optarg, "chat") ? P_ABC : P_CHAT;
             continue;
         }
         if (ch == '?') return -1;
@@ -1563,8 +1965,22 @@ int main(int argc, char **argv)
     g.rbuf = malloc(g.rbuf_size);
     if (g.mode == M_LATENCY && g.n <= ORDER_MAX_N)
         g.last_seen = calloc((size_t)g.n * g.n, sizeof *g.last_seen);
+    if (g.tls) {
+        g.cbuf = malloc(65536);
+        g.ssl_ctx = SSL_CTX_new(TLS_client_method());
+        if (g.ssl_ctx) {
+            SSL_CTX_set_verify(g.ssl_ctx, SSL_VERIFY_NONE, NULL);
+            SSL_CTX_set_mode(g.ssl_ctx, SSL_MODE_RELEASE_BUFFERS);
+        }
+    }
+    if (g.deflate) {
+        g.ibuf_size = g.rbuf_size / 2 + 1; /* a frame's payload is at most rbuf_size / 2 */
+        g.ibuf = malloc(g.ibuf_size);
+        g.zin_ok = inflateInit2(&g.zin, -15) == Z_OK;
+    }
     if (!g.conns || !g.rbuf || build_frames() ||
-        (g.mode == M_LATENCY && g.n <= ORDER_MAX_N && !g.last_seen)) {
+        (g.mode == M_LATENCY && g.n <= ORDER_MAX_N && !g.last_seen) ||
+        (g.tls && (!g.cbuf || !g.ssl_ctx)) || (g.deflate && (!g.ibuf || !g.zin_ok))) {
         fprintf(stderr, "wsluad-bench: out of memory\n");
         return 1;
     }
@@ -1587,8 +2003,16 @@ int main(int argc, char **argv)
     uv_run(g.loop, UV_RUN_DEFAULT);
     if (!g.failed && g.mode != M_IDLE && !g.measure_done) fail("the run ended early");
     if (!g.failed) report();
-    for (uint32_t i = 0; i < g.n; i++)
+    for (uint32_t i = 0; i < g.n; i++) {
         free(g.conns[i].carry);
+        SSL_free(g.conns[i].ssl);
+        free(g.conns[i].out);
+        free(g.conns[i].acc);
+    }
+    SSL_CTX_free(g.ssl_ctx);
+    free(g.cbuf);
+    if (g.zin_ok) inflateEnd(&g.zin);
+    free(g.ibuf);
     free(g.conns);
     free(g.frames);
     free(g.filler);
