@@ -656,16 +656,21 @@ static void tls_send(bconn *c, const uint8_t *p, size_t n)
     tls_flush(c);
 }
 
-static void on_tls_write(uv_write_t *req, int status)
+/* The end of a data write: its connection, or NULL when it failed (reported unless cancelled). */
+static bconn *write_done(uv_write_t *req, int status)
 {
     bconn *c = req->handle->data;
     c->write_pending = 0;
-    if (status < 0) {
-        if (status != UV_ECANCELED && !g.stopping)
-            fail("write on connection %u: %s", c->id, uv_strerror(status));
-        return;
-    }
-    tls_flush(c);
+    if (status >= 0) return c;
+    if (status != UV_ECANCELED && !g.stopping)
+        fail("write on connection %u: %s", c->id, uv_strerror(status));
+    return NULL;
+}
+
+static void on_tls_write(uv_write_t *req, int status)
+{
+    bconn *c = write_done(req, status);
+    if (c) tls_flush(c);
 }
 
 /* Sends a frame or request from memory that stays valid and unchanged until the write is done. */
@@ -726,14 +731,8 @@ static void send_frame(bconn *c)
 
 static void on_write(uv_write_t *req, int status)
 {
-    bconn *c = req->handle->data;
-    c->write_pending = 0;
-    if (status < 0) {
-        if (status != UV_ECANCELED && !g.stopping)
-            fail("write on connection %u: %s", c->id, uv_strerror(status));
-        return;
-    }
-    if (c->send_again && c->state == C_OPEN) {
+    bconn *c = write_done(req, status);
+    if (c && c->send_again && c->state == C_OPEN) {
         c->send_again = 0;
         send_bytes(c, c->frame, g.frame_len);
     }
