@@ -16,6 +16,7 @@
 
 #include "http.h"
 #include "list.h"
+#include "listen.h"
 #include "log.h"
 
 /* Owned by main (wsl_metrics_http_start); freed by the last close callback after
@@ -324,52 +325,6 @@ static void on_connection(uv_stream_t *server, int status)
 
 /* ---- the listener --------------------------------------------------------------------------- */
 
-/* A listening socket on host:port, as server.c makes the public one. */
-static int listen_on(const char *host, int port, char *addr, size_t cap)
-{
-    char serv[16];
-    snprintf(serv, sizeof serv, "%d", port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                             .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *res;
-    int gai = getaddrinfo(host, serv, &hints, &res);
-    if (gai != 0) {
-        wsl_error("cannot serve metrics on %s:%d: %s", host, port, gai_strerror(gai));
-        return -EINVAL;
-    }
-    int err = 0, fd = -1;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            err = errno;
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 64) == 0) break;
-        err = errno;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0) {
-        wsl_error("cannot serve metrics on %s:%d: %s", host, port, strerror(err));
-        return -err;
-    }
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    char h[NI_MAXHOST], s[NI_MAXSERV];
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0 ||
-        getnameinfo((struct sockaddr *)&ss, sl, h, sizeof h, s, sizeof s,
-                    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-        snprintf(addr, cap, "%s:%d", host, port);
-    else
-        snprintf(addr, cap, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", h, s);
-    return fd;
-}
-
 /* The btime line of /proc/stat: the boot time, which process_start_time_seconds needs. */
 static void read_btime(char *out, size_t cap)
 {
@@ -392,7 +347,7 @@ int wsl_metrics_http_start(wsl_metrics_http **out, wsl_server *srv, const char *
 {
     wsl_metrics_http *m = calloc(1, sizeof *m);
     if (!m) return -ENOMEM;
-    int fd = listen_on(host, port, m->addr, sizeof m->addr);
+    int fd = wsl_listen_tcp(host, port, 64, false, "serve metrics on", m->addr, sizeof m->addr);
     if (fd < 0) {
         free(m);
         return fd;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "http.h"
+#include "listen.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -493,48 +494,9 @@ void wsl_server_set_events(wsl_server *s, const wsl_conn_events *events, void *u
 /* Bind and listen on one address of the options. */
 static int listen_one(wsl_server *s, const wsl_listen_opt *o, wsl_listener *l)
 {
-    char port[8];
-    snprintf(port, sizeof port, "%d", o->port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                             .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *res;
-    int gai = getaddrinfo(o->host, port, &hints, &res);
-    if (gai != 0) {
-        wsl_error("cannot listen on %s:%d: %s", o->host, o->port, gai_strerror(gai));
-        return -EINVAL;
-    }
-    int err = 0, fd = -1;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            err = errno;
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        /* --workers: every worker binds the same address; the kernel spreads connections. */
-        if (s->opt->workers > 1) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-        if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 1024) == 0) break;
-        err = errno;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0) {
-        wsl_error("cannot listen on %s:%d: %s", o->host, o->port, strerror(err));
-        return -err;
-    }
-
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    getsockname(fd, (struct sockaddr *)&ss, &sl);
-    char host[NI_MAXHOST], serv[NI_MAXSERV];
-    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, serv, sizeof serv,
-                NI_NUMERICHOST | NI_NUMERICSERV);
-    snprintf(l->addr, sizeof l->addr, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, serv);
-
+    int fd = wsl_listen_tcp(o->host, o->port, 1024, s->opt->workers > 1, "listen on", l->addr,
+                            sizeof l->addr);
+    if (fd < 0) return fd;
     l->srv = s;
     l->fd = fd;
     l->tls = o->tls;
