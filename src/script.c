@@ -1234,35 +1234,45 @@ static bool get_handler(lua_State *L, wsl_handler_kind k)
     return true;
 }
 
+/* Push h's handler and its arguments; returns the argument count. A message's string goes
+ * first, below the handler: there it stays for the whole call whatever the handler does with
+ * its argument, so rx_text stays valid (see wsl_lcheck_msg). */
+static int push_handler_call(lua_State *L, wsl_script *s, const handler_call *h)
+{
+    int str = 0;
+    if (h->args == ARGS_MESSAGE) {
+        s->rx_text = lua_pushlstring(L, (const char *)h->data, h->len);
+        s->rx_len = h->len;
+        if (h->binary) s->rx_text = NULL;
+        str = lua_gettop(L);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->handler_refs[h->kind]);
+    wsl_lconn_push(L, h->c);
+    switch (h->args) {
+    case ARGS_CONN:
+        return 1;
+    case ARGS_MESSAGE:
+        lua_pushvalue(L, str);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->kind_refs[h->binary]);
+        return 3;
+    case ARGS_CLOSE:
+        lua_pushinteger(L, h->code);
+        lua_pushlstring(L, (const char *)h->data, h->len);
+        return 3;
+    case ARGS_ERROR:
+        wsl_push_last_error(L); /* the error value as raised, then the traceback */
+        return 3;
+    }
+    return 1;
+}
+
 static int handler_body(lua_State *L)
 {
     handler_call *h = lua_touserdata(L, 1);
     wsl_script *s = wsl_script_of(L);
-    if (!get_handler(L, h->kind)) return 0;
+    if (!(s->defined & 1u << h->kind)) return 0;
     s->ran = true;
-    wsl_lconn_push(L, h->c);
-    int n = 1;
-    switch (h->args) {
-    case ARGS_CONN:
-        break;
-    case ARGS_MESSAGE:
-        s->rx_text = lua_pushlstring(L, (const char *)h->data, h->len);
-        s->rx_len = h->len; /* this frame keeps the string for the call (see dispatch) */
-        if (h->binary) s->rx_text = NULL;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, s->kind_refs[h->binary]);
-        n = 3;
-        break;
-    case ARGS_CLOSE:
-        lua_pushinteger(L, h->code);
-        lua_pushlstring(L, (const char *)h->data, h->len);
-        n = 3;
-        break;
-    case ARGS_ERROR:
-        wsl_push_last_error(L); /* the error value as raised, then the traceback */
-        n = 3;
-        break;
-    }
-    wsl_call(L, n, 0);
+    wsl_call(L, push_handler_call(L, s, h), 0);
     return 0;
 }
 
@@ -1293,25 +1303,7 @@ static bool call_direct(wsl_script *s, const handler_call *h)
     lua_State *co = s->runners[0];
     run_state r;
     run_begin(s, co, &r); /* the time limit covers finalizers the pushes may run */
-    int n = 1;
-    if (h->args == ARGS_MESSAGE) {
-        /* Below the handler, the runner's stack keeps the string for the whole call, whatever
-         * the handler does with its argument: rx_text stays valid (see wsl_lcheck_msg). */
-        s->rx_text = lua_pushlstring(co, (const char *)h->data, h->len);
-        s->rx_len = h->len;
-        if (h->binary) s->rx_text = NULL;
-    }
-    lua_rawgeti(co, LUA_REGISTRYINDEX, s->handler_refs[h->kind]);
-    wsl_lconn_push(co, h->c);
-    if (h->args == ARGS_MESSAGE) {
-        lua_pushvalue(co, 1);
-        lua_rawgeti(co, LUA_REGISTRYINDEX, s->kind_refs[h->binary]);
-        n = 3;
-    } else if (h->args == ARGS_CLOSE) {
-        lua_pushinteger(co, h->code);
-        lua_pushlstring(co, (const char *)h->data, h->len);
-        n = 3;
-    }
+    int n = push_handler_call(co, s, h);
     bool ok = run_resume(s, &r, co, n, 0, wsl_handler_names[h->kind], h->c) > 0;
     wsl_metrics_handler(h->kind, ok, !ok && s->timed_out, start ? now_ns() - start : 0);
     s->ran = outer_ran;
