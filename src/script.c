@@ -1237,7 +1237,7 @@ static bool get_handler(lua_State *L, wsl_handler_kind k)
 /* Push h's handler and its arguments; returns the argument count. A message's string goes
  * first, below the handler: there it stays for the whole call whatever the handler does with
  * its argument, so rx_text stays valid (see wsl_lcheck_msg). */
-static int push_handler_call(lua_State *L, wsl_script *s, const handler_call *h)
+static inline int push_handler_call(lua_State *L, wsl_script *s, const handler_call *h)
 {
     int str = 0;
     if (h->args == ARGS_MESSAGE) {
