@@ -1,18 +1,9 @@
 """Back-pressure (scripts/backpressure.lua): a client that stops reading is closed with 1008 at
 --max-backpressure while the others receive every message; conn:buffered(); on_drain."""
 
-import re
-
+from backpressure_util import CHUNK, fill_past_half_then_drain, hello
 from harness import Server
-from wsclient import OP_BINARY, OP_TEXT
-
-CHUNK = 16 * 1024
-
-
-def hello(c):
-    m = re.fullmatch(r"id (\d+)", c.recv_text())
-    assert m
-    return int(m.group(1))
+from wsclient import OP_TEXT
 
 
 def read_burst(c, expect_from, n):
@@ -74,30 +65,7 @@ def test_buffered_and_on_drain():
     with Server("backpressure.lua", "--max-backpressure", "1M") as s:
         d = s.connect(rcvbuf=4096)
         did = hello(d)
-        d.send_frame(OP_TEXT, b"buffered")
-        assert d.recv_text() == "buffered 0"
-        # Stop reading; have the server queue more than half the limit (but less than it)
-        # until what is still queued after the socket took its share is past half the limit.
-        target = limit * 6 // 10
-        mark = s.mark()
-        for _ in range(200):
-            d.send_frame(OP_TEXT, b"fill %d" % target)
-            i, m = s.wait_for_line(rf"fill id={did} start=(\d+)", after=mark)
-            mark = i + 1
-            if int(m.group(1)) > limit // 2:
-                break
-        else:
-            raise AssertionError("conn:buffered() never went past half the limit")
-        assert not s.find_logs(r"slow consumer")
-        # Now read everything: the queue empties and on_drain runs (it sends "drained").
-        while True:
-            op, data = d.recv_message()
-            if op == OP_TEXT:
-                assert data == b"drained"
-                break
-            assert op == OP_BINARY and len(data) == CHUNK
-        m = s.wait_for_log(rf"on_drain id={did} buffered=(\d+)")
-        assert m.group(1) == "0"
+        fill_past_half_then_drain(s, d, did, limit)
         d.send_frame(OP_TEXT, b"buffered")
         assert d.recv_text() == "buffered 0"
         assert not s.find_logs(rf"on_close id={did}")

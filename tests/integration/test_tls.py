@@ -16,6 +16,7 @@ import time
 import pytest
 
 import tlsutil
+from backpressure_util import fill_past_half_then_drain, hello
 from harness import Server, run, script_path
 from wsclient import OP_BINARY, OP_TEXT, read_http_response
 
@@ -470,12 +471,6 @@ def test_sighup_reloads_the_pair(pki, tmp_path):
 
 # --- back-pressure --------------------------------------------------------------------------------
 
-def hello(c):
-    m = re.fullmatch(r"id (\d+)", c.recv_text())
-    assert m
-    return int(m.group(1))
-
-
 def test_slow_tls_consumer_closed_1008(pki):
     with Server("backpressure.lua", "--max-backpressure", "256K",
                 *tls_args(pki.cert, pki.key)) as s:
@@ -508,26 +503,7 @@ def test_buffered_counts_ciphertext_and_on_drain(pki):
                 *tls_args(pki.cert, pki.key)) as s:
         d = s.connect_tls(pki.client(), rcvbuf=4096)
         did = hello(d)
-        d.send_frame(OP_TEXT, b"buffered")
-        assert d.recv_text() == "buffered 0"
-        target = limit * 6 // 10
-        mark = s.mark()
-        for _ in range(200):
-            d.send_frame(OP_TEXT, b"fill %d" % target)
-            i, m = s.wait_for_line(rf"fill id={did} start=(\d+)", after=mark)
-            mark = i + 1
-            if int(m.group(1)) > limit // 2:
-                break
-        else:
-            raise AssertionError("conn:buffered() never went past half the limit")
-        assert not s.find_logs(r"slow consumer")
-        while True:
-            op, data = d.recv_message()
-            if op == OP_TEXT:
-                assert data == b"drained"
-                break
-            assert op == OP_BINARY
-        assert s.wait_for_log(rf"on_drain id={did} buffered=(\d+)").group(1) == "0"
+        fill_past_half_then_drain(s, d, did, limit)
         d.send_frame(OP_TEXT, b"buffered")
         assert d.recv_text() == "buffered 0"
         d.close_handshake()
