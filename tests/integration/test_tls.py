@@ -420,13 +420,19 @@ def test_the_server_does_not_start_with_a_bad_pair(pki, tmp_path):
 
 # --- SIGHUP ----------------------------------------------------------------------------------------
 
+def live_pair(pki, tmp_path, first, second):
+    """Two server pairs, pki.server(*first) and pki.server(*second), and the live certificate
+    and key files the server reads, holding the first pair: a test copies the second in and
+    sends SIGHUP. Returns (cert, key, first pair, second pair)."""
+    cert, key = str(tmp_path / "live.pem"), str(tmp_path / "live.key")
+    a, b = pki.server(*first), pki.server(*second)
+    shutil.copy(a[0], cert)
+    shutil.copy(a[1], key)
+    return cert, key, a, b
+
+
 def test_sighup_reloads_the_pair(pki, tmp_path):
-    d = str(tmp_path)
-    cert, key = os.path.join(d, "live.pem"), os.path.join(d, "live.key")
-    a_cert, a_key = pki.server("a", 0xA1)
-    b_cert, b_key = pki.server("b", 0xB2)
-    shutil.copy(a_cert, cert)
-    shutil.copy(a_key, key)
+    cert, key, (a_cert, a_key), (b_cert, b_key) = live_pair(pki, tmp_path, ("a", 0xA1), ("b", 0xB2))
     ctx = pki.client()
     with Server("tls.lua", *tls_args(cert, key)) as s:
         old = s.connect_tls(ctx)
@@ -514,12 +520,8 @@ def test_buffered_counts_ciphertext_and_on_drain(pki):
 def test_workers_share_the_tls_port_and_reload_the_pair(pki, tmp_path, redis_server):
     """Each worker listens on the same TLS port (port 0: the supervisor's pick, as for -l) with
     the context read before the fork; SIGHUP reaches every worker, and each reloads the pair."""
-    d = str(tmp_path)
-    cert, key = os.path.join(d, "live.pem"), os.path.join(d, "live.key")
-    a_cert, a_key = pki.server("wa", 0xC1)
-    b_cert, b_key = pki.server("wb", 0xC2)
-    shutil.copy(a_cert, cert)
-    shutil.copy(a_key, key)
+    cert, key, (a_cert, a_key), (b_cert, b_key) = live_pair(pki, tmp_path, ("wa", 0xC1),
+                                                           ("wb", 0xC2))
     ctx = pki.client()
     with Server("workers.lua", "--workers", "2", "--redis", redis_server.url,
                 *tls_args(cert, key)) as s:
