@@ -165,7 +165,9 @@ static void client_read_exact(uint8_t *out, size_t n)
     }
 }
 
-static void connect_and_upgrade(int sndbuf)
+/* A connection over a socketpair (sndbuf: the server's send and the client's receive buffer,
+ * 0 for the defaults), the TLS handshake done. */
+static void connect_tls(int sndbuf)
 {
     int sv[2];
     CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
@@ -180,6 +182,11 @@ static void connect_and_upgrade(int sndbuf)
     SSL_set_connect_state(client);
     for (int i = 0; i < 20000 && SSL_do_handshake(client) != 1; i++)
         uv_run(loop, UV_RUN_NOWAIT);
+}
+
+static void connect_and_upgrade(int sndbuf)
+{
+    connect_tls(sndbuf);
     CHECK(SSL_is_init_finished(client));
     static const char req[] =
         "GET /tls HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
@@ -309,15 +316,7 @@ static void test_read_ahead_input_is_delivered(void)
 static void test_pipelined_requests(void)
 {
     memset(&seen, 0, sizeof seen);
-    int sv[2];
-    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-    client_fd = sv[1];
-    CHECK(wsl_conn_new(&srv, sv[0], server_ctx) != NULL);
-    client = SSL_new(client_ctx);
-    SSL_set_fd(client, client_fd);
-    SSL_set_connect_state(client);
-    for (int i = 0; i < 20000 && SSL_do_handshake(client) != 1; i++)
-        uv_run(loop, UV_RUN_NOWAIT);
+    connect_tls(0);
     /* 40 records of 10 requests: 13 KiB, past what the server reads ahead for a connection. */
     static const char req[] = "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n";
     enum { N = 400, PER = 10 };
