@@ -3,7 +3,7 @@
 // history comes from Redis, and a killed node's members leave within the expiry.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, Client, src, withTimeout } from "./server.mjs";
+import { startServer, Client, src, withTimeout, nextChatMsg as nextMsg } from "./server.mjs";
 import { startRedis, until } from "./redis.mjs";
 
 const SCRIPT = src("examples", "cluster-chat.lua");
@@ -16,15 +16,6 @@ async function startNode(redis) {
   });
   await node.waitForLog(/redis: link up/, "the Redis link");
   return node;
-}
-
-// Every server message is a JSON object with type, from and text.
-async function nextMsg(c, what) {
-  const m = await c.nextJSON(what);
-  assert.equal(typeof m.type, "string");
-  assert.ok("from" in m, "has from");
-  assert.equal(typeof m.text, "string");
-  return m;
 }
 
 describe("examples/cluster-chat.lua on two nodes", () => {

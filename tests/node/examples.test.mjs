@@ -1,7 +1,7 @@
 // Each script in examples/ runs as its header comment says, and behaves as it says.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, Client, src, withTimeout } from "./server.mjs";
+import { startServer, Client, src, withTimeout, nextChatMsg as nextMsg } from "./server.mjs";
 
 function serve(script) {
   const ctx = {};
@@ -69,15 +69,6 @@ describe("examples/rooms.lua", () => {
   const ctx = serve("rooms.lua");
   const room = (name, nick) =>
     `${ctx.server.ws}/room/${name}` + (nick === undefined ? "" : `?nick=${encodeURIComponent(nick)}`);
-
-  // Every server message is a JSON object with type, from and text.
-  async function nextMsg(c, what) {
-    const m = await c.nextJSON(what);
-    assert.equal(typeof m.type, "string");
-    assert.ok("from" in m, "has from");
-    assert.equal(typeof m.text, "string");
-    return m;
-  }
 
   test("join, member list, join/leave notices, messages, unique nicks", async () => {
     const ann = await Client.open(room("lobby", "ann"));

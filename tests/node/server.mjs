@@ -1,6 +1,7 @@
 // Shared by the Node tests: start the real wsluad binary on a free port (synchronised on its
 // "listening on" log line, never on a sleep), and a ws client whose messages can be awaited in
 // order.
+import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
@@ -216,4 +217,14 @@ export class Client {
 // Waits for one event, with the failure guard.
 export function event(emitter, name, what = name) {
   return withTimeout(once(emitter, name), what);
+}
+
+// The next message of the chat examples (rooms.lua, cluster-chat.lua): every one is a JSON object
+// with type, from and text.
+export async function nextChatMsg(c, what) {
+  const m = await c.nextJSON(what);
+  assert.equal(typeof m.type, "string");
+  assert.ok("from" in m, "has from");
+  assert.equal(typeof m.text, "string");
+  return m;
 }
