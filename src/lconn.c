@@ -354,18 +354,11 @@ void wsl_lconn_open(lua_State *L)
         {"subscribe", conn_subscribe}, {"unsubscribe", conn_unsubscribe},
         {"topics", conn_topics},       {NULL, NULL},
     };
-    luaL_newmetatable(L, WSL_CONN_MT);
-    conn_mt = lua_topointer(L, -1);
-    luaL_newlib(L, conn_methods);
+    conn_mt =
+        wsl_lhandle_class(L, WSL_CONN_MT, conn_methods, conn_index, conn_newindex, conn_tostring);
+    /* The methods table holds "send" as a key: the interned string lives as long as the state. */
     lua_pushliteral(L, "send");
     send_key = lua_tostring(L, -1);
-    lua_pop(L, 1);
-    lua_pushcclosure(L, conn_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, conn_newindex);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, conn_tostring);
-    lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
 }
 

@@ -4,6 +4,23 @@
 
 #include <lauxlib.h>
 
+const void *wsl_lhandle_class(lua_State *L, const char *mt, const luaL_Reg *methods,
+                              lua_CFunction index, lua_CFunction newindex, lua_CFunction tostring)
+{
+    luaL_newmetatable(L, mt);
+    const void *p = lua_topointer(L, -1);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_pushcclosure(L, index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+    return p;
+}
+
 void *wsl_lhandle_new(lua_State *L, size_t size, int nuv, const char *mt, void *p, int *ref)
 {
     wsl_lhandle *h = lua_newuserdatauv(L, size, nuv);

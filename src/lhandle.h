@@ -5,6 +5,7 @@
 #ifndef WSL_LHANDLE_H
 #define WSL_LHANDLE_H
 
+#include <lauxlib.h>
 #include <lua.h>
 #include <stddef.h>
 
@@ -12,6 +13,12 @@
 typedef struct wsl_lhandle {
     void *p; /* the C object; NULL once it is gone */
 } wsl_lhandle;
+
+/* Register metatable `mt` for boxes of one kind and return its address (for wsl_lhandle_check):
+ * `index` gets the methods table as its upvalue and serves the fields; `newindex` and
+ * `tostring` as their metamethods. */
+const void *wsl_lhandle_class(lua_State *L, const char *mt, const luaL_Reg *methods,
+                              lua_CFunction index, lua_CFunction newindex, lua_CFunction tostring);
 
 /* Push a new box of `size` bytes (at least a wsl_lhandle) with `nuv` user values and the
  * metatable registered as `mt`, pointing at p, and pin it: returns the registry reference. */

@@ -262,14 +262,6 @@ void wsl_lrequest_open(lua_State *L)
         {"defer", req_defer},
         {NULL, NULL},
     };
-    luaL_newmetatable(L, WSL_REQUEST_MT);
-    request_mt = lua_topointer(L, -1);
-    luaL_newlib(L, req_methods);
-    lua_pushcclosure(L, req_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, req_newindex);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, req_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+    request_mt =
+        wsl_lhandle_class(L, WSL_REQUEST_MT, req_methods, req_index, req_newindex, req_tostring);
 }
