@@ -29,29 +29,33 @@ static void push_span(lua_State *L, wsl_span sp)
     lua_pushlstring(L, sp.p ? sp.p : "", sp.len);
 }
 
-void wsl_lrequest_push(lua_State *L, wsl_conn *c, const wsl_http_req *r)
+void wsl_lrequest_fields(lua_State *L, const wsl_request *req, int more)
 {
-    const wsl_request *req = r->head;
-    /* The fields first: everything that may raise comes before the box is pinned. */
-    lua_createtable(L, 0, 7);
+    lua_createtable(L, 0, 6 + more);
     push_span(L, req->method);
     lua_setfield(L, -2, "method");
     push_span(L, req->path);
     lua_setfield(L, -2, "path");
     push_span(L, req->query);
     lua_setfield(L, -2, "query");
-    lua_pushstring(L, req->remote ? req->remote : "");
+    lua_pushstring(L, req->remote);
     lua_setfield(L, -2, "remote");
     lua_pushboolean(L, req->secure);
     lua_setfield(L, -2, "secure");
-    lua_pushlstring(L, (const char *)r->body, r->body_len);
-    lua_setfield(L, -2, "body");
     lua_createtable(L, 0, (int)req->nheaders);
     for (size_t i = 0; i < req->nheaders; i++) {
         const wsl_header *h = &req->headers[i];
         wsl_lconn_add_header(L, h->name.p, h->name.len, h->value.p ? h->value.p : "", h->value.len);
     }
     lua_setfield(L, -2, "headers");
+}
+
+void wsl_lrequest_push(lua_State *L, wsl_conn *c, const wsl_http_req *r)
+{
+    /* The fields first: everything that may raise comes before the box is pinned. */
+    wsl_lrequest_fields(L, r->head, 1);
+    lua_pushlstring(L, (const char *)r->body, r->body_len);
+    lua_setfield(L, -2, "body");
     luaL_checkstack(L, 4, NULL);
     wsl_lrequest_release(L, c); /* never two objects answering one connection */
     int ref;

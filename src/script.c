@@ -1387,28 +1387,11 @@ static void push_span(lua_State *L, wsl_span sp)
 static void push_request(lua_State *L, const upgrade_call *u)
 {
     const wsl_request *req = u->req;
-    lua_createtable(L, 0, 9);
-    push_span(L, req->method);
-    lua_setfield(L, -2, "method");
-    push_span(L, req->path);
-    lua_setfield(L, -2, "path");
-    push_span(L, req->query);
-    lua_setfield(L, -2, "query");
-    char peer[64];
-    lua_pushstring(L, req->remote ? req->remote : wsl_conn_peer(u->c, peer, sizeof peer));
-    lua_setfield(L, -2, "remote");
-    lua_pushboolean(L, req->secure);
-    lua_setfield(L, -2, "secure");
+    wsl_lrequest_fields(L, req, 3);
     if (req->origin.len) {
         push_span(L, req->origin);
         lua_setfield(L, -2, "origin");
     }
-    lua_newtable(L);
-    for (size_t i = 0; i < req->nheaders; i++) {
-        const wsl_header *h = &req->headers[i];
-        wsl_lconn_add_header(L, h->name.p, h->name.len, h->value.p ? h->value.p : "", h->value.len);
-    }
-    lua_setfield(L, -2, "headers");
     lua_newtable(L); /* the offered subprotocols, in order */
     wsl_span list = req->protocols, tok;
     for (int n = 1; wsl_http_next_token(&list, &tok); n++) {

@@ -124,6 +124,9 @@ void wsl_lconn_add_header(lua_State *L, const char *name, size_t nlen, const cha
 /* req objects (lrequest.c). A req object points at its connection while the request waits for
  * an answer; the connection's request slot holds its registry reference meanwhile. */
 void wsl_lrequest_open(lua_State *L); /* the metatable */
+/* Push a table of req's fields that on_upgrade's and on_request's req share (method, path, query,
+ * remote, secure, headers), sized for `more` fields the caller adds. */
+void wsl_lrequest_fields(lua_State *L, const wsl_request *req, int more);
 /* Push a new req object for the request c reports (pinned, in c's request slot). */
 void wsl_lrequest_push(lua_State *L, wsl_conn *c, const wsl_http_req *r);
 /* Answer c's request with the status, body and headers at idx, idx + 1, idx + 2 (c NULL: it is
