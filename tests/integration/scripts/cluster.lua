@@ -54,26 +54,7 @@ function on_open(conn)
   ws.log(string.format("on_open id=%d node=%d remote=%s", conn.id, ws.node, conn.remote))
 end
 
-function on_message(conn, data, kind)
-  if kind == "binary" then
-    conn:send(data, "binary")
-    return
-  end
-  local env = setmetatable({ conn = conn, S = S }, { __index = _G })
-  local fn, err = load(data, "=chunk", "t", env)
-  if not fn then
-    conn:send("err " .. err)
-    return
-  end
-  local r = table.pack(pcall(fn, conn))
-  if not r[1] then
-    conn:send("err " .. tostring(r[2]))
-    return
-  end
-  local out = {}
-  for i = 2, r.n do out[#out + 1] = tostring(r[i]) end
-  conn:send("ok " .. table.concat(out, "\t"))
-end
+on_message = require("chunks")("=chunk", S)
 
 function on_close(conn, code)
   ws.log(string.format("on_close id=%d code=%d", conn.id, code))
