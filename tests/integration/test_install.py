@@ -12,18 +12,6 @@ from harness import Server
 from wsclient import OP_TEXT
 
 
-@pytest.fixture(scope="module")
-def prefix(tmp_path_factory):
-    build = os.environ.get("WSLUAD_BUILD")
-    if not build:
-        pytest.fail("WSLUAD_BUILD is not set (run the tests through ctest)")
-    p = tmp_path_factory.mktemp("prefix")
-    r = subprocess.run(["cmake", "--install", build, "--prefix", str(p)],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert r.returncode == 0, r.stdout
-    return p
-
-
 def test_files_land_in_place(prefix):
     for rel in ["bin/wsluad", "share/man/man1/wsluad.1", "share/wsluad/lua/chat.lua",
                 "share/wsluad/www/index.html"]:

@@ -209,18 +209,6 @@ def systemd_analyze():
     return p
 
 
-@pytest.fixture(scope="module")
-def prefix(tmp_path_factory):
-    build = os.environ.get("WSLUAD_BUILD")
-    if not build:
-        pytest.fail("WSLUAD_BUILD is not set (run the tests through ctest)")
-    p = tmp_path_factory.mktemp("prefix")
-    r = subprocess.run(["cmake", "--install", build, "--prefix", str(p)],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert r.returncode == 0, r.stdout
-    return p
-
-
 def verify(unit, man):
     """systemd-analyze verify: (exit status, what it printed). It runs `man` for Documentation=."""
     r = subprocess.run([systemd_analyze(), "verify", str(unit)],
