@@ -50,6 +50,15 @@ def run(*args, cwd=None, env=None, timeout=DEFAULT_TIMEOUT, stdin=subprocess.DEV
                           timeout=timeout, text=True, errors="replace")
 
 
+def wait_until(cond, what, timeout=DEFAULT_TIMEOUT):
+    """Poll cond (a cheap query) until it holds; fails after timeout."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} within {timeout}s")
+        time.sleep(0.01)  # polling a condition, not waiting for one
+
+
 def free_port():
     """A port that was free a moment ago (for servers that do not log theirs)."""
     with socket.socket() as s:

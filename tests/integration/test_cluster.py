@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from harness import DEFAULT_TIMEOUT, Server, free_port
+from harness import DEFAULT_TIMEOUT, Server, free_port, wait_until
 from redisutil import RedisServer
 from test_workers import STARTED, no_stray_workers, ppid  # noqa: F401 (a fixture)
 from wsclient import OP_BINARY, OP_TEXT
@@ -34,15 +34,6 @@ ID_SEQ_BITS = 37  # cluster_proto.h: an id is node << 37 | a per-node counter
 
 
 # ---- helpers: nodes, clients, Redis --------------------------------------------------------------
-
-def wait_until(cond, what, timeout=DEFAULT_TIMEOUT):
-    """Poll cond (a cheap query) until it holds; fails after timeout."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} within {timeout}s")
-        time.sleep(0.01)  # polling a condition, not waiting for one
-
 
 def start_node(stack, redis_url, *args, prefix=None, wait_up=True):
     """A node (cluster.lua, --redis) owned by the ExitStack; once its link is up, unless not

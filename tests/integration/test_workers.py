@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from harness import DEFAULT_TIMEOUT, SCRIPTS, Server, run
+from harness import DEFAULT_TIMEOUT, SCRIPTS, Server, run, wait_until
 
 STARTED = r"\[supervisor\] worker (\d+) started \(pid (\d+)\)"
 LISTENING = r"\[w(\d+)\] .*listening on (\S+):(\d+)"
@@ -31,14 +31,6 @@ def ppid(pid):
         return None
     fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
     return None if fields[0] == "Z" else int(fields[1])
-
-
-def wait_until(cond, what, timeout=DEFAULT_TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} within {timeout}s")
-        time.sleep(0.01)  # polling a condition, not waiting for one
 
 
 @pytest.fixture
