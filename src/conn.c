@@ -707,6 +707,31 @@ static void deliver(wsl_conn *c, const uint8_t *p, size_t n, int opcode)
     if (EVENTS(c)->message) EVENTS(c)->message(EV_UD(c), c, p, n, opcode == WSL_OP_BINARY);
 }
 
+/* Add [p, p+n), a piece of ev's message, to the message being assembled, and deliver it after
+ * its last piece. False when the connection was failed (no memory). */
+static bool assemble(wsl_conn *c, const uint8_t *p, size_t n, const wsl_rx_event *ev)
+{
+    size_t have = c->msg ? c->msg->len : 0;
+    /* Grow with what arrived, not with what a header announced: a client announcing large
+     * frames and sending nothing must not make us allocate them. */
+    wsl_bytes *b = bytes_reserve(c->msg, have + n);
+    if (!b) {
+        wsl_conn_log(c, WSL_LOG_ERROR, "out of memory assembling a message");
+        fail(c, 1011, "out of memory");
+        return false;
+    }
+    c->msg = b;
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += (uint32_t)n;
+    if (ev->last) {
+        c->msg = NULL;
+        deliver(c, b->data, b->len, ev->opcode);
+        free(b);
+    }
+    return true;
+}
+
+/* A piece of a message; false when the connection was failed. */
 static bool on_data(wsl_conn *c, const wsl_rx_event *ev)
 {
     if (c->state != WSL_CONN_OPEN) return true; /* after our close: discard until the reply */
@@ -714,23 +739,7 @@ static bool on_data(wsl_conn *c, const wsl_rx_event *ev)
         deliver(c, ev->data, ev->len, ev->opcode); /* the common case: no copy */
         return true;
     }
-    size_t have = c->msg ? c->msg->len : 0;
-    /* Grow with what arrived, not with what a header announced: a client announcing large
-     * frames and sending nothing must not make us allocate them. */
-    wsl_bytes *b = bytes_reserve(c->msg, have + ev->len);
-    if (!b) {
-        wsl_conn_log(c, WSL_LOG_ERROR, "out of memory assembling a message");
-        return false;
-    }
-    c->msg = b;
-    memcpy(b->data + b->len, ev->data, ev->len);
-    b->len += (uint32_t)ev->len;
-    if (ev->last) {
-        c->msg = NULL;
-        deliver(c, b->data, b->len, ev->opcode);
-        free(b);
-    }
-    return true;
+    return assemble(c, ev->data, ev->len, ev);
 }
 
 /* A piece of a compressed message: inflated as it arrives, the size limit and UTF-8 checked on
@@ -755,22 +764,7 @@ static bool on_compressed(wsl_conn *c, const wsl_rx_event *ev)
         deliver(c, out, n, ev->opcode); /* from the loop's inflate buffer: no copy */
         return true;
     }
-    size_t have = c->msg ? c->msg->len : 0;
-    wsl_bytes *b = bytes_reserve(c->msg, have + n);
-    if (!b) {
-        wsl_conn_log(c, WSL_LOG_ERROR, "out of memory assembling a message");
-        fail(c, 1011, "out of memory");
-        return false;
-    }
-    c->msg = b;
-    if (n) memcpy(b->data + b->len, out, n);
-    b->len += (uint32_t)n;
-    if (ev->last) {
-        c->msg = NULL;
-        deliver(c, b->data, b->len, ev->opcode);
-        free(b);
-    }
-    return true;
+    return assemble(c, out, n, ev);
 }
 
 static void on_control(wsl_conn *c, const wsl_rx_event *ev)
@@ -820,12 +814,7 @@ static bool parse_frames(wsl_conn *c, uint8_t *p, size_t n)
             }
             return true;
         case WSL_RX_DATA:
-            if (ev.compressed) {
-                if (!on_compressed(c, &ev)) return false;
-            } else if (!on_data(c, &ev)) {
-                fail(c, 1011, "out of memory");
-                return false;
-            }
+            if (!(ev.compressed ? on_compressed(c, &ev) : on_data(c, &ev))) return false;
             break;
         case WSL_RX_CONTROL:
             on_control(c, &ev);
