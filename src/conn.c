@@ -64,9 +64,11 @@ static inline size_t queued(const wsl_conn *c)
     return c->out.bytes + (c->tls ? wsl_conn_tls_pending(c) : 0);
 }
 
+static inline size_t file_left(const wsl_conn *c);
+
 size_t wsl_conn_buffered(const wsl_conn *c)
 {
-    return queued(c) + (c->corked ? c->srv->cork_len : 0);
+    return queued(c) + (c->corked ? c->srv->cork_len : 0) + file_left(c);
 }
 
 /* Input OpenSSL holds, which the poll will never announce (while lingering nothing is
@@ -420,7 +422,26 @@ struct wsl_conn_http {
     bool keep_alive; /* the client lets the connection stay open */
     bool http10;     /* and, in HTTP/1.0, must be told it does */
     char what[96];   /* "METHOD /path" for the log */
+    /* A large static file being sent: read into the queue as the client takes it, so that what
+     * it makes us hold stays below FILE_AHEAD whatever the file's size. Open while file.left. */
+    wsl_static_body file;
 };
+
+/* What is left to read of a file being sent (never on a WebSocket: the state is on a line every
+ * flush reads anyway, c->http on a cold one). */
+static inline size_t file_left(const wsl_conn *c)
+{
+    return c->state != WSL_CONN_OPEN && c->http ? c->http->file.left : 0;
+}
+
+/* The end of a connection's HTTP state: the request being read, the file being sent. */
+static void http_free(wsl_conn_http *h)
+{
+    if (!h) return;
+    free(h->req);
+    if (h->file.left) close(h->file.fd);
+    free(h);
+}
 
 /* The connection ends once what is queued is written: nothing more is read. */
 static void end_after_write(wsl_conn *c)
@@ -547,8 +568,7 @@ void wsl_conn_destroy(wsl_conn *c)
     free(c->in);
     free(c->msg);
     free(c->info);
-    if (c->http) free(c->http->req);
-    free(c->http);
+    http_free(c->http);
     wsl_inflater_free(srv->deflate, c->inflater);
     c->in = c->msg = NULL;
     c->info = NULL;
@@ -627,39 +647,67 @@ static void slow_consumer(wsl_conn *c)
     report_close(c, 1008, "slow consumer", 13);
 }
 
+#define FILE_AHEAD (64u << 10) /* queued of a file being sent, at most */
+
+/* Queue the next part of c's file, up to FILE_AHEAD queued. False when the connection was
+ * destroyed: the file cannot be read (or shrank under us) after its length was promised. */
+static bool read_file(wsl_conn *c)
+{
+    wsl_static_body *f = &c->http->file;
+    uint8_t buf[16384];
+    while (f->left && queued(c) < FILE_AHEAD) {
+        ssize_t r = read(f->fd, buf, f->left < sizeof buf ? f->left : sizeof buf);
+        if (r < 0 && errno == EINTR) continue;
+        int e = r < 0 ? -errno : r == 0 ? -EIO : wsl_queue_copy(&c->out, buf, (size_t)r, NULL, 0);
+        if (e < 0) {
+            wsl_conn_log(c, WSL_LOG_ERROR, "%s: the file could not be sent whole: %s",
+                         c->http->what, r == 0 ? "it shrank" : wsl_strerror(e));
+            wsl_conn_destroy(c); /* closes the file */
+            return false;
+        }
+        f->left -= (size_t)r;
+        if (!f->left) close(f->fd);
+    }
+    return true;
+}
+
 /* Inlined into wsl_conn_flush, whose TLS tail runs after any of its returns. */
 static inline __attribute__((always_inline)) void flush(wsl_conn *c)
 {
     if (c->state == WSL_CONN_DEAD) return;
-    size_t before = queued(c);
-    if (c->tls) { /* coalesced, encrypted, written: see wsl_tls_send */
-        int r = wsl_tls_send(conn_tls(c), &c->out);
-        if (r < 0 && r != -EAGAIN) {
-            wsl_conn_log(c, WSL_LOG_DEBUG, "write: %s",
-                         r == -EPROTO ? wsl_tls_error() : wsl_strerror(r));
-            wsl_conn_destroy(c);
-            return;
+    size_t before = queued(c) + file_left(c);
+    do { /* once, or while a file being sent has more for a socket that takes it */
+        if (file_left(c) && !read_file(c)) return;
+        if (c->tls) { /* coalesced, encrypted, written: see wsl_tls_send */
+            int r = wsl_tls_send(conn_tls(c), &c->out);
+            if (r < 0 && r != -EAGAIN) {
+                wsl_conn_log(c, WSL_LOG_DEBUG, "write: %s",
+                             r == -EPROTO ? wsl_tls_error() : wsl_strerror(r));
+                wsl_conn_destroy(c);
+                return;
+            }
         }
-    }
-    while (!c->tls && c->out.bytes > 0) {
-        struct iovec iov[MAX_IOV];
-        int n = wsl_queue_iov(&c->out, iov, MAX_IOV);
-        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-        ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-            wsl_conn_log(c, WSL_LOG_DEBUG, "write: %s", strerror(errno));
-            wsl_conn_destroy(c);
-            return;
+        while (!c->tls && c->out.bytes > 0) {
+            struct iovec iov[MAX_IOV];
+            int n = wsl_queue_iov(&c->out, iov, MAX_IOV);
+            struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+            ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+            if (w < 0) {
+                if (errno == EINTR) continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+                wsl_conn_log(c, WSL_LOG_DEBUG, "write: %s", strerror(errno));
+                wsl_conn_destroy(c);
+                return;
+            }
+            wsl_queue_consume(&c->out, (size_t)w);
+            wsl_metrics.bytes_sent += (size_t)w;
         }
-        wsl_queue_consume(&c->out, (size_t)w);
-        wsl_metrics.bytes_sent += (size_t)w;
-    }
+    } while (file_left(c) && queued(c) == 0);
 
-    /* A large plain answer to a slow reader: its timeout counts from the last progress. */
+    /* A large plain answer to a slow reader: its timeout counts from the last progress. (While
+     * a file is being sent, something of it is queued until it is all read.) */
     size_t left = queued(c);
-    if (c->http && left < before && !c->lingering &&
+    if (c->http && left + file_left(c) < before && !c->lingering &&
         (c->state == WSL_CONN_RESPONDING || c->list == WSL_LIST_KEEPALIVE))
         wsl_server_track(c->srv, c, c->list,
                          c->list == WSL_LIST_KEEPALIVE ? c->srv->keepalive_ms
@@ -932,7 +980,7 @@ static void upgrade(wsl_conn *c, wsl_request *req)
     c->state = WSL_CONN_OPEN;
     c->opened = 1;
     wsl_metrics.upgrades++;
-    free(c->http); /* plain requests may have come before, on a kept-alive connection */
+    http_free(c->http); /* plain requests may have come before, on a kept-alive connection */
     c->http = NULL;
     c->drain_armed = 0; /* a large plain answer may have armed it: not a WebSocket's output */
     wsl_server_track(srv, c, WSL_LIST_OPEN, srv->idle_ms);
@@ -1057,21 +1105,29 @@ static void fallback(wsl_conn *c, const wsl_request *req)
         wsl_conn_respond(c, 404, NULL, 0, body, sizeof body - 1);
         return;
     }
-    bool close = last_answer(c);
+    bool last = last_answer(c);
     char *resp = NULL;
     size_t len = 0;
     int status = wsl_static_respond(&srv->files, req->path.p, req->path.len, req->head,
-                                    close             ? "close"
+                                    last              ? "close"
                                     : c->http->http10 ? "keep-alive"
                                                       : NULL,
-                                    &resp, &len);
+                                    &resp, &len, &c->http->file);
     if (status < 0) {
         http_error(c, 500, "out of memory", NULL);
         return;
     }
-    if (send_now(c, resp, len) != 0) close = true;
+    /* The head goes now; the file, if the body stayed in one, with the flush. */
+    int r = send_now(c, resp, len);
     free(resp);
-    answered(c, status, close);
+    if (r != 0) {
+        last = true;
+        if (c->http->file.left) { /* the head did not go: nor may the body */
+            close(c->http->file.fd);
+            c->http->file.left = 0;
+        }
+    }
+    answered(c, status, last);
 }
 
 /* A whole request: report it, and answer it ourselves when the owner neither answers nor

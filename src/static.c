@@ -258,10 +258,11 @@ static bool read_all(int fd, char *dst, size_t len)
 }
 
 int wsl_static_respond(const wsl_static *s, const char *path, size_t len, bool head,
-                       const char *connection, char **out, size_t *out_len)
+                       const char *connection, char **out, size_t *out_len, wsl_static_body *body)
 {
     *out = NULL;
     *out_len = 0;
+    if (body) *body = (wsl_static_body){.fd = -1};
     /* Only the path part is ours; a query or fragment that slipped through is not a file name. */
     for (size_t i = 0; i < len; i++) {
         if (path[i] == '?' || path[i] == '#') {
@@ -305,10 +306,14 @@ int wsl_static_respond(const wsl_static *s, const char *path, size_t len, bool h
     } else if ((unsigned long long)st.st_size > WSL_STATIC_MAX_FILE) {
         status = respond_text(403, NULL, 0, head, connection, out, out_len);
     } else {
-        size_t size = (size_t)st.st_size;
-        size_t at;
-        status =
-            build(200, content_type(resolved), NULL, 0, size, head, connection, out, out_len, &at);
+        size_t size = (size_t)st.st_size, at;
+        bool later = body && !head && size > WSL_STATIC_INLINE; /* the body stays in the file */
+        status = build(200, content_type(resolved), NULL, 0, size, head || later, connection, out,
+                       out_len, &at);
+        if (status == 200 && later) {
+            *body = (wsl_static_body){.fd = fd, .left = size};
+            return status;
+        }
         if (status == 200 && !head && !read_all(fd, *out + at, size)) {
             free(*out);
             status = respond_text(500, NULL, 0, head, connection, out, out_len);

@@ -29,13 +29,25 @@ void wsl_static_close(wsl_static *s);
  *   -ENAMETOOLONG  the result does not fit in cap. */
 long wsl_static_normalize(const char *path, size_t len, char *out, size_t cap);
 
-/* Build the whole response for a raw (percent-encoded) request path: status line, Content-Type,
+/* Files larger than this are sent from the file as the client reads them (see wsl_static_body),
+ * so that clients that do not read cannot make the server hold whole files. */
+#define WSL_STATIC_INLINE (64u << 10)
+
+/* The body of a 200 left in its file: the caller reads `left` bytes from fd's current offset
+ * and closes fd. */
+typedef struct wsl_static_body {
+    int fd;      /* -1: the body, if any, is in the response */
+    size_t left; /* its size (the Content-Length) */
+} wsl_static_body;
+
+/* Build the response for a raw (percent-encoded) request path: status line, Content-Type,
  * Content-Length, "Connection: <connection>" unless it is NULL ("close", "keep-alive"), and the
- * body unless `head`. Returns the HTTP status (200,
+ * body unless `head`. A body larger than WSL_STATIC_INLINE stays in its file when `body` is not
+ * NULL. Returns the HTTP status (200,
  * 301 for a directory without its trailing slash, 400 for a malformed path, 403 for a file that
  * cannot be read or is too large, 404 for a missing one or a path leaving the root, 500); *out is
  * malloc'd and the caller frees it; on allocation failure returns -1 and *out is NULL. */
 int wsl_static_respond(const wsl_static *s, const char *path, size_t len, bool head,
-                       const char *connection, char **out, size_t *out_len);
+                       const char *connection, char **out, size_t *out_len, wsl_static_body *body);
 
 #endif

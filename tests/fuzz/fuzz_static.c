@@ -237,7 +237,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t resp_len = 0;
     int status =
         wsl_static_respond(&root, path, size, size > 0 && (data[0] & 1),
-                           size > 0 && (data[0] & 2) ? "keep-alive" : NULL, &resp, &resp_len);
+                           size > 0 && (data[0] & 2) ? "keep-alive" : NULL, &resp, &resp_len, NULL);
     ASSERT(status == 200 || status == 301 || status == 400 || status == 403 || status == 404);
     ASSERT(resp && resp_len > 0);
     ASSERT(!memmem(resp, resp_len, SECRET, sizeof SECRET - 1));

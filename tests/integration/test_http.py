@@ -268,3 +268,68 @@ def test_default_static_serves_bundled_chat_page():
         assert headers["content-type"].startswith("text/html")
         with open(index, "rb") as f:
             assert body == f.read()
+
+
+# --- large files: read as the client takes them ------------------------------------------------
+BIG = 8 << 20  # well over the 64 KiB answered whole (WSL_STATIC_INLINE), under the 16 MiB limit
+
+
+@pytest.fixture(scope="module")
+def big_static(tmp_path_factory):
+    www = tmp_path_factory.mktemp("bigstatic")
+    data = os.urandom(BIG)
+    (www / "big.bin").write_bytes(data)
+    (www / "small.txt").write_bytes(b"small\n")
+    with Server("echo.lua", "--static", str(www)) as s:
+        yield s, data
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_large_file_to_clients_that_do_not_read(big_static):
+    # Ten clients ask for an 8 MiB file and read only the head. Each answer is under way once its
+    # head arrived; had the server taken the files in whole (as it did), it would now hold 80 MiB
+    # more. It holds a bounded part of each, serves everyone else meanwhile, and each stalled
+    # client still gets the file whole, byte for byte, once it reads.
+    s, data = big_static
+    before = rss_kib(s.proc.pid)
+    req = f"GET /big.bin HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
+    stalled = []
+    try:
+        for _ in range(10):
+            c = socket.create_connection((HOST, s.port), timeout=wsclient.DEFAULT_TIMEOUT)
+            stalled.append(c)
+            c.sendall(req)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += c.recv(1)  # the head alone: the body stays in the socket
+            assert head.startswith(b"HTTP/1.1 200 ") and f"Content-Length: {BIG}".encode() in head
+        grown = rss_kib(s.proc.pid) - before
+        assert grown < 16 * 1024, f"the server grew by {grown} KiB for 10 clients not reading"
+        assert get(s, "/small.txt")[2] == b"small\n"
+        for c in stalled[:2]:
+            body = bytearray()
+            while len(body) < BIG:
+                chunk = c.recv(1 << 20)
+                assert chunk, f"EOF after {len(body)} of {BIG} bytes"
+                body += chunk
+            assert body == data
+    finally:
+        for c in stalled:
+            c.close()
+
+
+def test_large_file_then_pipelined_request(big_static):
+    # A request pipelined behind a large file is answered after the whole file, not inside it.
+    s, data = big_static
+    req = (f"GET /big.bin HTTP/1.1\r\nHost: {HOST}\r\n\r\n"
+           f"GET /small.txt HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").encode()
+    with socket.create_connection((HOST, s.port), timeout=wsclient.DEFAULT_TIMEOUT) as c:
+        c.sendall(req)
+        status, _, body, rest = read_http_response(c)
+        assert status == 200 and body == data
+        status, _, body, rest = read_http_response(c, buf=rest)
+        assert (status, body, rest) == (200, b"small\n", b"")

@@ -185,6 +185,21 @@ def test_https_static_page_and_on_request(srv, pki):
         assert s.recv(1) == b""
 
 
+def test_https_large_static_file(pki, tmp_path):
+    # A file over the 64 KiB answered whole is read into the TLS stream as the client takes it:
+    # all of it arrives, then close_notify.
+    data = os.urandom(3 << 20)
+    (tmp_path / "big.bin").write_bytes(data)
+    with Server("tls.lua", "--static", str(tmp_path), *tls_args(pki.cert, pki.key)) as srv:
+        with raw_tls_socket(srv.tls_port) as raw:
+            s = pki.client().wrap_socket(raw, server_hostname=HOST, suppress_ragged_eofs=False)
+            s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            st, h, got, rest = read_http_response(s)
+            assert st == 200 and got == data and rest == b""
+            s.settimeout(10)
+            assert s.recv(1) == b""
+
+
 @pytest.mark.parametrize("records", ["one per request", "as few as can be"])
 def test_pipelined_requests_past_a_record(srv, pki, records):
     """600 pipelined requests sent at once (more than the server reads ahead for a connection,

@@ -66,7 +66,7 @@ typedef struct {
 static void request(const wsl_static *s, const char *path, size_t len, bool head, response *r)
 {
     memset(r, 0, sizeof *r);
-    r->status = wsl_static_respond(s, path, len, head, "close", &r->raw, &r->raw_len);
+    r->status = wsl_static_respond(s, path, len, head, "close", &r->raw, &r->raw_len, NULL);
     if (!r->raw) return;
     const char *end = memmem(r->raw, r->raw_len, "\r\n\r\n", 4);
     CHECK(end != NULL);
@@ -337,6 +337,52 @@ static void test_limits(const wsl_static *s)
     expect(s, "/big.bin", 403, NULL, NULL);
 }
 
+/* A body over WSL_STATIC_INLINE stays in its file when the caller takes it so: the response is
+ * the head alone, with the file's full length, and the file gives the body; up to that size, and
+ * for HEAD, the answer is whole as before. */
+static void test_large_body(const wsl_static *s)
+{
+    static const struct {
+        const char *path;
+        bool head, in_file;
+        size_t size;
+    } cases[] = {{"/large.bin", false, true, WSL_STATIC_INLINE + 1000},
+                 {"/large.bin", true, false, WSL_STATIC_INLINE + 1000},
+                 {"/inline.bin", false, false, WSL_STATIC_INLINE}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        TEST_CONTEXT("%s %s", cases[i].head ? "HEAD" : "GET", cases[i].path);
+        char *out = NULL;
+        size_t len = 0;
+        wsl_static_body body;
+        int st = wsl_static_respond(s, cases[i].path, strlen(cases[i].path), cases[i].head, NULL,
+                                    &out, &len, &body);
+        CHECK_EQ(st, 200);
+        CHECK(out != NULL);
+        if (!out) continue;
+        const char *end = memmem(out, len, "\r\n\r\n", 4);
+        CHECK(end != NULL);
+        char want[64];
+        snprintf(want, sizeof want, "Content-Length: %zu\r\n", cases[i].size);
+        CHECK(memmem(out, len, want, strlen(want)) != NULL);
+        size_t body_len = end ? len - (size_t)(end + 4 - out) : 0;
+        CHECK_EQ(body_len, cases[i].head || cases[i].in_file ? 0 : cases[i].size);
+        CHECK_EQ(body.fd >= 0, cases[i].in_file);
+        if (body.fd >= 0) {
+            CHECK_EQ(body.left, cases[i].size);
+            static char got[WSL_STATIC_INLINE + 1001];
+            ssize_t n = read(body.fd, got, sizeof got);
+            CHECK_EQ(n, (ssize_t)cases[i].size);
+            bool pattern = n > 0;
+            for (ssize_t k = 0; k < n; k++)
+                pattern &= got[k] == (char)('a' + k % 26);
+            CHECK(pattern);
+            close(body.fd);
+        }
+        free(out);
+    }
+    TEST_CONTEXT("%s", "");
+}
+
 /* A file the server may not read gets 403. Root reads everything (CI runs as root), so there the
  * check runs in a forked child that first gives up root for nobody (65534): the same call then
  * meets a real EACCES. The readable index.html first shows that nobody can walk the tree, so the
@@ -402,7 +448,7 @@ static void test_connection_header(const wsl_static *s)
             char *out = NULL;
             size_t len = 0;
             const char *path = missing ? "/missing" : "/index.html";
-            int st = wsl_static_respond(s, path, strlen(path), false, values[i], &out, &len);
+            int st = wsl_static_respond(s, path, strlen(path), false, values[i], &out, &len, NULL);
             CHECK_EQ(st, missing ? 404 : 200);
             if (!out) continue;
             const char *end = memmem(out, len, "\r\n\r\n", 4);
@@ -511,6 +557,23 @@ static void make_tree(void)
         exit(2);
     }
     close(fd);
+    /* Files for test_large_body: a letter pattern, one just over WSL_STATIC_INLINE. */
+    static char pattern[WSL_STATIC_INLINE + 1000];
+    for (size_t k = 0; k < sizeof pattern; k++)
+        pattern[k] = (char)('a' + k % 26);
+    const struct {
+        const char *name;
+        size_t size;
+    } files[] = {{"large.bin", sizeof pattern}, {"inline.bin", WSL_STATIC_INLINE}};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/www/%s", base, files[i].name);
+        fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0 || write(fd, pattern, files[i].size) != (ssize_t)files[i].size) {
+            perror(p);
+            exit(2);
+        }
+        close(fd);
+    }
 }
 
 static void remove_tree(void)
@@ -538,6 +601,7 @@ int main(void)
     test_traversal(&s);
     test_bad_requests(&s);
     test_limits(&s);
+    test_large_body(&s);
     test_unreadable(&s);
     test_head(&s);
     test_connection_header(&s);
