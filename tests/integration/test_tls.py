@@ -411,6 +411,25 @@ def test_certificate_errors_name_the_file_and_the_reason(pki, tmp_path):
         assert re.search(want, err), (want, err)
 
 
+def test_a_key_that_is_no_key_is_not_called_encrypted(pki, tmp_path):
+    """The reason names what is wrong: an empty key file, or the certificate given as the key,
+    holds no key (nothing about encryption); a directory is a directory, for either file."""
+    d = str(tmp_path)
+    empty = os.path.join(d, "empty.pem")
+    open(empty, "w").close()
+    cases = [
+        (pki.cert, empty, rf"--tls-key {re.escape(empty)}: no usable PEM private key in it"),
+        (pki.cert, pki.cert, rf"--tls-key {re.escape(pki.cert)}: no usable PEM private key"),
+        (d, pki.key, rf"--tls-cert {re.escape(d)}: Is a directory"),
+        (pki.cert, d, rf"--tls-key {re.escape(d)}: Is a directory"),
+    ]
+    for cert, key, want in cases:
+        rc, err = start_fails(*tls_args(cert, key))
+        assert rc == 2, (cert, key, err)
+        assert re.search(want, err), (want, err)
+        assert "encrypted" not in err, err
+
+
 def test_the_server_does_not_start_with_a_bad_pair(pki, tmp_path):
     other_cert, other_key = pki.server("mismatch", 0x2003)
     p = run("-l", "127.0.0.1:0", *tls_args(pki.cert, other_key), script_path("tls.lua"))
