@@ -369,7 +369,7 @@ void wsl_tls_free(wsl_tls *t)
 
 bool wsl_tls_established(const wsl_tls *t)
 {
-    return SSL_is_init_finished(t->ssl);
+    return t->done_hs || SSL_is_init_finished(t->ssl);
 }
 
 /* Keep n bytes of ciphertext after what is kept already. */
@@ -433,10 +433,13 @@ ssize_t wsl_tls_read(wsl_tls *t, void *buf, size_t cap)
     size_t got = 0;
     ssize_t r = -EAGAIN;
     cur = t;
+    /* Noted before a read that may fail: after a fatal error SSL_is_init_finished is false. */
+    if (SSL_is_init_finished(t->ssl)) t->done_hs = 1;
     while (got < cap) {
         size_t n = 0;
         if (SSL_read_ex(t->ssl, (uint8_t *)buf + got, cap - got, &n) == 1) {
             got += n;
+            t->done_hs = 1;
             /* Neither OpenSSL nor the socket has more: a call to find that out would set up a
              * read buffer for nothing (and an idle connection would keep it). */
             if (!t->readable && !SSL_has_pending(t->ssl)) break;

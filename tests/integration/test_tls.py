@@ -352,6 +352,27 @@ def test_client_that_does_not_trust_us(srv, pki, tmp_path):
     still_serves(srv, pki)
 
 
+@pytest.mark.parametrize("junk", [b"\x17\x03\x03\x00\x20" + b"\x5a" * 32, b"\x5a" * 64],
+                         ids=["forged-record", "no-record"])
+def test_broken_tls_after_the_handshake_is_no_handshake_failure(srv, pki, junk):
+    """Bytes that break TLS on an open connection (a record that does not decrypt, or no TLS
+    record at all) end it with 1006; the log says a TLS error, not a failed handshake, which
+    was over long before."""
+    c = srv.connect_tls(pki.client())
+    c.send_text("secure?")
+    assert c.recv_text() == "secure=true"
+    cid = srv.wait_for_log(r"on_open id=(\d+) secure=true").group(1)
+    mark = srv.mark()
+    raw = socket.socket(fileno=os.dup(c.sock.fileno()))  # under the TLS layer
+    raw.sendall(junk)
+    raw.close()
+    srv.wait_for_log(rf"on_close id={cid} code=1006", after=mark)
+    srv.wait_for_log(rf"DEBUG conn#{cid} .*: TLS error: \w", after=mark)
+    assert not srv.find_logs(r"TLS handshake failed", after=mark)
+    c.sock.close()
+    still_serves(srv, pki)
+
+
 def test_connection_limit_on_the_tls_port(pki):
     """Past --max-connections a TLS client is closed at once, without an answer: a 503 would cost
     a handshake. The plain port still answers 503."""
