@@ -403,7 +403,9 @@ static void on_listen(uv_poll_t *h, int status, int events)
     (void)events;
     if (status < 0) return;
     for (int i = 0; i < ACCEPT_BATCH && !s->stopping; i++) {
-        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE) {
                 shed(s, l);
@@ -419,9 +421,12 @@ static void on_listen(uv_poll_t *h, int status, int events)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        if (!wsl_conn_new(s, fd, l->tls ? s->tls : NULL)) {
+        wsl_conn *c = wsl_conn_new(s, fd, l->tls ? s->tls : NULL);
+        if (!c) {
             refuse(s, l, fd, "out of memory");
+            continue;
         }
+        wsl_conn_accepted_from(c, &ss);
     }
 }
 

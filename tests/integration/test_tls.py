@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import time
 
@@ -302,6 +303,19 @@ def test_truncated_client_hello_then_gone(srv, pki):
         s.shutdown(socket.SHUT_WR)
         assert read_to_eof(s) == b""
     srv.wait_for_log(r"DEBUG conn#\d+ .*: the client left during the TLS handshake$")
+    still_serves(srv, pki)
+
+
+def test_client_reset_mid_handshake_is_logged_with_its_address(srv, pki):
+    """A client that resets (RST, not FIN) during the TLS handshake is gone before the line about
+    it is written: the line still names its address, not ?:0."""
+    with raw_tls_socket(srv.tls_port) as s:
+        port = s.getsockname()[1]
+        s.sendall(tlsutil.client_hello())
+        assert s.recv(5)[0] == 0x16  # the server's flight: it accepted and waits for ours
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    srv.wait_for_log(rf"DEBUG conn#\d+ 127\.0\.0\.1:{port}: the client left during the TLS "
+                     rf"handshake: Connection reset by peer$")
     still_serves(srv, pki)
 
 
