@@ -45,6 +45,9 @@ static void request_timeout(wsl_conn *c);
 typedef struct tls_conn {
     wsl_conn c;
     wsl_tls t;
+    /* The peer's address as accept gave it: a client that resets during the TLS handshake is
+     * gone (getpeername fails) before the line about it is written, maybe before the accept. */
+    char peer[64];
 } tls_conn;
 
 static inline wsl_tls *conn_tls(wsl_conn *c)
@@ -108,27 +111,40 @@ static void set_events(wsl_conn *c, int events)
     if ((events & UV_READABLE) && tls_held(c)) wsl_server_mark_dirty(c->srv, c); /* read there */
 }
 
-const char *wsl_conn_peer(const wsl_conn *c, char *buf, size_t cap)
+/* "ip:port", "[ipv6]:port", or "?:0" for another family (a unit test's socketpair). */
+static const char *format_addr(const struct sockaddr_storage *ss, char *buf, size_t cap)
 {
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
     char ip[INET6_ADDRSTRLEN] = "?";
     unsigned port = 0;
-    if (getpeername(c->fd, (struct sockaddr *)&ss, &len) == 0) {
-        if (ss.ss_family == AF_INET) {
-            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-            inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
-            port = ntohs(a->sin_port);
-        } else if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-            inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
-            port = ntohs(a->sin6_port);
-            snprintf(buf, cap, "[%s]:%u", ip, port);
-            return buf;
-        }
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+        port = ntohs(a->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+        snprintf(buf, cap, "[%s]:%u", ip, ntohs(a->sin6_port));
+        return buf;
     }
     snprintf(buf, cap, "%s:%u", ip, port);
     return buf;
+}
+
+const char *wsl_conn_peer(const wsl_conn *c, char *buf, size_t cap)
+{
+    if (c->tls && ((const tls_conn *)c)->peer[0]) {
+        snprintf(buf, cap, "%s", ((const tls_conn *)c)->peer);
+        return buf;
+    }
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getpeername(c->fd, (struct sockaddr *)&ss, &len) != 0) ss.ss_family = AF_UNSPEC;
+    return format_addr(&ss, buf, cap);
+}
+
+void wsl_conn_accepted_from(wsl_conn *c, const struct sockaddr_storage *ss)
+{
+    if (c->tls) format_addr(ss, ((tls_conn *)c)->peer, sizeof((tls_conn *)c)->peer);
 }
 
 void wsl_conn_log(const wsl_conn *c, wsl_log_level level, const char *fmt, ...)

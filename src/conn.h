@@ -182,6 +182,10 @@ void wsl_msg_release(wsl_msg *m);
 /* Take over an accepted, non-blocking socket; tls: the context of a TLS listener, NULL for a
  * plain one. NULL when out of memory (fd left open). */
 wsl_conn *wsl_conn_new(wsl_server *srv, int fd, wsl_tls_ctx *tls);
+/* The peer's address as accept(2) returned it, kept for a TLS connection's log lines (a plain
+ * one asks getpeername when it needs it). */
+struct sockaddr_storage;
+void wsl_conn_accepted_from(wsl_conn *c, const struct sockaddr_storage *ss);
 
 /* Queue a message. 0, WSL_ECLOSED when the connection is not open, WSL_ENOMEM. Runs no event
  * and never destroys the connection: it is written by the next flush. */

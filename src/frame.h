@@ -87,8 +87,8 @@ typedef struct wsl_rx_event {
  * frame header announces it (control frames do not count; UINT64_MAX means no limit).
  * A compressed message (rx->deflate and RSV1 on its first frame; RSV1 anywhere else is an
  * ERROR 1002) is handed out as it came: neither UTF-8-checked nor inflated, its payload limited
- * to max_message plus an eighth (what a deflate encoder may add), its inflated size and text
- * left to the caller (deflate.h).
+ * to max_message plus an eighth and 64 bytes (what a deflate encoder may add), its inflated size
+ * and text left to the caller (deflate.h).
  *
  * Details the caller can rely on:
  * - MORE may still consume bytes (a data frame header whose payload has not arrived, or empty

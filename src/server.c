@@ -403,7 +403,9 @@ static void on_listen(uv_poll_t *h, int status, int events)
     (void)events;
     if (status < 0) return;
     for (int i = 0; i < ACCEPT_BATCH && !s->stopping; i++) {
-        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE) {
                 shed(s, l);
@@ -419,9 +421,12 @@ static void on_listen(uv_poll_t *h, int status, int events)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        if (!wsl_conn_new(s, fd, l->tls ? s->tls : NULL)) {
+        wsl_conn *c = wsl_conn_new(s, fd, l->tls ? s->tls : NULL);
+        if (!c) {
             refuse(s, l, fd, "out of memory");
+            continue;
         }
+        wsl_conn_accepted_from(c, &ss);
     }
 }
 
@@ -442,6 +447,14 @@ static unsigned default_max_conns(void)
     return (unsigned)(cur - FD_HEADROOM);
 }
 
+/* A timeout in whole milliseconds, where 0 means none: a positive one under a millisecond is
+ * rounded up, not turned off. */
+static uint64_t timeout_ms(double seconds)
+{
+    uint64_t ms = (uint64_t)(seconds * 1000);
+    return ms == 0 && seconds > 0 ? 1 : ms;
+}
+
 int wsl_server_init(wsl_server *s, uv_loop_t *loop, const wsl_options *opt)
 {
     static const wsl_conn_events nobody;
@@ -453,10 +466,10 @@ int wsl_server_init(wsl_server *s, uv_loop_t *loop, const wsl_options *opt)
     s->topics = wsl_topics_new();
     if (!s->rbuf || !s->cork || !s->topics) return WSL_ENOMEM;
     if (opt->deflate && !(s->deflate = wsl_deflate_new())) return WSL_ENOMEM;
-    s->handshake_ms = (uint64_t)(opt->handshake_timeout * 1000);
-    s->idle_ms = (uint64_t)(opt->idle_timeout * 1000);
+    s->handshake_ms = timeout_ms(opt->handshake_timeout);
+    s->idle_ms = timeout_ms(opt->idle_timeout);
     s->keepalive_ms = s->idle_ms ? s->idle_ms : s->handshake_ms;
-    s->request_ms = (uint64_t)(opt->request_timeout * 1000);
+    s->request_ms = timeout_ms(opt->request_timeout);
     s->max_conns = opt->max_connections ? opt->max_connections : default_max_conns();
 
     uv_check_init(loop, &s->flush_check);

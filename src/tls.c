@@ -17,6 +17,7 @@
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
@@ -241,16 +242,29 @@ static int no_passphrase(char *buf, int size, int rwflag, void *u)
     return -1;
 }
 
+/* Opening is not enough: a directory opens, and only reading it says what it is (EISDIR). */
 static int readable_file(const char *opt, const char *path, char *why, size_t whycap)
 {
     FILE *f = fopen(path, "r");
-    if (!f) {
-        int e = errno;
-        snprintf(why, whycap, "%s %s: %s", opt, path, strerror(e));
-        return -e;
-    }
-    fclose(f);
-    return 0;
+    int e = 0;
+    if (!f)
+        e = errno;
+    else if (getc(f) == EOF && ferror(f))
+        e = errno;
+    if (f) fclose(f);
+    if (e) snprintf(why, whycap, "%s %s: %s", opt, path, strerror(e));
+    return -e;
+}
+
+/* Whether the error queue holds PEM's "bad password read": the key is encrypted and
+ * no_passphrase refused to ask for it. Anything else is a file that holds no key at all. */
+static bool key_is_encrypted(void)
+{
+    unsigned long e;
+    while ((e = ERR_get_error()))
+        if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_BAD_PASSWORD_READ)
+            return true;
+    return false;
 }
 
 int wsl_tls_ctx_new(wsl_tls_ctx **out, const char *cert, const char *key, char *why, size_t whycap)
@@ -287,11 +301,14 @@ int wsl_tls_ctx_new(wsl_tls_ctx **out, const char *cert, const char *key, char *
         if (ERR_GET_LIB(e) == ERR_LIB_X509 && (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH ||
                                                ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH))
             snprintf(why, whycap, "--tls-key %s: does not match the certificate in %s", key, cert);
-        else
+        else if (key_is_encrypted())
             snprintf(why, whycap,
-                     "--tls-key %s: no usable PEM private key in it (%s; encrypted keys are not "
-                     "supported)",
-                     key, ssl_reason("unreadable"));
+                     "--tls-key %s: no usable PEM private key in it (it is encrypted; encrypted "
+                     "keys are not supported)",
+                     key);
+        else
+            snprintf(why, whycap, "--tls-key %s: no usable PEM private key in it (no key found)",
+                     key);
         goto fail;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
@@ -352,7 +369,7 @@ void wsl_tls_free(wsl_tls *t)
 
 bool wsl_tls_established(const wsl_tls *t)
 {
-    return SSL_is_init_finished(t->ssl);
+    return t->done_hs || SSL_is_init_finished(t->ssl);
 }
 
 /* Keep n bytes of ciphertext after what is kept already. */
@@ -416,10 +433,13 @@ ssize_t wsl_tls_read(wsl_tls *t, void *buf, size_t cap)
     size_t got = 0;
     ssize_t r = -EAGAIN;
     cur = t;
+    /* Noted before a read that may fail: after a fatal error SSL_is_init_finished is false. */
+    if (SSL_is_init_finished(t->ssl)) t->done_hs = 1;
     while (got < cap) {
         size_t n = 0;
         if (SSL_read_ex(t->ssl, (uint8_t *)buf + got, cap - got, &n) == 1) {
             got += n;
+            t->done_hs = 1;
             /* Neither OpenSSL nor the socket has more: a call to find that out would set up a
              * read buffer for nothing (and an idle connection would keep it). */
             if (!t->readable && !SSL_has_pending(t->ssl)) break;

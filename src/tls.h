@@ -45,6 +45,7 @@ typedef struct wsl_tls {
     unsigned ended : 1;    /* the end (or an error) came behind plaintext: the next read says it */
     unsigned full : 1;     /* the last read filled the caller's buffer: OpenSSL may hold more */
     unsigned failed : 1;   /* TLS broke: no close_notify */
+    unsigned done_hs : 1;  /* the handshake was over once (OpenSSL forgets it on an error) */
     int err;               /* errno of a failed socket read, 0 when none */
 } wsl_tls;
 
@@ -85,7 +86,7 @@ int wsl_tls_send(wsl_tls *t, wsl_queue *q);
 /* Queue close_notify (once, and only after the handshake) and try to write it. 0 or negative. */
 int wsl_tls_close_notify(wsl_tls *t);
 
-/* Whether the handshake is complete. */
+/* Whether the handshake is complete (or was, before TLS broke). */
 bool wsl_tls_established(const wsl_tls *t);
 
 /* Ciphertext made and not yet handed to the kernel. */

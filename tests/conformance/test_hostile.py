@@ -433,6 +433,23 @@ def test_handshake_timeout_closes_unfinished_upgrades():
         cu.finish_clean(upgraded)
 
 
+@pytest.mark.parametrize("opt", ["--handshake-timeout", "--idle-timeout"])
+def test_a_timeout_under_a_millisecond_is_not_off(opt):
+    """Only 0 disables a timeout: 0.0004 s (0 whole milliseconds) still closes a silent client,
+    at once as far as a human can tell."""
+    with cu.server(COUNT, "--static", "none", opt, "0.0004") as srv:
+        if opt == "--handshake-timeout":
+            s = cu.raw_connect(srv)
+            data = cu.recv_until_eof(s, timeout=5)
+            assert data == b"" or data.startswith(b"HTTP/1.1 408"), data[:200]
+            s.close()
+        else:
+            c = srv.connect()
+            with pytest.raises((EOFError, ConnectionError)):
+                for _ in range(10):  # a ping, then the end of the connection
+                    c.recv_frame(timeout=5)
+
+
 # --- idle timeout --------------------------------------------------------------------------
 
 def answer_pings_until(c, pred, limit=50):

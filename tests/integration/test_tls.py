@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import time
 
@@ -320,6 +321,19 @@ def test_truncated_client_hello_then_gone(srv, pki):
     still_serves(srv, pki)
 
 
+def test_client_reset_mid_handshake_is_logged_with_its_address(srv, pki):
+    """A client that resets (RST, not FIN) during the TLS handshake is gone before the line about
+    it is written: the line still names its address, not ?:0."""
+    with raw_tls_socket(srv.tls_port) as s:
+        port = s.getsockname()[1]
+        s.sendall(tlsutil.client_hello())
+        assert s.recv(5)[0] == 0x16  # the server's flight: it accepted and waits for ours
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    srv.wait_for_log(rf"DEBUG conn#\d+ 127\.0\.0\.1:{port}: the client left during the TLS "
+                     rf"handshake: Connection reset by peer$")
+    still_serves(srv, pki)
+
+
 def test_client_drops_mid_handshake(srv, pki):
     """The whole ClientHello, the server's answer read, then the client vanishes."""
     with raw_tls_socket(srv.tls_port) as s:
@@ -364,6 +378,27 @@ def test_client_that_does_not_trust_us(srv, pki, tmp_path):
     with pytest.raises(ssl.SSLCertVerificationError):
         srv.connect_tls(other.client())
     srv.wait_for_log(r"DEBUG conn#\d+ .*: TLS handshake failed: .*unknown ca")
+    still_serves(srv, pki)
+
+
+@pytest.mark.parametrize("junk", [b"\x17\x03\x03\x00\x20" + b"\x5a" * 32, b"\x5a" * 64],
+                         ids=["forged-record", "no-record"])
+def test_broken_tls_after_the_handshake_is_no_handshake_failure(srv, pki, junk):
+    """Bytes that break TLS on an open connection (a record that does not decrypt, or no TLS
+    record at all) end it with 1006; the log says a TLS error, not a failed handshake, which
+    was over long before."""
+    c = srv.connect_tls(pki.client())
+    c.send_text("secure?")
+    assert c.recv_text() == "secure=true"
+    cid = srv.wait_for_log(r"on_open id=(\d+) secure=true").group(1)
+    mark = srv.mark()
+    raw = socket.socket(fileno=os.dup(c.sock.fileno()))  # under the TLS layer
+    raw.sendall(junk)
+    raw.close()
+    srv.wait_for_log(rf"on_close id={cid} code=1006", after=mark)
+    srv.wait_for_log(rf"DEBUG conn#{cid} .*: TLS error: \w", after=mark)
+    assert not srv.find_logs(r"TLS handshake failed", after=mark)
+    c.sock.close()
     still_serves(srv, pki)
 
 
@@ -424,6 +459,25 @@ def test_certificate_errors_name_the_file_and_the_reason(pki, tmp_path):
         rc, err = start_fails(*tls_args(cert, key))
         assert rc == 2, (cert, key, err)
         assert re.search(want, err), (want, err)
+
+
+def test_a_key_that_is_no_key_is_not_called_encrypted(pki, tmp_path):
+    """The reason names what is wrong: an empty key file, or the certificate given as the key,
+    holds no key (nothing about encryption); a directory is a directory, for either file."""
+    d = str(tmp_path)
+    empty = os.path.join(d, "empty.pem")
+    open(empty, "w").close()
+    cases = [
+        (pki.cert, empty, rf"--tls-key {re.escape(empty)}: no usable PEM private key in it"),
+        (pki.cert, pki.cert, rf"--tls-key {re.escape(pki.cert)}: no usable PEM private key"),
+        (d, pki.key, rf"--tls-cert {re.escape(d)}: Is a directory"),
+        (pki.cert, d, rf"--tls-key {re.escape(d)}: Is a directory"),
+    ]
+    for cert, key, want in cases:
+        rc, err = start_fails(*tls_args(cert, key))
+        assert rc == 2, (cert, key, err)
+        assert re.search(want, err), (want, err)
+        assert "encrypted" not in err, err
 
 
 def test_the_server_does_not_start_with_a_bad_pair(pki, tmp_path):
