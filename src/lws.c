@@ -233,6 +233,9 @@ static void push_options(lua_State *L, const wsl_server *srv)
     lua_setfield(L, -2, "static");
     set_integer(L, "max_message", (lua_Integer)o->max_message);
     set_integer(L, "max_backpressure", (lua_Integer)o->max_backpressure);
+    lua_pushboolean(L, o->deflate);
+    lua_setfield(L, -2, "deflate");
+    set_integer(L, "deflate_min", (lua_Integer)o->deflate_min);
     set_integer(L, "max_connections", wsl_server_max_connections(srv)); /* the effective limit */
     set_integer(L, "lua_memory", (lua_Integer)o->lua_memory);
     set_number(L, "handshake_timeout", o->handshake_timeout);

@@ -161,7 +161,8 @@ bool wsl_parse_size(const char *s, uint64_t *out)
         return false;
     }
     if (*end == 'B' || *end == 'b') end++;
-    if (*end != '\0' || v > (UINT64_MAX >> shift)) return false;
+    /* At most 2^53: exact as a Lua integer, a double and a JavaScript number alike. */
+    if (*end != '\0' || v > (WSL_SIZE_MAX >> shift)) return false;
     *out = (uint64_t)v << shift;
     return true;
 }
@@ -183,6 +184,8 @@ const char *wsl_listen_list(const wsl_options *o, char *buf, size_t cap)
 
 static bool parse_seconds(const char *s, double *out)
 {
+    /* Decimal only: strtod would take "0x10", "1e3" and "inf" as well. */
+    if (s[strspn(s, "0123456789.")] != '\0') return false;
     char *end;
     errno = 0;
     double v = strtod(s, &end);
@@ -276,6 +279,7 @@ int wsl_options_parse(wsl_options *o, int argc, char **argv)
 
     opterr = 0;
     optind = 1;
+    bool deflate_min = false; /* given */
     int c;
     while ((c = getopt_long(argc, argv, ":l:qvh", longopts, NULL)) != -1) {
         uint64_t n;
@@ -314,6 +318,7 @@ int wsl_options_parse(wsl_options *o, int argc, char **argv)
             break;
         case OPT_DEFLATE_MIN:
             if (!wsl_parse_size(optarg, &o->deflate_min)) return bad("--deflate-min", optarg);
+            deflate_min = true;
             break;
         case OPT_MAX_CONNECTIONS:
             if (!wsl_parse_size(optarg, &n) || n == 0 || n > 10000000)
@@ -418,7 +423,9 @@ int wsl_options_parse(wsl_options *o, int argc, char **argv)
                           ? "--tls-listen needs --tls-cert FILE and --tls-key FILE"
                       : !tls && o->tls_cert ? "--tls-cert is for --tls-listen, which is not given"
                       : !tls && o->tls_key  ? "--tls-key is for --tls-listen, which is not given"
-                                            : NULL;
+                      : deflate_min && !o->deflate
+                          ? "--deflate-min is for --deflate, which is not given"
+                          : NULL;
     if (why) {
         fprintf(stderr, "wsluad: %s\nTry 'wsluad --help' for more information.\n", why);
         return WSL_OPTIONS_USAGE;

@@ -72,7 +72,8 @@ int wsl_options_parse(wsl_options *o, int argc, char **argv);
 /* The listen addresses as a list for the log: "127.0.0.1:8080, [::1]:8443 (TLS)". */
 const char *wsl_listen_list(const wsl_options *o, char *buf, size_t cap);
 
-/* "1M", "512K", "1048576" -> bytes; false on a malformed or overflowing size. */
+/* "1M", "512K", "1048576" -> bytes; false on a malformed size or one over WSL_SIZE_MAX. */
+#define WSL_SIZE_MAX (1ull << 53)
 bool wsl_parse_size(const char *s, uint64_t *out);
 
 #endif

@@ -171,11 +171,12 @@ GOOD_VALUE = {"HOST:PORT": "127.0.0.1:0", "BYTES": "64K", "N": "100", "SEC": "0.
               "CIDRS": "127.0.0.1/32,::1"}
 # Options for which the value of their kind is wrong: more than one worker needs --redis.
 GOOD_OPTION_VALUE = {"workers": "1"}
-# Options that work only together (the TLS ones): each is tried with the others; the files are
-# a pair made with openssl for the check (see tls_pair).
+# Options that work only together (the TLS ones; --deflate-min with --deflate): each is tried
+# with the others; the files are a pair made with openssl for the check (see tls_pair).
 COMPANIONS = {"tls-listen": ["--tls-cert", "{cert}", "--tls-key", "{key}"],
               "tls-cert": ["--tls-listen", "127.0.0.1:0", "--tls-key", "{key}"],
-              "tls-key": ["--tls-listen", "127.0.0.1:0", "--tls-cert", "{cert}"]}
+              "tls-key": ["--tls-listen", "127.0.0.1:0", "--tls-cert", "{cert}"],
+              "deflate-min": ["--deflate"]}
 
 
 def tls_pair(d):

@@ -345,7 +345,8 @@ def test_ws_get_many_connections_some_closed():
 # Every field the man page documents, under the man page's own name, holds what the command line
 # said. No other spelling is looked for: a field that moved or was renamed fails here.
 DOCUMENTED_OPTIONS = ["listen", "tls_listen", "address", "static", "max_message",
-                      "max_backpressure", "max_connections", "lua_memory", "handshake_timeout",
+                      "max_backpressure", "deflate", "deflate_min", "max_connections",
+                      "lua_memory", "handshake_timeout",
                       "idle_timeout", "handler_timeout", "max_request_body", "request_timeout",
                       "reload", "verbosity"]
 
@@ -369,7 +370,8 @@ def test_ws_options_every_field_from_the_command_line(tmp_path):
     www = tmp_path / "www"
     www.mkdir()
     with Server("probe.lua", "--static", str(www), "--max-message", "12345",
-                "--max-backpressure", "777K", "--max-connections", "77", "--lua-memory", "64M",
+                "--max-backpressure", "777K", "--deflate", "--deflate-min", "99",
+                "--max-connections", "77", "--lua-memory", "64M",
                 "--handshake-timeout", "3.5", "--idle-timeout", "42", "--handler-timeout", "1.5",
                 "--max-request-body", "3K", "--request-timeout", "7.5", "--reload", "-v") as s:
         c = s.connect()
@@ -381,6 +383,8 @@ def test_ws_options_every_field_from_the_command_line(tmp_path):
             "static": ("string", str(www)),
             "max_message": ("integer", "12345"),
             "max_backpressure": ("integer", str(777 * 1024)),
+            "deflate": ("boolean", "true"),
+            "deflate_min": ("integer", "99"),
             "max_connections": ("integer", "77"),
             "lua_memory": ("integer", str(64 << 20)),
             "handshake_timeout": ("float", "3.5"),
@@ -411,6 +415,8 @@ def test_ws_options_defaults_and_other_values():
         assert o["verbosity"] == ("integer", "0")
         assert o["max_message"] == ("integer", str(1 << 20))
         assert o["max_backpressure"] == ("integer", str(1 << 20))
+        assert o["deflate"] == ("boolean", "false")
+        assert o["deflate_min"] == ("integer", "256")
         assert o["lua_memory"] == ("integer", str(512 << 20))
         assert o["handshake_timeout"] == ("float", "10.0")
         assert o["idle_timeout"] == ("float", "60.0")

@@ -22,7 +22,8 @@ static void test_sizes(void)
         {"2mb", 2 << 20},
         {"1G", 1ull << 30},
         {"16384", 16384},
-        {"17179869183G", 17179869183ull << 30},
+        {"9007199254740992", 1ull << 53}, /* WSL_SIZE_MAX: exact as a double */
+        {"8388608G", 1ull << 53},
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         TEST_CONTEXT("%s", good[i].in);
@@ -42,6 +43,8 @@ static void test_sizes(void)
         "M",
         "0x10",
         "1.5M",
+        "9007199254740993", /* one past WSL_SIZE_MAX */
+        "8388609G",
         "18446744073709551616", /* one past UINT64_MAX */
         "17179869184G",         /* overflows once shifted */
     };
@@ -86,7 +89,7 @@ static void test_defaults_and_values(void)
     CHECK_EQ(parse(&o, z), WSL_OPTIONS_RUN);
     CHECK(o.deflate);
     CHECK_EQ(o.deflate_min, 1024);
-    char *z0[] = {"wsluad", "--deflate-min", "0", "x.lua", NULL};
+    char *z0[] = {"wsluad", "--deflate", "--deflate-min", "0", "x.lua", NULL};
     CHECK_EQ(parse(&o, z0), WSL_OPTIONS_RUN);
     CHECK_EQ(o.deflate_min, 0);
 
@@ -167,6 +170,10 @@ static void test_usage_errors(void)
         {"wsluad", "--tls-listen", "127.0.0.1:0", "x.lua", NULL},
         {"wsluad", "--tls-cert", "c.pem", "x.lua", NULL},
         {"wsluad", "--tls-listen", "nowhere", "x.lua", NULL},
+        {"wsluad", "--deflate-min", "300", "x.lua", NULL}, /* without --deflate */
+        {"wsluad", "--idle-timeout", "0x10", "x.lua", NULL},
+        {"wsluad", "--idle-timeout", "1e3", "x.lua", NULL},
+        {"wsluad", "--handler-timeout", "inf", "x.lua", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TEST_CONTEXT("case %zu (%s)", i, cases[i][1]);
