@@ -7,7 +7,7 @@ import socket
 import pytest
 
 import wsclient
-from harness import HOST, Server, source_dir
+from harness import HOST, Server, source_dir, wait_until
 from wsclient import handshake_request, read_http_response
 
 
@@ -336,3 +336,44 @@ def test_large_file_then_pipelined_request(big_static):
         assert status == 200 and body == data
         status, _, body, rest = read_http_response(c, buf=rest)
         assert (status, body, rest) == (200, b"small\n", b"")
+
+
+def fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_large_file_clients_that_leave_mid_file(big_static):
+    # Clients that go away in the middle of a file leave no open file behind.
+    s, _ = big_static
+    before = fd_count(s.proc.pid)
+    req = f"GET /big.bin HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+    for _ in range(20):
+        with socket.create_connection((HOST, s.port), timeout=wsclient.DEFAULT_TIMEOUT) as c:
+            c.sendall(req)
+            assert c.recv(65536).startswith(b"HTTP/1.1 200 ")
+    wait_until(lambda: fd_count(s.proc.pid) <= before, "the files closed")
+
+
+def test_large_file_that_shrinks_while_sent(tmp_path):
+    # The length was promised in the head: a file cut short under us ends the connection before
+    # that length (the client sees a short body, not a wrong one), with a log line.
+    data = os.urandom(15 << 20)  # far more than the sockets between us can hold
+    path = tmp_path / "shrinks.bin"
+    path.write_bytes(data)
+    with Server("echo.lua", "--static", str(tmp_path)) as s:
+        with socket.socket() as c:
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # a small window
+            c.settimeout(wsclient.DEFAULT_TIMEOUT)
+            c.connect((HOST, s.port))
+            c.sendall(f"GET /shrinks.bin HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+            got = c.recv(4096)
+            assert got.startswith(b"HTTP/1.1 200 ")
+            os.truncate(path, 1 << 20)
+            while True:
+                chunk = c.recv(1 << 20)
+                if not chunk:
+                    break
+                got += chunk
+        body = got[got.index(b"\r\n\r\n") + 4:]
+        assert len(body) < len(data) and data.startswith(body)
+        s.wait_for_log(r"GET /shrinks\.bin: the file could not be sent whole: it shrank")
