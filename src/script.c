@@ -204,6 +204,11 @@ static void reset_thread(lua_State *L, lua_State *co)
     if (overrun) hook(L);
 }
 
+void wsl_close_thread(lua_State *L, lua_State *co)
+{
+    reset_thread(L, co);
+}
+
 /* ---- coroutines, tracked -------------------------------------------------------------------- */
 
 /* Why co cannot be resumed from L, or NULL. */
@@ -1106,7 +1111,11 @@ int wsl_script_reload(wsl_script *s)
     }
     if (!wsl_protect(s, save_handlers_body, NULL, "reload", NULL)) return -1;
     unsigned old = s->gen++;
-    if (!wsl_protect(s, run_body, NULL, s->path, NULL) || !cache_handlers(s)) {
+    s->reloading = true;
+    bool ok = wsl_protect(s, run_body, NULL, s->path, NULL) && cache_handlers(s);
+    s->reloading = false;
+    wsl_lspawn_reload_done(s, !ok);
+    if (!ok) {
         wsl_ltimer_stop(s, WSL_TIMERS_GEN, s->gen); /* whatever the failed top level started */
         s->gen = old;
         /* The globals as they were; the cache, untouched, still holds the running handlers. */
