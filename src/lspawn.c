@@ -73,7 +73,9 @@ static void forget(lua_State *L, lua_State *co)
 static void step(wsl_script *s, lua_State *L, lua_State *co, int nargs)
 {
     wsl_conn *c = owner(L, co);
-    int r = wsl_resume_spawned(s, co, nargs, c);
+    /* A plain request's connection has no remote to name in the log: its errors are logged
+     * without one, as on_request's are. */
+    int r = wsl_resume_spawned(s, co, nargs, c && *wsl_conn_remote(c) ? c : NULL);
     if (r == 0) return;
     forget(L, co);
     if (r < 0 && c) wsl_handler_failed(s, c);
