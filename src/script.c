@@ -596,12 +596,15 @@ typedef struct failure {
     char msg[256]; /* the message, for the log and the repeat check */
 } failure;
 
-/* A readable message for any error value: a string, __tostring, or its type. */
+/* A readable message for any error value: a string, __tostring, or its type. What __tostring
+ * returns counts as tostring() takes it: a number is its text, anything else an error. */
 static const char *describe(lua_State *L, int i)
 {
     if (lua_type(L, i) == LUA_TSTRING || lua_type(L, i) == LUA_TNUMBER) return lua_tostring(L, i);
-    if (luaL_callmeta(L, i, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+    if (luaL_callmeta(L, i, "__tostring")) {
+        if (!lua_isstring(L, -1)) luaL_error(L, "'__tostring' must return a string");
         return lua_tostring(L, -1);
+    }
     return lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, i));
 }
 
