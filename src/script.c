@@ -52,6 +52,22 @@ static volatile sig_atomic_t stop_sig;       /* the signal that asked the proces
 static volatile sig_atomic_t told, told_seq; /* a call was told to stop after stop_sig came */
 static double handler_timeout;
 static char timeout_msg[96];
+static volatile sig_atomic_t closing; /* lua_close runs (wsl_script_free, last_finalizer) */
+
+/* Once a signal asked the process to end, a call still running after this long is stuck, as one
+ * running when the signal came is (wsl_script_interrupt): the shutdown runs on_close for every
+ * connection, and one that never returns must not hold it for the whole --handler-timeout each,
+ * or for ever when that is off. lua_close at exit keeps --handler-timeout: freeing a large heap
+ * is slow, not stuck. */
+#define STUCK_SEC 0.1
+
+/* The time limit in force (0: none). */
+static double limit_now(void)
+{
+    if (stop_sig && !closing && (handler_timeout <= 0 || handler_timeout > STUCK_SEC))
+        return STUCK_SEC;
+    return handler_timeout;
+}
 
 static void overrun_hook(lua_State *L, lua_Debug *ar)
 {
@@ -75,14 +91,37 @@ static void hook(lua_State *L)
     if (L && lua_gethook(L) != overrun_hook) lua_sethook(L, overrun_hook, LUA_MASKCOUNT, 100);
 }
 
-static void arm_alarm(void)
+static void arm_in(double sec)
 {
-    if (handler_timeout <= 0) return;
-    double tick = handler_timeout / TICKS;
     struct itimerval it = {
-        .it_value = {(time_t)tick, (suseconds_t)((tick - (double)(time_t)tick) * 1e6) + 1}};
+        .it_value = {(time_t)sec, (suseconds_t)((sec - (double)(time_t)sec) * 1e6) + 1}};
     setitimer(ITIMER_REAL, &it, NULL);
     alarm_armed = 1;
+}
+
+static void arm_alarm(void)
+{
+    double limit = limit_now();
+    if (limit > 0) arm_in(limit / TICKS);
+}
+
+/* Monotonic seconds; clock_gettime is async-signal-safe. */
+static double mono_sec(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static double told_at; /* when `told` was set (only the SIGALRM handler touches it) */
+
+/* While a told call may still end by itself: tick as the limit does (so that once it ended, the
+ * call after it is watched as soon as ever), and wake when its second is over. */
+static void arm_told(void)
+{
+    double left = told_at + 1.0 - mono_sec(), limit = limit_now();
+    double tick = limit > 0 ? limit / TICKS : left;
+    arm_in(left > 0 && left < tick ? left : tick > 0 ? tick : 0.001);
 }
 
 /* Stop the current top-level call. Some code the hook cannot reach: Lua runs __gc finalizers
@@ -97,9 +136,8 @@ static void stop_call(const char *why)
     if (stop_sig) {
         told = 1;
         told_seq = call_seq;
-        struct itimerval it = {.it_value = {1, 0}};
-        setitimer(ITIMER_REAL, &it, NULL);
-        alarm_armed = 1;
+        told_at = mono_sec();
+        arm_told();
     }
 }
 
@@ -108,6 +146,10 @@ static void on_alarm(int sig)
     (void)sig;
     alarm_armed = 0;
     if (!in_call) return; /* idle: the next call arms it again */
+    if (told && told_seq == call_seq && mono_sec() - told_at < 1.0) {
+        arm_told();
+        return;
+    }
     if (told && told_seq == call_seq) {
         static const char msg[] = "wsluad: Lua code that cannot be stopped (a __gc finalizer, or "
                                   "blocked in C) is still running: exiting\n";
@@ -125,13 +167,14 @@ static void on_alarm(int sig)
             return;
         }
     }
-    if (handler_timeout <= 0) return;
+    double limit = limit_now();
+    if (limit <= 0) return;
     if (seen_seq != call_seq) {
         seen_seq = call_seq;
         ticks = 0;
     }
     if (++ticks > TICKS) {
-        stop_call(timeout_msg);
+        stop_call(limit == handler_timeout ? timeout_msg : interrupt_why);
         return;
     }
     arm_alarm();
@@ -141,9 +184,9 @@ static void on_alarm(int sig)
  * is stopped, so a shutdown does not abandon healthy handlers. */
 void wsl_script_interrupt(const char *why, int sig)
 {
+    interrupt_why = why; /* before stop_sig: limit_now's stops say it too */
     stop_sig = sig;
     if (!in_call) return;
-    interrupt_why = why;
     interrupt_seq = call_seq;
     interrupt_pending = 1;
     struct itimerval it = {.it_value = {0, 100000}};
@@ -908,8 +951,6 @@ static void set_paths(lua_State *L, const char *script)
 /* The __gc of an object made before any other with a finalizer: lua_close runs finalizers in
  * the reverse order of their marking, so this one runs last, when no script code is left. It
  * ends the guard wsl_script_free put around lua_close (the state is freed right after). */
-static volatile sig_atomic_t closing;
-
 static int last_finalizer(lua_State *L)
 {
     (void)L;
