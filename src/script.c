@@ -1059,20 +1059,23 @@ wsl_script *wsl_script_new(wsl_server *srv, const char *path)
     lua_atpanic(s->L, on_panic);
     *(wsl_script **)lua_getextraspace(s->L) = s;
 
-    handler_timeout = wsl_server_options(srv)->handler_timeout;
-    snprintf(timeout_msg, sizeof timeout_msg,
-             "handler timeout: still running after %g s (--handler-timeout)", handler_timeout);
     struct sigaction sa = {.sa_handler = on_alarm, .sa_flags = SA_RESTART};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGALRM, &sa, NULL);
 
     uv_timer_init(wsl_server_loop(srv), &s->debounce);
     s->debounce.data = s;
+    /* No time limit yet: the setup runs none of the script's code, and takes longer than a tiny
+     * --handler-timeout (a failure here is running out of memory). */
+    handler_timeout = 0;
     if (!wsl_protect(s, setup_body, s, "setup", NULL)) {
         wsl_script_stop(s);
         lua_close(s->L);
         s->L = NULL;
     }
+    handler_timeout = wsl_server_options(srv)->handler_timeout;
+    snprintf(timeout_msg, sizeof timeout_msg,
+             "handler timeout: still running after %g s (--handler-timeout)", handler_timeout);
     return s;
 }
 
