@@ -1041,6 +1041,33 @@ static int on_panic(lua_State *L)
     abort();
 }
 
+/* Lua's warnings (warn(), and the one for an error in a __gc finalizer) as log lines at WARN,
+ * where lua_newstate would drop them; off until the script writes warn("@on"), as with the lua
+ * command. A warning comes in pieces (tocont) and is logged whole, cut at the buffer. */
+static struct {
+    bool on, cont; /* cont: the next piece continues a warning */
+    size_t len;
+    char buf[2048];
+} warns = {.len = sizeof "Lua warning: " - 1, .buf = "Lua warning: "};
+
+static void on_warn(void *ud, const char *msg, int tocont)
+{
+    (void)ud;
+    if (!warns.cont && msg[0] == '@') { /* a control message */
+        if (strcmp(msg, "@on") == 0) warns.on = true;
+        if (strcmp(msg, "@off") == 0) warns.on = false;
+        return;
+    }
+    warns.cont = tocont;
+    if (!warns.on) return;
+    size_t n = strlen(msg), room = sizeof warns.buf - warns.len;
+    memcpy(warns.buf + warns.len, msg, n < room ? n : room);
+    warns.len += n < room ? n : room;
+    if (tocont) return;
+    wsl_log_bytes(WSL_LOG_WARN, false, 0, NULL, warns.buf, warns.len);
+    warns.len = sizeof "Lua warning: " - 1;
+}
+
 wsl_script *wsl_script_new(wsl_server *srv, const char *path)
 {
     wsl_script *s = calloc(1, sizeof *s);
@@ -1057,6 +1084,7 @@ wsl_script *wsl_script_new(wsl_server *srv, const char *path)
         return NULL;
     }
     lua_atpanic(s->L, on_panic);
+    lua_setwarnf(s->L, on_warn, NULL);
     *(wsl_script **)lua_getextraspace(s->L) = s;
 
     struct sigaction sa = {.sa_handler = on_alarm, .sa_flags = SA_RESTART};
