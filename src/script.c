@@ -420,6 +420,33 @@ static int no_sethook(lua_State *L)
     return luaL_error(L, "debug.sethook is not available: wsluad's time limit uses the hook");
 }
 
+/* A handler runs on a runner, a function of ws.spawn in a coroutine that only ws.sleep and
+ * ws.redis may suspend: coroutine.yield is an error in both, so coroutine.isyieldable says false
+ * there, and coroutine.running calls a runner the main thread (code that is in no coroutine of
+ * the script's), as code that checks them before yielding expects. */
+static bool is_runner(const wsl_script *s, const lua_State *co)
+{
+    for (int d = 0; d < s->nrunners; d++)
+        if (s->runners[d] == co) return true;
+    return false;
+}
+
+static int co_isyieldable(lua_State *L)
+{
+    lua_State *co = lua_isnone(L, 1) ? L : lua_tothread(L, 1);
+    luaL_argexpected(L, co, 1, "coroutine");
+    lua_pushboolean(L, lua_isyieldable(co) && !is_runner(wsl_script_of(L), co) &&
+                           !wsl_lspawn_owns(L, co));
+    return 1;
+}
+
+static int co_running(lua_State *L)
+{
+    int main = lua_pushthread(L);
+    lua_pushboolean(L, main || is_runner(wsl_script_of(L), L));
+    return 2;
+}
+
 /* Replace fn in the library table lib by f, which gets the original as its upvalue. */
 static void replace(lua_State *L, const char *lib, const char *fn, lua_CFunction f)
 {
@@ -438,6 +465,8 @@ static void track_coroutines(lua_State *L)
     replace(L, "coroutine", "resume", co_resume);
     replace(L, "coroutine", "wrap", co_wrap);
     replace(L, "coroutine", "close", co_close);
+    replace(L, "coroutine", "isyieldable", co_isyieldable);
+    replace(L, "coroutine", "running", co_running);
     replace(L, "_G", "pcall", co_pcall);
     replace(L, "_G", "xpcall", co_xpcall);
     replace(L, "debug", "sethook", no_sethook);
