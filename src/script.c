@@ -440,6 +440,22 @@ static int co_isyieldable(lua_State *L)
     return 1;
 }
 
+/* ... and coroutine.yield there is an error the script can catch, as on Lua's main thread (the
+ * message as Lua's, without a position). */
+static int checked_yield(lua_State *L)
+{
+    if (is_runner(wsl_script_of(L), L)) {
+        lua_pushliteral(L, "attempt to yield from outside a coroutine");
+        return lua_error(L);
+    }
+    if (wsl_lspawn_owns(L, L)) {
+        lua_pushliteral(L, "coroutine.yield() in a function run by ws.spawn (wait with ws.sleep "
+                           "or ws.redis)");
+        return lua_error(L);
+    }
+    return lua_yield(L, lua_gettop(L));
+}
+
 static int co_running(lua_State *L)
 {
     int main = lua_pushthread(L);
@@ -467,6 +483,7 @@ static void track_coroutines(lua_State *L)
     replace(L, "coroutine", "close", co_close);
     replace(L, "coroutine", "isyieldable", co_isyieldable);
     replace(L, "coroutine", "running", co_running);
+    replace(L, "coroutine", "yield", checked_yield);
     replace(L, "_G", "pcall", co_pcall);
     replace(L, "_G", "xpcall", co_xpcall);
     replace(L, "debug", "sethook", no_sethook);

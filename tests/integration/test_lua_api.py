@@ -238,6 +238,16 @@ def test_isyieldable_is_true_only_where_coroutine_yield_works(server):
                  "return coroutine.resume(co), coroutine.isyieldable(co)") == ["true", "true"]
     assert ev(c, "ws.spawn(function() S.y = coroutine.isyieldable() end) return S.y") == [
         "false"]
+    # Where it cannot work, coroutine.yield is an ordinary error, which pcall catches (the
+    # handler, or the function of ws.spawn, used to fail whatever pcall surrounded it).
+    assert ev(c, "return pcall(coroutine.yield)") == [
+        "false", "attempt to yield from outside a coroutine"]
+    assert ev(c, "ws.spawn(function() S.y = {pcall(coroutine.yield)} end) "
+                 "return S.y[1], S.y[2]") == [
+        "false", "coroutine.yield() in a function run by ws.spawn (wait with ws.sleep or "
+        "ws.redis)"]
+    assert ev(c, "return coroutine.wrap(function(a) return coroutine.yield(a + 1) end)(1)") == [
+        "2"]
     assert ev(c, "return coroutine.isyieldable(coroutine.running())") == ["false"]
 
 
