@@ -11,6 +11,9 @@
 /* The registry table of coroutines of ws.spawn still running or waiting: coroutine -> the conn
  * object of the handler that spawned it, or false. It also keeps a waiting coroutine alive. */
 static char spawned_key;
+/* The registry table of coroutines a reload's top level started (coroutine -> true), while it
+ * runs: a failed reload closes those still waiting. */
+static char reload_key;
 
 /* A ws.sleep in progress. Owned by the script (s->sleepers) until it fires or is stopped; freed
  * by libuv's close callback. */
@@ -70,7 +73,9 @@ static void forget(lua_State *L, lua_State *co)
 static void step(wsl_script *s, lua_State *L, lua_State *co, int nargs)
 {
     wsl_conn *c = owner(L, co);
-    int r = wsl_resume_spawned(s, co, nargs, c);
+    /* A plain request's connection has no remote to name in the log: its errors are logged
+     * without one, as on_request's are. */
+    int r = wsl_resume_spawned(s, co, nargs, c && *wsl_conn_remote(c) ? c : NULL);
     if (r == 0) return;
     forget(L, co);
     if (r < 0 && c) wsl_handler_failed(s, c);
@@ -102,6 +107,18 @@ static int ws_spawn(lua_State *L)
     else
         lua_pushboolean(L, 0);
     lua_rawset(L, -3);
+    if (s->reloading) { /* the stack: co, the spawned table */
+        if (lua_rawgetp(L, LUA_REGISTRYINDEX, &reload_key) != LUA_TTABLE) {
+            lua_pop(L, 1);
+            lua_newtable(L);
+            lua_pushvalue(L, -1);
+            lua_rawsetp(L, LUA_REGISTRYINDEX, &reload_key);
+        }
+        lua_pushvalue(L, -3);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, -3);
+        lua_pop(L, 1);
+    }
     lua_pop(L, 2);
     lua_xmove(L, co, nargs + 1); /* the function and its arguments */
     /* The first stretch runs now, inside the caller's own time limit. */
@@ -163,4 +180,25 @@ void wsl_lspawn_stop(wsl_script *s)
     {
         sleeper_stop(wsl_list_entry(n, sleeper, link));
     }
+}
+
+static int close_reload_body(lua_State *L)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &reload_key) != LUA_TTABLE) return 0;
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        lua_pop(L, 1);
+        lua_State *co = lua_tothread(L, -1);
+        /* Still waiting: closed here, it stays in the spawned table until its timer or reply
+         * comes and finds it closed (wsl_lspawn_resume), which keeps it alive until then. */
+        if (co && lua_status(co) == LUA_YIELD && wsl_lspawn_owns(L, co)) wsl_close_thread(L, co);
+    }
+    return 0;
+}
+
+void wsl_lspawn_reload_done(wsl_script *s, bool failed)
+{
+    if (failed) wsl_protect(s, close_reload_body, NULL, "reload", NULL);
+    lua_pushnil(s->L);
+    lua_rawsetp(s->L, LUA_REGISTRYINDEX, &reload_key);
 }

@@ -52,6 +52,22 @@ static volatile sig_atomic_t stop_sig;       /* the signal that asked the proces
 static volatile sig_atomic_t told, told_seq; /* a call was told to stop after stop_sig came */
 static double handler_timeout;
 static char timeout_msg[96];
+static volatile sig_atomic_t closing; /* lua_close runs (wsl_script_free, last_finalizer) */
+
+/* Once a signal asked the process to end, a call still running after this long is stuck, as one
+ * running when the signal came is (wsl_script_interrupt): the shutdown runs on_close for every
+ * connection, and one that never returns must not hold it for the whole --handler-timeout each,
+ * or for ever when that is off. lua_close at exit keeps --handler-timeout: freeing a large heap
+ * is slow, not stuck. */
+#define STUCK_SEC 0.1
+
+/* The time limit in force (0: none). */
+static double limit_now(void)
+{
+    if (stop_sig && !closing && (handler_timeout <= 0 || handler_timeout > STUCK_SEC))
+        return STUCK_SEC;
+    return handler_timeout;
+}
 
 static void overrun_hook(lua_State *L, lua_Debug *ar)
 {
@@ -75,14 +91,37 @@ static void hook(lua_State *L)
     if (L && lua_gethook(L) != overrun_hook) lua_sethook(L, overrun_hook, LUA_MASKCOUNT, 100);
 }
 
-static void arm_alarm(void)
+static void arm_in(double sec)
 {
-    if (handler_timeout <= 0) return;
-    double tick = handler_timeout / TICKS;
     struct itimerval it = {
-        .it_value = {(time_t)tick, (suseconds_t)((tick - (double)(time_t)tick) * 1e6) + 1}};
+        .it_value = {(time_t)sec, (suseconds_t)((sec - (double)(time_t)sec) * 1e6) + 1}};
     setitimer(ITIMER_REAL, &it, NULL);
     alarm_armed = 1;
+}
+
+static void arm_alarm(void)
+{
+    double limit = limit_now();
+    if (limit > 0) arm_in(limit / TICKS);
+}
+
+/* Monotonic seconds; clock_gettime is async-signal-safe. */
+static double mono_sec(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static double told_at; /* when `told` was set (only the SIGALRM handler touches it) */
+
+/* While a told call may still end by itself: tick as the limit does (so that once it ended, the
+ * call after it is watched as soon as ever), and wake when its second is over. */
+static void arm_told(void)
+{
+    double left = told_at + 1.0 - mono_sec(), limit = limit_now();
+    double tick = limit > 0 ? limit / TICKS : left;
+    arm_in(left > 0 && left < tick ? left : tick > 0 ? tick : 0.001);
 }
 
 /* Stop the current top-level call. Some code the hook cannot reach: Lua runs __gc finalizers
@@ -97,9 +136,8 @@ static void stop_call(const char *why)
     if (stop_sig) {
         told = 1;
         told_seq = call_seq;
-        struct itimerval it = {.it_value = {1, 0}};
-        setitimer(ITIMER_REAL, &it, NULL);
-        alarm_armed = 1;
+        told_at = mono_sec();
+        arm_told();
     }
 }
 
@@ -108,6 +146,10 @@ static void on_alarm(int sig)
     (void)sig;
     alarm_armed = 0;
     if (!in_call) return; /* idle: the next call arms it again */
+    if (told && told_seq == call_seq && mono_sec() - told_at < 1.0) {
+        arm_told();
+        return;
+    }
     if (told && told_seq == call_seq) {
         static const char msg[] = "wsluad: Lua code that cannot be stopped (a __gc finalizer, or "
                                   "blocked in C) is still running: exiting\n";
@@ -125,13 +167,14 @@ static void on_alarm(int sig)
             return;
         }
     }
-    if (handler_timeout <= 0) return;
+    double limit = limit_now();
+    if (limit <= 0) return;
     if (seen_seq != call_seq) {
         seen_seq = call_seq;
         ticks = 0;
     }
     if (++ticks > TICKS) {
-        stop_call(timeout_msg);
+        stop_call(limit == handler_timeout ? timeout_msg : interrupt_why);
         return;
     }
     arm_alarm();
@@ -141,9 +184,9 @@ static void on_alarm(int sig)
  * is stopped, so a shutdown does not abandon healthy handlers. */
 void wsl_script_interrupt(const char *why, int sig)
 {
+    interrupt_why = why; /* before stop_sig: limit_now's stops say it too */
     stop_sig = sig;
     if (!in_call) return;
-    interrupt_why = why;
     interrupt_seq = call_seq;
     interrupt_pending = 1;
     struct itimerval it = {.it_value = {0, 100000}};
@@ -202,6 +245,11 @@ static void reset_thread(lua_State *L, lua_State *co)
     lua_resetthread(co);
     running = L;
     if (overrun) hook(L);
+}
+
+void wsl_close_thread(lua_State *L, lua_State *co)
+{
+    reset_thread(L, co);
 }
 
 /* ---- coroutines, tracked -------------------------------------------------------------------- */
@@ -372,6 +420,49 @@ static int no_sethook(lua_State *L)
     return luaL_error(L, "debug.sethook is not available: wsluad's time limit uses the hook");
 }
 
+/* A handler runs on a runner, a function of ws.spawn in a coroutine that only ws.sleep and
+ * ws.redis may suspend: coroutine.yield is an error in both, so coroutine.isyieldable says false
+ * there, and coroutine.running calls a runner the main thread (code that is in no coroutine of
+ * the script's), as code that checks them before yielding expects. */
+static bool is_runner(const wsl_script *s, const lua_State *co)
+{
+    for (int d = 0; d < s->nrunners; d++)
+        if (s->runners[d] == co) return true;
+    return false;
+}
+
+static int co_isyieldable(lua_State *L)
+{
+    lua_State *co = lua_isnone(L, 1) ? L : lua_tothread(L, 1);
+    luaL_argexpected(L, co, 1, "coroutine");
+    lua_pushboolean(L, lua_isyieldable(co) && !is_runner(wsl_script_of(L), co) &&
+                           !wsl_lspawn_owns(L, co));
+    return 1;
+}
+
+/* ... and coroutine.yield there is an error the script can catch, as on Lua's main thread (the
+ * message as Lua's, without a position). */
+static int checked_yield(lua_State *L)
+{
+    if (is_runner(wsl_script_of(L), L)) {
+        lua_pushliteral(L, "attempt to yield from outside a coroutine");
+        return lua_error(L);
+    }
+    if (wsl_lspawn_owns(L, L)) {
+        lua_pushliteral(L, "coroutine.yield() in a function run by ws.spawn (wait with ws.sleep "
+                           "or ws.redis)");
+        return lua_error(L);
+    }
+    return lua_yield(L, lua_gettop(L));
+}
+
+static int co_running(lua_State *L)
+{
+    int main = lua_pushthread(L);
+    lua_pushboolean(L, main || is_runner(wsl_script_of(L), L));
+    return 2;
+}
+
 /* Replace fn in the library table lib by f, which gets the original as its upvalue. */
 static void replace(lua_State *L, const char *lib, const char *fn, lua_CFunction f)
 {
@@ -390,6 +481,9 @@ static void track_coroutines(lua_State *L)
     replace(L, "coroutine", "resume", co_resume);
     replace(L, "coroutine", "wrap", co_wrap);
     replace(L, "coroutine", "close", co_close);
+    replace(L, "coroutine", "isyieldable", co_isyieldable);
+    replace(L, "coroutine", "running", co_running);
+    replace(L, "coroutine", "yield", checked_yield);
     replace(L, "_G", "pcall", co_pcall);
     replace(L, "_G", "xpcall", co_xpcall);
     replace(L, "debug", "sethook", no_sethook);
@@ -591,12 +685,15 @@ typedef struct failure {
     char msg[256]; /* the message, for the log and the repeat check */
 } failure;
 
-/* A readable message for any error value: a string, __tostring, or its type. */
+/* A readable message for any error value: a string, __tostring, or its type. What __tostring
+ * returns counts as tostring() takes it: a number is its text, anything else an error. */
 static const char *describe(lua_State *L, int i)
 {
     if (lua_type(L, i) == LUA_TSTRING || lua_type(L, i) == LUA_TNUMBER) return lua_tostring(L, i);
-    if (luaL_callmeta(L, i, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+    if (luaL_callmeta(L, i, "__tostring")) {
+        if (!lua_isstring(L, -1)) luaL_error(L, "'__tostring' must return a string");
         return lua_tostring(L, -1);
+    }
     return lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, i));
 }
 
@@ -900,8 +997,6 @@ static void set_paths(lua_State *L, const char *script)
 /* The __gc of an object made before any other with a finalizer: lua_close runs finalizers in
  * the reverse order of their marking, so this one runs last, when no script code is left. It
  * ends the guard wsl_script_free put around lua_close (the state is freed right after). */
-static volatile sig_atomic_t closing;
-
 static int last_finalizer(lua_State *L)
 {
     (void)L;
@@ -992,6 +1087,33 @@ static int on_panic(lua_State *L)
     abort();
 }
 
+/* Lua's warnings (warn(), and the one for an error in a __gc finalizer) as log lines at WARN,
+ * where lua_newstate would drop them; off until the script writes warn("@on"), as with the lua
+ * command. A warning comes in pieces (tocont) and is logged whole, cut at the buffer. */
+static struct {
+    bool on, cont; /* cont: the next piece continues a warning */
+    size_t len;
+    char buf[2048];
+} warns = {.len = sizeof "Lua warning: " - 1, .buf = "Lua warning: "};
+
+static void on_warn(void *ud, const char *msg, int tocont)
+{
+    (void)ud;
+    if (!warns.cont && msg[0] == '@') { /* a control message */
+        if (strcmp(msg, "@on") == 0) warns.on = true;
+        if (strcmp(msg, "@off") == 0) warns.on = false;
+        return;
+    }
+    warns.cont = tocont;
+    if (!warns.on) return;
+    size_t n = strlen(msg), room = sizeof warns.buf - warns.len;
+    memcpy(warns.buf + warns.len, msg, n < room ? n : room);
+    warns.len += n < room ? n : room;
+    if (tocont) return;
+    wsl_log_bytes(WSL_LOG_WARN, false, 0, NULL, warns.buf, warns.len);
+    warns.len = sizeof "Lua warning: " - 1;
+}
+
 wsl_script *wsl_script_new(wsl_server *srv, const char *path)
 {
     wsl_script *s = calloc(1, sizeof *s);
@@ -1008,22 +1130,26 @@ wsl_script *wsl_script_new(wsl_server *srv, const char *path)
         return NULL;
     }
     lua_atpanic(s->L, on_panic);
+    lua_setwarnf(s->L, on_warn, NULL);
     *(wsl_script **)lua_getextraspace(s->L) = s;
 
-    handler_timeout = wsl_server_options(srv)->handler_timeout;
-    snprintf(timeout_msg, sizeof timeout_msg,
-             "handler timeout: still running after %g s (--handler-timeout)", handler_timeout);
     struct sigaction sa = {.sa_handler = on_alarm, .sa_flags = SA_RESTART};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGALRM, &sa, NULL);
 
     uv_timer_init(wsl_server_loop(srv), &s->debounce);
     s->debounce.data = s;
+    /* No time limit yet: the setup runs none of the script's code, and takes longer than a tiny
+     * --handler-timeout (a failure here is running out of memory). */
+    handler_timeout = 0;
     if (!wsl_protect(s, setup_body, s, "setup", NULL)) {
         wsl_script_stop(s);
         lua_close(s->L);
         s->L = NULL;
     }
+    handler_timeout = wsl_server_options(srv)->handler_timeout;
+    snprintf(timeout_msg, sizeof timeout_msg,
+             "handler timeout: still running after %g s (--handler-timeout)", handler_timeout);
     return s;
 }
 
@@ -1106,7 +1232,11 @@ int wsl_script_reload(wsl_script *s)
     }
     if (!wsl_protect(s, save_handlers_body, NULL, "reload", NULL)) return -1;
     unsigned old = s->gen++;
-    if (!wsl_protect(s, run_body, NULL, s->path, NULL) || !cache_handlers(s)) {
+    s->reloading = true;
+    bool ok = wsl_protect(s, run_body, NULL, s->path, NULL) && cache_handlers(s);
+    s->reloading = false;
+    wsl_lspawn_reload_done(s, !ok);
+    if (!ok) {
         wsl_ltimer_stop(s, WSL_TIMERS_GEN, s->gen); /* whatever the failed top level started */
         s->gen = old;
         /* The globals as they were; the cache, untouched, still holds the running handlers. */

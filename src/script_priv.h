@@ -47,6 +47,7 @@ struct wsl_script {
     int req_now;        /* the req object of the on_request that runs now (a registry ref; 0) */
     bool waiting;       /* the running coroutine of ws.spawn yields to wait (wsl_spawn_waiting) */
     wsl_list sleepers;  /* ws.sleep timers (lspawn.c) */
+    bool reloading;     /* a reload's top level runs: ws.spawn notes what it starts (lspawn.c) */
     wsl_registry *metrics; /* ws.metric's (lmetric.c), freed with the state */
     bool ran;              /* the call wsl_protect_handler runs found its handler */
     /* The handlers as the script defined them when it was (re)loaded (see cache_handlers): a
@@ -155,6 +156,13 @@ bool wsl_lspawn_is_spawned(lua_State *L);
 /* Whether co is a coroutine of ws.spawn still running or waiting (looked up with L's stack). */
 bool wsl_lspawn_owns(lua_State *L, lua_State *co);
 void wsl_lspawn_stop(wsl_script *s);
+/* A reload's top level is over: when it failed, close the coroutines of ws.spawn it started that
+ * still wait (a failed reload changes nothing; their timer or reply then finds nothing to
+ * resume); either way forget which they were. */
+void wsl_lspawn_reload_done(wsl_script *s, bool failed);
+/* Close co, a suspended coroutine, as coroutine.close does: its pending __close handlers run
+ * under the time limit (script.c). */
+void wsl_close_thread(lua_State *L, lua_State *co);
 /* Resume a waiting coroutine of ws.spawn with the nargs values on top of its stack. */
 void wsl_lspawn_resume(wsl_script *s, lua_State *co, int nargs);
 

@@ -355,6 +355,10 @@ int wsl_supervise(wsl_options *o, int *status)
         /* SIGCHLD: reaped at the top. A timeout (EAGAIN) or EINTR: restarts are due. */
     }
 
+    /* What came after the last worker left (a report it queued, a SIGHUP) is still pending:
+     * taken here, as unblocking it would kill the supervisor by its default action. */
+    struct timespec none = {0, 0};
+    while (sigtimedwait(&relayed, NULL, &none) > 0) {}
     sigprocmask(SIG_SETMASK, &old_mask, NULL);
     sigaction(SIGCHLD, &old_chld, NULL);
     close_reserved(reserved, o->nlisten);

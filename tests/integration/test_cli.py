@@ -108,6 +108,15 @@ def test_check_toplevel_error():
     assert "top level refuses to load" in r.stderr
 
 
+def test_tiny_handler_timeout_applies_to_the_script_not_to_the_server_setup():
+    # Opening the libraries and the ws module is the server's own work (some 100s of us, more
+    # under ASan): with a limit below that, the server refused to start ("Lua error in setup").
+    # Only the script's code may be stopped; a trivial top level passes or fails as itself.
+    r = run("--handler-timeout", "0.0001", "--check", os.path.join(SCRIPTS, "ok.lua"))
+    assert "in setup" not in r.stderr, r.stderr
+    assert r.returncode == 0 or "ok.lua" in r.stderr, r.stdout + r.stderr
+
+
 def test_check_bundled_chat():
     r = run("--check", os.path.join(source_dir(), "lua", "chat.lua"))
     assert r.returncode == 0, r.stdout + r.stderr

@@ -45,6 +45,17 @@ def test_table_with_tostring_logs_its_text(server):
     assert line.endswith("): custom error 7"), line
 
 
+def test_tostring_returning_a_number_logs_it_as_tostring_would(server):
+    reply, line, _ = on_error_reply(server, "tostring-number")
+    assert reply == "type=table code=nil traceback=yes value=-"
+    assert line.endswith("): 42"), line
+
+
+def test_tostring_returning_no_string_counts_as_failed(server):
+    _, line, _ = on_error_reply(server, "tostring-table")
+    assert line.endswith("): (error object is a table value whose __tostring failed)"), line
+
+
 def test_plain_table_logs_its_type(server):
     reply, line, _ = on_error_reply(server, "plain-table")
     assert reply == "type=table code=nil traceback=yes value=-"

@@ -250,3 +250,34 @@ def test_client_bytes_cannot_forge_log_lines():
         line = s.wait_for_log(r"closed 1000 bye").string
         assert "bye?2026-01-01T00:00:00.000Z ERROR forged?[2J" in line
         assert not s.find_logs(r"^2026-01-01T00:00:00\.000Z ERROR forged")
+
+
+WARN_SCRIPT = '''
+warn("before @on: not shown")
+warn("@on")
+warn("a warning ", "in two pieces")
+setmetatable({}, {__gc = function() error("a finalizer failed") end})
+collectgarbage()
+warn("@off")
+warn("after @off: not shown")
+'''
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_lua_warnings_go_to_the_log(tmp_path, fmt):
+    # Lua's warn() (and the warning Lua gives for an error in a __gc finalizer) went nowhere:
+    # the state has no warning function unless the embedder sets one. They are log lines at
+    # WARN, off until warn("@on") as in the lua command.
+    script = tmp_path / "warn.lua"
+    script.write_text(WARN_SCRIPT)
+    r = run("--log-format", fmt, "--check", str(script))
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    if fmt == "json":
+        objs = [json.loads(l) for l in lines]
+        warns = [o["msg"] for o in objs if o["level"] == "warn"]
+    else:
+        warns = [l.split(" WARN ", 1)[1] for l in lines if " WARN " in l]
+    assert warns[0] == "Lua warning: a warning in two pieces", warns
+    assert re.fullmatch(r"Lua warning: error in __gc.*a finalizer failed.*", warns[1]), warns
+    assert len(warns) == 2, warns

@@ -225,6 +225,32 @@ def test_require_wsluad_returns_ws(server):
     assert ev(c, "return require('wsluad') == ws, type(ws)") == ["true", "table"]
 
 
+def test_isyieldable_is_true_only_where_coroutine_yield_works(server):
+    # A handler runs on a thread of the server's (a runner) and a function of ws.spawn in a
+    # coroutine whose only waits are ws.sleep and ws.redis: coroutine.yield is an error in both,
+    # and coroutine.isyieldable() said true, so code that checks it before yielding failed.
+    c = server.connect()
+    assert ev(c, "return coroutine.isyieldable(), select(2, coroutine.running())") == [
+        "false", "true"]
+    assert ev(c, "return coroutine.wrap(function() return coroutine.isyieldable(), "
+                 "select(2, coroutine.running()) end)()") == ["true", "false"]
+    assert ev(c, "local co = coroutine.create(function() coroutine.yield() end) "
+                 "return coroutine.resume(co), coroutine.isyieldable(co)") == ["true", "true"]
+    assert ev(c, "ws.spawn(function() S.y = coroutine.isyieldable() end) return S.y") == [
+        "false"]
+    # Where it cannot work, coroutine.yield is an ordinary error, which pcall catches (the
+    # handler, or the function of ws.spawn, used to fail whatever pcall surrounded it).
+    assert ev(c, "return pcall(coroutine.yield)") == [
+        "false", "attempt to yield from outside a coroutine"]
+    assert ev(c, "ws.spawn(function() S.y = {pcall(coroutine.yield)} end) "
+                 "return S.y[1], S.y[2]") == [
+        "false", "coroutine.yield() in a function run by ws.spawn (wait with ws.sleep or "
+        "ws.redis)"]
+    assert ev(c, "return coroutine.wrap(function(a) return coroutine.yield(a + 1) end)(1)") == [
+        "2"]
+    assert ev(c, "return coroutine.isyieldable(coroutine.running())") == ["false"]
+
+
 def test_broadcast_except_and_count(server):
     a, b, c = server.connect(), server.connect(), server.connect()
     open_ids(server, 3)

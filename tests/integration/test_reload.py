@@ -144,6 +144,30 @@ def test_reload_toplevel_error_keeps_old_handlers(script):
         assert say(c, "b").startswith("v1:")
 
 
+TOPLEVEL_ERROR_AFTER_SPAWN = (
+    'ws.spawn(function() while true do ws.log("spawned v-raised") ws.sleep(0.02) end end)\n'
+    'ws.spawn(function() local t <close> = setmetatable({}, {__close = function()\n'
+    '  ws.log("closed v-raised") end}) ws.sleep(3600) end)\n'
+    'error("the new top level raises")\n')
+
+
+def test_reload_toplevel_error_cancels_what_it_spawned(script):
+    # A failed reload changes nothing: like its timers, the functions its top level started
+    # with ws.spawn must not go on (they would run once more after every failed reload).
+    with Server(script) as s:
+        s.wait_for_log(r"tick v1")
+        write(script, TOPLEVEL_ERROR_AFTER_SPAWN)
+        mark = s.mark()
+        s.signal(signal.SIGHUP)
+        i, _ = s.wait_for_line(r"ERROR.*the new top level raises", after=mark)
+        # The waiting one is closed: its pending __close handlers run.
+        s.wait_for_log(r"closed v-raised", after=mark)
+        # Five ticks of the old timer (100 ms) cover five wake-ups of the spawned loop.
+        s.wait_for_logs(r"tick v1", 5, after=i)
+        # Its first stretch ran before the error, and nothing after.
+        assert len(s.find_logs(r"spawned v-raised", after=mark)) == 1
+
+
 def test_reload_watch_in_place_write(script):
     with Server(script, "--reload") as s:
         c = s.connect()

@@ -5,6 +5,9 @@ on_close sees code 1001 and ws.stopping() true. A client leaving on its own befo
 ordinary leave: ws.stopping() false, and the others hear about it."""
 
 import signal
+import time
+
+import pytest
 
 from harness import Server, connect_id
 from wsclient import OP_CLOSE
@@ -55,3 +58,40 @@ def test_shutdown_sends_n_close_frames_not_n_squared_messages():
         assert len(s.find_logs(r"on_close id=\d+ ", after=mark)) == N
         assert s.wait_exit() == 0  # (a second SIGTERM would end it at once)
     assert not s.find_logs(r"Lua error")
+
+
+STUCK_ON_CLOSE = '''
+function on_open(conn) ws.log("on_open id=" .. conn.id .. " remote=" .. conn.remote) end
+function on_close(conn, code)
+  ws.log("on_close id=" .. conn.id .. " code=" .. code)
+  if ws.stopping() then while true do end end
+end
+'''
+
+
+@pytest.mark.parametrize("limit", ["0", "2"])
+def test_on_close_stuck_during_the_shutdown_is_stopped(tmp_path, limit):
+    # The shutdown runs on_close for every connection after the signal came: one that never
+    # returns is stuck as a handler running when the signal came is (stopped after 100 ms), not
+    # left to --handler-timeout, which may be off (the process never exited) or 2 s per
+    # connection (the shutdown's 3 s became 2 s times the connections).
+    script = tmp_path / "stuck.lua"
+    script.write_text(STUCK_ON_CLOSE)
+    s = Server(str(script), "--static", "none", "--handler-timeout", limit)
+    with s:
+        clients = [connect_id(s) for _ in range(5)]
+        mark = s.mark()
+        start = time.monotonic()
+        s.signal(signal.SIGTERM)
+        for c, _ in clients:
+            assert c.expect_close(skip_data=True)[0] == 1001
+            c.close(1001)
+            c.expect_eof()
+            c.sock.close()  # the server waits for the end of the stream
+        assert s.wait_exit() == 0
+        took = time.monotonic() - start
+        assert took < 2, f"exit {took:.1f}s after SIGTERM"
+        # Each on_close was stopped (identical errors are counted after the first).
+        s.wait_for_log(r"Lua error in on_close \(conn#\d+ [^)]*\): interrupted: the server is "
+                       r"shutting down$", after=mark)
+        s.wait_for_log(r"the previous Lua error \(in on_close\) repeated 4 more times", after=mark)

@@ -224,6 +224,29 @@ def test_a_second_sigterm_is_passed_on(redis_server, no_stray_workers):
             assert ppid(pid) is None
 
 
+def test_a_report_pending_when_the_last_worker_left_does_not_kill_the_supervisor(
+        redis_server, no_stray_workers):
+    # A worker's report (SIGRTMIN, queued) that the supervisor had not taken when the last
+    # worker exited was unblocked with its default action: the supervisor died of it (exit -34)
+    # instead of exiting 0, once in a while (test_logs saw it). Made certain here: with the
+    # supervisor stopped, the workers exit and a report and SIGTERM wait for it.
+    s, pids = start(no_stray_workers, redis_server)
+    with s:
+        sup = s.proc.pid
+        os.kill(sup, signal.SIGSTOP)
+        try:
+            for pid in pids.values():
+                os.kill(pid, signal.SIGTERM)
+            for pid in pids.values():
+                wait_until(lambda: ppid(pid) is None, f"worker {pid} exited")
+            os.kill(sup, signal.SIGRTMIN)
+            os.kill(sup, signal.SIGTERM)
+        finally:
+            os.kill(sup, signal.SIGCONT)
+        assert s.wait_exit() == 0
+        s.wait_for_log(r"\[supervisor\] bye")
+
+
 def test_workers_die_with_the_supervisor(redis_server, no_stray_workers):
     s, pids = start(no_stray_workers, redis_server)
     with s:

@@ -7,6 +7,9 @@ local raise = {
     error(setmetatable({ code = 7 }, { __tostring = function(e) return "custom error " .. e.code end }))
   end,
   ["plain-table"] = function() error({}) end,
+  -- What tostring() makes of them: "42", and an error ('__tostring' must return a string).
+  ["tostring-number"] = function() error(setmetatable({}, { __tostring = function() return 42 end })) end,
+  ["tostring-table"] = function() error(setmetatable({}, { __tostring = function() return {} end })) end,
   ["string"] = function() error("a string error") end,
   ["nil"] = function() error(nil) end,
 }
