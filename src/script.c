@@ -351,11 +351,14 @@ static int co_wrap(lua_State *L)
     return 1;
 }
 
+/* Lua's coroutine.close, kept in C only (see replace). */
+static lua_CFunction lua_co_close;
+
 /* coroutine.close runs co's pending __close handlers on co: Lua's, with the time limit on co. */
 static int co_close(lua_State *L)
 {
     lua_State *co = lua_tothread(L, 1);
-    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushcfunction(L, lua_co_close);
     lua_insert(L, 1);
     if (co && co != L) {
         running = co;
@@ -463,12 +466,13 @@ static int co_running(lua_State *L)
     return 2;
 }
 
-/* Replace fn in the library table lib by f, which gets the original as its upvalue. */
+/* Replace fn in the library table lib by f. The original is kept nowhere a script can reach
+ * (as an upvalue, debug.getupvalue would hand out Lua's resume, which the time limit does not
+ * follow, or Lua's sethook, which clears its hook): it is gone, or kept in C (lua_co_close). */
 static void replace(lua_State *L, const char *lib, const char *fn, lua_CFunction f)
 {
     if (lua_getglobal(L, lib) == LUA_TTABLE) {
-        lua_getfield(L, -1, fn);
-        lua_pushcclosure(L, f, 1);
+        lua_pushcfunction(L, f);
         lua_setfield(L, -2, fn);
     }
     lua_pop(L, 1);
@@ -478,6 +482,10 @@ static void replace(lua_State *L, const char *lib, const char *fn, lua_CFunction
  * above, so the time limit always knows the running thread and its stop cannot be caught. */
 static void track_coroutines(lua_State *L)
 {
+    lua_getglobal(L, "coroutine");
+    lua_getfield(L, -1, "close");
+    lua_co_close = lua_tocfunction(L, -1);
+    lua_pop(L, 2);
     replace(L, "coroutine", "resume", co_resume);
     replace(L, "coroutine", "wrap", co_wrap);
     replace(L, "coroutine", "close", co_close);

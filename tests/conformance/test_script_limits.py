@@ -432,9 +432,11 @@ HOSTILE_STOPPED = {
                              "setmetatable({}, {__close = function() while true do end end}); "
                              "coroutine.yield() end); coroutine.resume(co); coroutine.close(co)",
     "yield-at-top": "coroutine.yield(1, 2)",
-    # coroutine.yield on a runner is an error pcall catches; Lua's own yield (its upvalue)
-    # really yields the runner, through the pcall
-    "yield-in-pcall": "pcall(select(2, debug.getupvalue(coroutine.yield, 1)))",
+    # Lua's own functions are out of reach: its resume (which the time limit would not follow)
+    # and its sethook (which would clear the hook) are no upvalues of the replacements
+    "lua-resume": "local _, raw = debug.getupvalue(coroutine.resume, 1) "
+                  "raw(coroutine.create(function() while true do end end))",
+    "lua-sethook": "local _, raw = debug.getupvalue(debug.sethook, 1) while true do raw() end",
     "close-running": "coroutine.close(coroutine.running())",
     "deep-recursion": "local function f() return f() + 1 end f()",
     "c-stack-recursion": "local function f() coroutine.wrap(f)() end f()",
@@ -451,6 +453,14 @@ def test_hostile_chunk_is_stopped_and_the_server_goes_on(name):
         srv.wait_for_log(r"ERROR Lua error in on_message", after=mark)
         # the same runner serves the next call, its time limit intact (only it ends this one)
         run_chunk(srv, "while true do end")
+
+
+def test_replaced_functions_keep_no_original():
+    with cu.server(CHUNK, "--static", "none") as srv:
+        run_chunk(srv, "for _, f in ipairs({coroutine.resume, coroutine.wrap, coroutine.close, "
+                       "coroutine.yield, coroutine.isyieldable, coroutine.running, pcall, xpcall, "
+                       "debug.sethook}) do assert(debug.getupvalue(f, 1) == nil) end",
+                  expect="done")
 
 
 def test_time_limit_survives_a_stop_raised_where_lua_cannot_yield():
