@@ -2,6 +2,7 @@
  * The values live in C (a wsl_registry owned by the script's state, bounded in metrics and label
  * combinations) and survive a reload: defining a name again returns the same object, so the new
  * code counts on where the old one stopped. */
+#include <float.h>
 #include <string.h>
 
 #include "log.h"
@@ -148,8 +149,10 @@ static int add(lua_State *L, double sign, const char *fn)
         return luaL_error(L, "%s: expected [n] and %d label value%s, got %d arguments", fn, nl,
                           nl == 1 ? "" : "s", nargs);
     }
-    if (wsl_metric_type_of(m) == WSL_METRIC_COUNTER && !(n >= 0))
-        return luaL_error(L, "%s: a counter only goes up (n = %f)", fn, (double)n);
+    /* +inf would stick a counter there for the process's life: no later value could show. */
+    if (wsl_metric_type_of(m) == WSL_METRIC_COUNTER && !(n >= 0 && n <= DBL_MAX))
+        return luaL_error(L, "%s: a counter only goes up, by a finite amount (n = %f)", fn,
+                          (double)n);
     double *v = series(L, m, first, fn);
     if (!v) return dropped(L);
     *v += sign * n;

@@ -435,6 +435,9 @@ function on_message(conn, data) conn:send(tostring(load(data)())) end
         assert "expected [n] and 1 label value" in err("ws.metric.counter('x_total', 'h', "
                                                        "{'k'}):inc()")
         assert "only goes up" in err("ws.metric.counter('x_total', 'h', {'k'}):inc(-1, 'v')")
+        for n in ["math.huge", "0/0"]:
+            assert "by a finite amount" in err(f"ws.metric.counter('x_total', 'h', {{'k'}})"
+                                               f":inc({n}, 'v')")
         assert "attempt to call" in err("ws.metric.counter('x_total', 'h', {'k'}):set(1, 'v')")
         assert "longer than 128" in err("ws.metric.counter('x_total', 'h', {'k'})"
                                         ":inc(string.rep('x', 129))")
