@@ -197,7 +197,11 @@ static int conn_newindex(lua_State *L)
 {
     check_box(L, 1);
     const char *k = luaL_checkstring(L, 2);
-    if (strcmp(k, "data") != 0) return luaL_error(L, "conn.%s is read-only", k);
+    if (strcmp(k, "data") != 0) {
+        lua_pushvalue(L, 2);
+        if (lua_gettable(L, 1) != LUA_TNIL) return luaL_error(L, "conn.%s is read-only", k);
+        return luaL_error(L, "conn.%s: a conn has no such field (keep your own in conn.data)", k);
+    }
     push_fields(L, 1);
     lua_pushvalue(L, 3);
     lua_setfield(L, -2, "data");

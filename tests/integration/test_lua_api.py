@@ -69,6 +69,15 @@ def test_conn_data_persists_across_messages(server):
     assert ev1(d, "return conn.data.n") == "10"
 
 
+def test_conn_fields_are_read_only_but_data(server):
+    c = server.connect()
+    for k in ["id", "remote", "path", "secure", "headers", "send"]:
+        assert f"conn.{k} is read-only" in ev_err(c, f"conn.{k} = 1"), k
+    assert "conn.nick: a conn has no such field (keep your own in conn.data)" in \
+        ev_err(c, "conn.nick = 'ann'")
+    assert ev1(c, "conn.data = {nick = 'ann'} return conn.data.nick") == "ann"
+
+
 def test_conn_tostring(server):
     c = server.connect()
     cid, text = ev(c, "return conn.id, tostring(conn)")
