@@ -16,8 +16,8 @@
 wsl_metrics_counters wsl_metrics;
 
 const char *const wsl_handler_names[WSL_HANDLERS] = {
-    "on_upgrade", "on_open",  "on_message", "on_close",
-    "on_drain",   "on_error", "timer",      "on_request",
+    "on_upgrade", "on_open", "on_message", "on_close", "on_drain",
+    "on_error",   "timer",   "on_request", "spawn",
 };
 
 /* 5 us to 10 s: a message handler takes microseconds; --handler-timeout defaults to 2 s. */

@@ -74,6 +74,7 @@ typedef enum {
     WSL_HANDLER_ERROR,
     WSL_HANDLER_TIMER, /* ws.timer and ws.every callbacks */
     WSL_HANDLER_REQUEST,
+    WSL_HANDLER_SPAWN, /* each run of a ws.spawn function, up to its next wait or its end */
     WSL_HANDLERS
 } wsl_handler_kind;
 

@@ -975,9 +975,13 @@ bool wsl_protect_handler(wsl_script *s, wsl_handler_kind k, lua_CFunction body, 
 
 int wsl_resume_spawned(wsl_script *s, lua_State *co, int nargs, const wsl_conn *c)
 {
+    uint64_t start = wsl_metrics.timing ? now_ns() : 0;
     run_state r;
     run_begin(s, co, &r);
-    return run_resume(s, &r, co, nargs, -1, "a function run by ws.spawn", c);
+    int st = run_resume(s, &r, co, nargs, -1, "a function run by ws.spawn", c);
+    wsl_metrics_handler(WSL_HANDLER_SPAWN, st >= 0, st < 0 && s->timed_out,
+                        start ? now_ns() - start : 0);
+    return st;
 }
 
 /* ---- the state, loading and reload -------------------------------------------------------- */

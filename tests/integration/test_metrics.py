@@ -295,9 +295,13 @@ def test_handler_errors_timeouts_and_timers(server):
     b.send_frame(OP_TEXT, "while true do end")
     assert b.expect_close() == (1011, "internal error")
     run(c, "ws.timer(0, function() end) ws.timer(0, function() error('in a timer') end) "
+           "ws.timer(0, function() ws.spawn(function() ws.sleep(0) error('spawned') end) end) "
            "return true")
     m1 = wait_metric(addr, lambda m: val(m, "wsluad_handler_calls_total", handler="timer") -
-                     val(m0, "wsluad_handler_calls_total", handler="timer") == 2, "two timers")
+                     val(m0, "wsluad_handler_calls_total", handler="timer") == 3 and
+                     val(m, "wsluad_handler_errors_total", handler="spawn") -
+                     val(m0, "wsluad_handler_errors_total", handler="spawn") == 1,
+                     "three timers and the spawned function's error")
 
     def delta(name, handler):
         return val(m1, name, handler=handler) - val(m0, name, handler=handler)
@@ -307,6 +311,10 @@ def test_handler_errors_timeouts_and_timers(server):
     assert delta("wsluad_handler_timeouts_total", "on_message") == 1
     assert delta("wsluad_handler_errors_total", "timer") == 1
     assert delta("wsluad_handler_timeouts_total", "timer") == 0
+    # The function the third timer spawned ran twice: up to its ws.sleep, then to its error
+    # (spawned by a timer, it belongs to no connection: none is closed for it).
+    assert delta("wsluad_handler_calls_total", "spawn") == 2
+    assert delta("wsluad_handler_timeouts_total", "spawn") == 0
     # The stopped call ran for about the time limit (0.3 s): it shows in the histogram.
     assert delta("wsluad_handler_duration_seconds_sum", "on_message") >= 0.25
     slow = val(m1, "wsluad_handler_duration_seconds_count", handler="on_message") - \
