@@ -46,7 +46,9 @@
 -- into wsluad:chat:members:NAME, which only one claimant can win, and a taken name is renamed
 -- as in rooms.lua (ann, ann2, ann3, ...). The one exception: a node cut off from Redis for
 -- longer than MEMBER_TTL has its members dropped (the others see them leave); when it is back,
--- it puts them in again, even if somebody took one of their names meanwhile.
+-- it puts them in again, even if somebody took one of their names meanwhile. Likewise, when
+-- Redis restarts without its data, until each node's next refresh the member lists lack the
+-- other nodes' members and a join can take one of their names (never one of its own node's).
 --
 -- Joining waits for Redis (the nickname, the member list, the history), so it runs in ws.spawn,
 -- where ws.redis(command) without a callback waits and returns reply, err; the code reads
@@ -229,6 +231,11 @@ local function join(conn)
     local members, nick
     repeat -- claim a free nickname; should another node claim it first, pick again
         members = live_members(name, now)
+        -- This node's members are taken even when Redis lost them (restarted without its
+        -- data): the next refresh puts them back.
+        for other in pairs(rooms[name] or {}) do
+            members[other] = true
+        end
         nick = unique(members, wanted)
     until redis({"ZADD", key, "NX", now + MEMBER_TTL, nick}) == 1
     conn.data.claimed = nick

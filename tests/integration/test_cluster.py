@@ -358,6 +358,24 @@ def test_cluster_chat_keys_follow_the_redis_prefix(redis_server):
         assert r.command("KEYS", "chat:*") == []
 
 
+def test_cluster_chat_never_gives_a_local_members_name_twice(redis_server):
+    """Redis loses the member set (restarted without its data, here DEL): until the node's
+    next refresh puts its members back, a join on that node must still not get the name of
+    one of them, which would take her place in the room and leave her orphaned."""
+    r = redis_server
+    script = os.path.join(source_dir(), "examples", "cluster-chat.lua")
+    with Server(script, "--redis", r.url) as s:  # refreshes every 10 s: not within the test
+        s.wait_for_log(LINK_UP)
+        ann = s.connect("/room/lobby?nick=ann")
+        assert json.loads(ann.recv_text())["you"] == "ann"
+        assert r.command("DEL", "wsluad:chat:members:lobby") == 1
+        other = s.connect("/room/lobby?nick=ann")
+        welcome = json.loads(other.recv_text())
+        assert welcome["you"] == "ann2" and welcome["members"] == ["ann", "ann2"], welcome
+        assert json.loads(ann.recv_text()) == {"type": "join", "from": "ann2",
+                                               "text": "ann2 joined"}
+
+
 def test_topic_names_of_any_bytes(redis_server):
     r = redis_server
     names = ["a b:c", "topic:x", "\u00e9t\u00e9", "x" * 1000]
