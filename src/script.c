@@ -49,6 +49,7 @@ static const char *volatile overrun_why;
 static volatile sig_atomic_t interrupt_seq, interrupt_pending;
 static const char *volatile interrupt_why;
 static volatile sig_atomic_t stop_sig;       /* the signal that asked the process to end */
+static const char *volatile stop_why;        /* what wsl_script_interrupt said */
 static volatile sig_atomic_t told, told_seq; /* a call was told to stop after stop_sig came */
 static double handler_timeout;
 static char timeout_msg[96];
@@ -142,6 +143,7 @@ static void on_alarm(int sig)
 void wsl_script_interrupt(const char *why, int sig)
 {
     stop_sig = sig;
+    stop_why = why;
     if (!in_call) return;
     interrupt_why = why;
     interrupt_seq = call_seq;
@@ -159,7 +161,12 @@ static inline lua_State *call_begin(wsl_script *s, lua_State *co)
     if (s->depth++ == 0) {
         call_seq++;
         in_call = 1;
-        if (!alarm_armed) arm_alarm();
+        /* Stopping: every later call gets the same 100 ms (a handler stuck after the first one
+         * would otherwise hold the shutdown for ever under --handler-timeout 0). */
+        if (stop_sig)
+            wsl_script_interrupt(stop_why, stop_sig);
+        else if (!alarm_armed)
+            arm_alarm();
     } else if (overrun) {
         hook(co);
     }

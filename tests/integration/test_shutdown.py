@@ -55,3 +55,18 @@ def test_shutdown_sends_n_close_frames_not_n_squared_messages():
         assert len(s.find_logs(r"on_close id=\d+ ", after=mark)) == N
         assert s.wait_exit() == 0  # (a second SIGTERM would end it at once)
     assert not s.find_logs(r"Lua error")
+
+
+def test_shutdown_stops_every_stuck_handler_not_only_the_first():
+    """--handler-timeout 0 and three messages whose handler never returns: SIGTERM stops the
+    one running, then the next one runs, and must be stopped as well (it was let run for ever:
+    the process never exited)."""
+    with Server("spin.lua", "--handler-timeout", "0", "--static", "none") as s:
+        clients = [s.connect() for _ in range(3)]
+        for i, c in enumerate(clients):
+            c.send_text(f"m{i}")
+        s.wait_for_log(r"spinning on m\d")
+        s.signal(signal.SIGTERM)
+        # README: close 1001 to every client, on_close for each, exit within 3 s.
+        assert s.wait_exit(timeout=5) == 0
+        assert s.find_logs(r"interrupted: the server is shutting down")
