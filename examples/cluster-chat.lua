@@ -21,10 +21,15 @@
 --     again later" (not 4xxx: the page retries it, with back-off); so is every join when wsluad
 --     runs without --redis, and the log says why.
 --
--- What lives in Redis (the keys are this script's own; wsluad's channels are in the README):
---   chat:history:NAME   a list, the newest message first: LPUSH + LTRIM keep 50, and it expires
+-- What lives in Redis (the keys are this script's own; wsluad's channels are in the README).
+-- Like wsluad's own, every key starts with --redis-prefix (ws.options.redis_prefix, "wsluad" by
+-- default), so clusters with different prefixes can share one Redis without seeing each other's
+-- members and history:
+--   wsluad:chat:history:NAME
+--                       a list, the newest message first: LPUSH + LTRIM keep 50, and it expires
 --                       HISTORY_TTL after the last message.
---   chat:members:NAME   a sorted set: nickname -> deadline (Redis clock, in seconds). Every node
+--   wsluad:chat:members:NAME
+--                       a sorted set: nickname -> deadline (Redis clock, in seconds). Every node
 --                       pushes the deadlines of its own members MEMBER_TTL ahead every
 --                       MEMBER_TTL / 3 seconds. A node that dies stops doing so: past their
 --                       deadline its members are dropped by the next node that looks (each node
@@ -34,14 +39,16 @@
 --                       removes them at once. MEMBER_TTL comes from the environment variable
 --                       CHAT_MEMBER_TTL (seconds, default 30; the tests use 1).
 --   room:NAME           the topic of the room, whose Redis channel is wsluad:topic:room:NAME
---                       (the first word follows --redis-prefix; the two keys above do not):
+--                       (the first word follows --redis-prefix, as in the two keys above):
 --                       ws.publish reaches its subscribers on every node, with one PUBLISH.
 --
 -- Nicknames are unique per room across the cluster: a join claims its nickname with ZADD NX
--- into chat:members:NAME, which only one claimant can win, and a taken name is renamed as in
--- rooms.lua (ann, ann2, ann3, ...). The one exception: a node cut off from Redis for longer than
--- MEMBER_TTL has its members dropped (the others see them leave); when it is back, it puts them
--- in again, even if somebody took one of their names meanwhile.
+-- into wsluad:chat:members:NAME, which only one claimant can win, and a taken name is renamed
+-- as in rooms.lua (ann, ann2, ann3, ...). The one exception: a node cut off from Redis for
+-- longer than MEMBER_TTL has its members dropped (the others see them leave); when it is back,
+-- it puts them in again, even if somebody took one of their names meanwhile. Likewise, when
+-- Redis restarts without its data, until each node's next refresh the member lists lack the
+-- other nodes' members and a join can take one of their names (never one of its own node's).
 --
 -- Joining waits for Redis (the nickname, the member list, the history), so it runs in ws.spawn,
 -- where ws.redis(command) without a callback waits and returns reply, err; the code reads
@@ -58,6 +65,7 @@ if not MEMBER_TTL or MEMBER_TTL <= 0 then
     error("CHAT_MEMBER_TTL must be a number of seconds above 0")
 end
 local REFRESH = MEMBER_TTL / 3
+local KEYS = ws.options.redis_prefix .. ":chat:" -- "wsluad:chat:" unless --redis-prefix says
 
 -- This node's members: rooms[name][nick] = conn. "or {}" keeps them across a live reload.
 rooms = rooms or {}
@@ -67,11 +75,11 @@ local function topic(name)
 end
 
 local function members_key(name)
-    return "chat:members:" .. name
+    return KEYS .. "members:" .. name
 end
 
 local function history_key(name)
-    return "chat:history:" .. name
+    return KEYS .. "history:" .. name
 end
 
 local function send_json(conn, t)
@@ -223,6 +231,11 @@ local function join(conn)
     local members, nick
     repeat -- claim a free nickname; should another node claim it first, pick again
         members = live_members(name, now)
+        -- This node's members are taken even when Redis lost them (restarted without its
+        -- data): the next refresh puts them back.
+        for other in pairs(rooms[name] or {}) do
+            members[other] = true
+        end
         nick = unique(members, wanted)
     until redis({"ZADD", key, "NX", now + MEMBER_TTL, nick}) == 1
     conn.data.claimed = nick

@@ -246,6 +246,8 @@ static void push_options(lua_State *L, const wsl_server *srv)
     lua_pushboolean(L, o->reload);
     lua_setfield(L, -2, "reload");
     set_integer(L, "verbosity", o->verbosity);
+    lua_pushstring(L, o->redis_prefix); /* a script's own Redis keys can follow it */
+    lua_setfield(L, -2, "redis_prefix");
     lua_pushcclosure(L, options_index, 1);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, readonly);

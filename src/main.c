@@ -170,7 +170,7 @@ static void on_hup(uv_signal_t *h, int signum)
     if (tls_server) reload_tls(tls_server);
     int r = wsl_script_reload(h->data);
     if (worker_number)
-        wsl_worker_report(WSL_WORKER_RELOADED);
+        wsl_worker_report(r == 0 ? WSL_WORKER_RELOADED : WSL_WORKER_RELOAD_FAILED);
     else
         wsl_notify("READY=1\nSTATUS=%s", r == 0 ? "reloaded" : "reload failed: old code running");
 }

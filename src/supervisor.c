@@ -35,6 +35,7 @@ typedef struct worker {
     unsigned backoff;    /* ms: the delay before the restart after its next death */
     bool listening;      /* this run has reported WSL_WORKER_LISTENING */
     bool reloaded;       /* since the last SIGHUP: reloaded, or started with the new code */
+    bool reload_failed;  /* since the last SIGHUP: its reload failed, the old code still runs */
 } worker;
 
 #define REPORT_SIG SIGRTMIN
@@ -61,15 +62,21 @@ typedef struct readiness {
  * reloaded (one that died meanwhile starts with the new code anyway). */
 static void tell_systemd(const worker *ws, int n, readiness *r)
 {
-    int listening = 0, pending = 0;
+    int listening = 0, pending = 0, failed = 0;
     for (int i = 1; i <= n; i++) {
         listening += ws[i].listening;
         pending += ws[i].pid > 0 && !ws[i].reloaded;
+        failed += ws[i].pid > 0 && ws[i].reload_failed;
     }
     if (!r->ready && listening == n) {
         r->ready = true;
         wsl_info("all %d workers listening", n);
         wsl_notify("READY=1\nSTATUS=%d workers listening", n);
+    } else if (r->reloading && pending == 0 && failed) {
+        /* As a single process says: ready again, but nothing changed where it failed. */
+        r->reloading = false;
+        wsl_warn("the reload failed in %d of %d workers: they run the old code", failed, n);
+        wsl_notify("READY=1\nSTATUS=%d workers, reload failed in %d: old code running", n, failed);
     } else if (r->reloading && pending == 0) {
         r->reloading = false;
         wsl_info("every worker has reloaded");
@@ -254,7 +261,7 @@ int wsl_supervise(wsl_options *o, int *status)
             uint64_t now = now_ms();
             char why[96];
             w->pid = 0;
-            w->listening = false;
+            w->listening = w->reload_failed = false;
             alive--;
             if (stopping) {
                 int code = stop_status(st, stop_sig);
@@ -326,7 +333,7 @@ int wsl_supervise(wsl_options *o, int *status)
             if (told.ready) { /* before that, systemd is still waiting for READY=1 */
                 told.reloading = true;
                 for (int i = 1; i <= n; i++)
-                    ws[i].reloaded = false;
+                    ws[i].reloaded = ws[i].reload_failed = false;
                 wsl_notify_reloading();
             }
             relay(ws, n, SIGHUP);
@@ -340,6 +347,9 @@ int wsl_supervise(wsl_options *o, int *status)
             } else if (i <= n && info.si_value.sival_int == WSL_WORKER_RELOADED) {
                 ws[i].reloaded = true;
                 wsl_debug("worker %d reloaded", i);
+            } else if (i <= n && info.si_value.sival_int == WSL_WORKER_RELOAD_FAILED) {
+                ws[i].reloaded = ws[i].reload_failed = true;
+                wsl_debug("worker %d failed to reload", i);
             }
         } else if (sig == SIGTERM || sig == SIGINT) {
             const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";

@@ -17,9 +17,10 @@
 int wsl_supervise(wsl_options *o, int *status);
 
 /* What a worker tells its supervisor, which tells systemd (NOTIFY_SOCKET) READY=1 once every
- * worker listens, and after a SIGHUP, READY=1 once every running worker has reloaded. Sent as a
- * queued real-time signal (SIGRTMIN) with the event as its value; outside a worker, a no-op. */
-enum { WSL_WORKER_LISTENING = 1, WSL_WORKER_RELOADED = 2 };
+ * worker listens, and after a SIGHUP, READY=1 once every running worker has reloaded or failed to
+ * (STATUS says which). Sent as a queued real-time signal (SIGRTMIN) with the event as its value;
+ * outside a worker, a no-op. */
+enum { WSL_WORKER_LISTENING = 1, WSL_WORKER_RELOADED = 2, WSL_WORKER_RELOAD_FAILED = 3 };
 void wsl_worker_report(int event);
 
 #endif

@@ -11,7 +11,9 @@ function wsUrl(path) {
 // Calls handlers.open(), handlers.message(data), handlers.close(event), handlers.refused(code,
 // reason) and handlers.status(state, text); state is "connecting", "open", "closed" or "refused".
 // After a close it retries after 0.5 s, 1 s, 2 s, ... up to 15 s, and starts again from 0.5 s once
-// a connection opens; the status says how many attempts in a row failed to connect. A close code
+// a connection opens and ends otherwise than with 1013 ("try again later": the server took it but
+// cannot serve it yet, e.g. cluster-chat.lua while Redis is down, so that counts as a failed
+// attempt); the status says how many attempts in a row failed. A close code
 // from 4000 to 4999 is the application saying no (say, a nickname it does not accept): asking again
 // would get the same answer, so there is no retry, the state is "refused" and the text the
 // server's reason. (A browser cannot read the HTTP status of a refused upgrade: that looks like any
@@ -37,8 +39,6 @@ class ReconnectingSocket {
     let opened = false;
     ws.onopen = () => {
       opened = true;
-      this.delay = 500;
-      this.failures = 0;
       this.h.status("open", "connected");
       if (this.h.open) this.h.open();
     };
@@ -57,7 +57,13 @@ class ReconnectingSocket {
         if (this.h.refused) this.h.refused(ev.code, ev.reason);
         return;
       }
-      if (!opened) this.failures++;
+      const later = ev.code === 1013;
+      if (opened && !later) {
+        this.delay = 500;
+        this.failures = 0;
+      } else {
+        this.failures++;
+      }
       // A little jitter so a room full of tabs does not reconnect in lockstep.
       const wait = Math.round(this.delay * (0.8 + Math.random() * 0.4));
       this.delay = Math.min(this.delay * 2, 15000);
@@ -67,7 +73,8 @@ class ReconnectingSocket {
         "closed",
         n === 0
           ? "disconnected, " + retry
-          : "could not connect (" + n + (n === 1 ? " attempt" : " attempts") + "), " + retry,
+          : (later ? ev.reason || "try again later" : "could not connect") +
+              " (" + n + (n === 1 ? " attempt" : " attempts") + "), " + retry,
       );
       this.timer = setTimeout(() => this.connect(), wait);
     };

@@ -17,13 +17,15 @@ Synchronisation, never a fixed sleep:
 
 import collections
 import contextlib
+import json
+import os
 import re
 import signal
 import time
 
 import pytest
 
-from harness import DEFAULT_TIMEOUT, Server, free_port, wait_until
+from harness import DEFAULT_TIMEOUT, Server, free_port, source_dir, wait_until
 from redisutil import RedisServer
 from test_workers import STARTED, no_stray_workers, ppid  # noqa: F401 (a fixture)
 from wsclient import OP_BINARY, OP_TEXT
@@ -331,6 +333,47 @@ def test_redis_prefix_isolates_two_clusters(redis_server):
         wait_until(lambda: r.command("EXISTS", f"one:node:{xa1.node}",
                                      f"one:node:{xa2.node}", f"two:node:{xb1.node}") == 3,
                    "the node numbers claimed")
+
+
+def test_cluster_chat_keys_follow_the_redis_prefix(redis_server):
+    """examples/cluster-chat.lua on two clusters sharing one Redis under two prefixes: neither
+    sees the other's members (nor loses a nickname to them) nor its history."""
+    r = redis_server
+    script = os.path.join(source_dir(), "examples", "cluster-chat.lua")
+    with contextlib.ExitStack() as stack:
+        alpha, beta = (stack.enter_context(Server(script, "--redis", r.url, "--redis-prefix", p))
+                       for p in ("alpha", "beta"))
+        for s in (alpha, beta):
+            s.wait_for_log(LINK_UP)
+        ann = alpha.connect("/room/lobby?nick=ann")
+        assert json.loads(ann.recv_text())["members"] == ["ann"]
+        ann.send_text("said in alpha")
+        wait_until(lambda: r.command("LLEN", "alpha:chat:history:lobby") == 1,
+                   "alpha's history under alpha:")
+        other = beta.connect("/room/lobby?nick=ann")
+        welcome = json.loads(other.recv_text())
+        assert welcome["you"] == "ann" and welcome["members"] == ["ann"], welcome
+        assert welcome["text"] == "you joined lobby as ann; here: ann", welcome
+        assert r.command("ZRANGE", "beta:chat:members:lobby", 0, -1) == [b"ann"]
+        assert r.command("KEYS", "chat:*") == []
+
+
+def test_cluster_chat_never_gives_a_local_members_name_twice(redis_server):
+    """Redis loses the member set (restarted without its data, here DEL): until the node's
+    next refresh puts its members back, a join on that node must still not get the name of
+    one of them, which would take her place in the room and leave her orphaned."""
+    r = redis_server
+    script = os.path.join(source_dir(), "examples", "cluster-chat.lua")
+    with Server(script, "--redis", r.url) as s:  # refreshes every 10 s: not within the test
+        s.wait_for_log(LINK_UP)
+        ann = s.connect("/room/lobby?nick=ann")
+        assert json.loads(ann.recv_text())["you"] == "ann"
+        assert r.command("DEL", "wsluad:chat:members:lobby") == 1
+        other = s.connect("/room/lobby?nick=ann")
+        welcome = json.loads(other.recv_text())
+        assert welcome["you"] == "ann2" and welcome["members"] == ["ann", "ann2"], welcome
+        assert json.loads(ann.recv_text()) == {"type": "join", "from": "ann2",
+                                               "text": "ann2 joined"}
 
 
 def test_topic_names_of_any_bytes(redis_server):

@@ -383,7 +383,7 @@ DOCUMENTED_OPTIONS = ["listen", "tls_listen", "address", "static", "max_message"
                       "max_backpressure", "deflate", "deflate_min", "max_connections",
                       "lua_memory", "handshake_timeout",
                       "idle_timeout", "handler_timeout", "max_request_body", "request_timeout",
-                      "reload", "verbosity"]
+                      "reload", "verbosity", "redis_prefix"]
 
 
 def project_version():
@@ -408,7 +408,8 @@ def test_ws_options_every_field_from_the_command_line(tmp_path):
                 "--max-backpressure", "777K", "--deflate", "--deflate-min", "99",
                 "--max-connections", "77", "--lua-memory", "64M",
                 "--handshake-timeout", "3.5", "--idle-timeout", "42", "--handler-timeout", "1.5",
-                "--max-request-body", "3K", "--request-timeout", "7.5", "--reload", "-v") as s:
+                "--max-request-body", "3K", "--request-timeout", "7.5", "--reload", "-v",
+                "--redis-prefix", "probes") as s:
         c = s.connect()
         o = options(c)
         assert o == {
@@ -429,6 +430,7 @@ def test_ws_options_every_field_from_the_command_line(tmp_path):
             "request_timeout": ("float", "7.5"),
             "reload": ("boolean", "true"),
             "verbosity": ("integer", "1"),
+            "redis_prefix": ("string", "probes"),
         }
 
 
@@ -448,6 +450,7 @@ def test_ws_options_defaults_and_other_values():
         o = options(s.connect())
         assert o["static"] == ("string", "")  # the default: the bundled pages
         assert o["verbosity"] == ("integer", "0")
+        assert o["redis_prefix"] == ("string", "wsluad")
         assert o["max_message"] == ("integer", str(1 << 20))
         assert o["max_backpressure"] == ("integer", str(1 << 20))
         assert o["deflate"] == ("boolean", "false")

@@ -95,3 +95,18 @@ def test_on_close_stuck_during_the_shutdown_is_stopped(tmp_path, limit):
         s.wait_for_log(r"Lua error in on_close \(conn#\d+ [^)]*\): interrupted: the server is "
                        r"shutting down$", after=mark)
         s.wait_for_log(r"the previous Lua error \(in on_close\) repeated 4 more times", after=mark)
+
+
+def test_shutdown_stops_every_stuck_handler_not_only_the_first():
+    """--handler-timeout 0 and three messages whose handler never returns: SIGTERM stops the
+    one running, then the next one runs, and must be stopped as well (it was let run for ever:
+    the process never exited)."""
+    with Server("spin.lua", "--handler-timeout", "0", "--static", "none") as s:
+        clients = [s.connect() for _ in range(3)]
+        for i, c in enumerate(clients):
+            c.send_text(f"m{i}")
+        s.wait_for_log(r"spinning on m\d")
+        s.signal(signal.SIGTERM)
+        # README: close 1001 to every client, on_close for each, exit within 3 s.
+        assert s.wait_exit(timeout=5) == 0
+        assert s.find_logs(r"interrupted: the server is shutting down")

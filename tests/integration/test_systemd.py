@@ -199,6 +199,29 @@ def test_a_worker_dying_mid_reload_does_not_hold_up_ready(tmp_path, redis_server
     assert not ns.pending()
 
 
+def test_workers_say_when_a_reload_failed(tmp_path, redis_server):
+    ns = NotifySocket(str(tmp_path / "notify"))
+    script = tmp_path / "notify.lua"
+    shutil.copy(os.path.join(SCRIPTS, "notify.lua"), script)
+    with Server(str(script), "--workers", "2", "--redis", redis_server.url,
+                env={"NOTIFY_SOCKET": ns.address}) as s:
+        assert ns.recv()[0]["READY"] == "1"
+        with open(script, "a") as f:
+            f.write("\nthis is not Lua\n")
+        mark = s.mark()
+        s.signal(signal.SIGHUP)
+        assert ns.recv()[0]["RELOADING"] == "1"
+        assert len(s.wait_for_logs(r"\[w\d\] .*reload of .* failed", 2, after=mark)) == 2
+        # As without --workers: ready again, and STATUS says the old code still runs.
+        msg, pid = ns.recv()
+        assert msg == {"READY": "1", "STATUS": "2 workers, reload failed in 2: old code running"}
+        assert pid == s.proc.pid
+        s.wait_for_log(r"\[supervisor\] the reload failed in 2 of 2 workers", after=mark)
+        assert not s.find_logs(r"every worker has reloaded")
+        assert s.stop() == 0
+    assert ns.recv()[0] == {"STOPPING": "1"}
+
+
 # ---- the unit file ----------------------------------------------------------------------------
 
 def systemd_analyze():

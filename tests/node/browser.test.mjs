@@ -405,6 +405,54 @@ describe("rooms.html when the server refuses the join", () => {
   });
 });
 
+describe("rooms.html when cluster-chat.lua answers 1013 (try again later)", () => {
+  // cluster-chat.lua without --redis accepts each join and closes it at once with 1013, as it
+  // does while Redis is unreachable. The page retries, and must back off as it says (0.5 s,
+  // 1 s, 2 s, ... up to 15 s): a tab that retried every 0.5 s for as long as Redis is down
+  // would hammer the server, times every open tab.
+  let server, context;
+  before(async () => {
+    server = await startServer(src("examples/cluster-chat.lua"));
+    context = await browser.newContext({ viewport: { width: 720, height: 480 } });
+    await context.addInitScript(countSockets);
+  });
+  after(async () => {
+    await context?.close();
+    if (server) assert.equal((await server.stop()).code, 0);
+  });
+
+  test("the retries back off although each attempt opens", async () => {
+    const page = await openTab(context, server.http + "/rooms.html?room=garden&nick=ann", (p) =>
+      p.clock.install(),
+    );
+    await page.click("#join");
+    const waits = [];
+    for (let attempt = 1; attempt <= 6; attempt++) {
+      // The attempt has opened, been closed with 1013, and the next one is scheduled.
+      await page.waitForFunction(
+        (n) => window.socketsCreated === n && document.querySelector("#status").dataset.state === "closed",
+        attempt,
+      );
+      const status = await page.textContent("#status");
+      const m = status.match(/retrying in (\d+\.\d) s$/);
+      assert.ok(m, `status after attempt ${attempt}: ${status}`);
+      // The page says what the server said, and how many attempts in a row it has made.
+      const n = attempt === 1 ? "1 attempt" : `${attempt} attempts`;
+      assert.ok(status.startsWith(`the chat is unavailable, try again later (${n}), `), status);
+      waits.push(Number(m[1]));
+      await page.clock.runFor(Math.ceil(Number(m[1]) * 1000) + 1);
+    }
+    // Each wait is the last one doubled (up to 15 s), give or take the 20 % jitter.
+    let expected = 0.5;
+    for (const w of waits) {
+      assert.ok(w >= expected * 0.8 - 0.05 && w <= expected * 1.2 + 0.05, `waits ${waits}`);
+      expected = Math.min(expected * 2, 15);
+    }
+    assert.match(server.log(), /cannot join: .*no Redis/);
+    assert.deepEqual(page.problems, []);
+  });
+});
+
 describe("Chromium's permessage-deflate offer with --deflate", () => {
   let server, context;
   before(async () => {

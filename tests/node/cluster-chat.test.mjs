@@ -93,8 +93,8 @@ describe("examples/cluster-chat.lua on two nodes", () => {
     bob.terminate();
     assert.deepEqual(await nextMsg(ann), { type: "leave", from: "bob", text: "bob left" });
     await until(
-      async () => (await redis.command("ZRANGE", "chat:members:lobby", 0, -1)).join() === "ann",
-      "only ann left in chat:members:lobby",
+      async () => (await redis.command("ZRANGE", "wsluad:chat:members:lobby", 0, -1)).join() === "ann",
+      "only ann left in wsluad:chat:members:lobby",
     );
     await ann.close();
   });
@@ -119,8 +119,8 @@ describe("examples/cluster-chat.lua on two nodes", () => {
     // A clean leave frees the name for the other node (once the ZREM is through).
     await ann2.close();
     assert.deepEqual(await nextMsg(ann, "ann2 leaving"), { type: "leave", from: "ann2", text: "ann2 left" });
-    await until(async () => (await redis.command("ZSCORE", "chat:members:nicks", "ann2")) === null,
-      "ann2 out of chat:members:nicks");
+    await until(async () => (await redis.command("ZSCORE", "wsluad:chat:members:nicks", "ann2")) === null,
+      "ann2 out of wsluad:chat:members:nicks");
     const [again, wa] = await join(b, "nicks", "ann");
     assert.equal(wa.you, "ann2");
     await Promise.all([ann.close(), again.close()]);
@@ -133,12 +133,12 @@ describe("examples/cluster-chat.lua on two nodes", () => {
     const last = JSON.stringify({ type: "message", from: "writer", text: "m55" });
     await until(async () => {
       const [len, first] = await Promise.all([
-        redis.command("LLEN", "chat:history:history"),
-        redis.command("LINDEX", "chat:history:history", 0),
+        redis.command("LLEN", "wsluad:chat:history:history"),
+        redis.command("LINDEX", "wsluad:chat:history:history", 0),
       ]);
       return len === 50 && JSON.parse(first ?? "{}").text === "m55";
-    }, `50 messages up to ${last} in chat:history:history`);
-    const ttl = await redis.command("TTL", "chat:history:history");
+    }, `50 messages up to ${last} in wsluad:chat:history:history`);
+    const ttl = await redis.command("TTL", "wsluad:chat:history:history");
     assert.ok(ttl > 0 && ttl <= 24 * 3600, `the history expires (TTL ${ttl})`);
 
     const [late, welcome] = await join(b, "history", "late");
@@ -192,8 +192,8 @@ describe("examples/cluster-chat.lua on two nodes", () => {
       assert.equal((await c.stop()).code, 0);
       assert.equal((await withTimeout(dan.closed, "dan's close")).code, 1001);
       assert.deepEqual(await nextMsg(ann, "dan's leave"), { type: "leave", from: "dan", text: "dan left" });
-      await until(async () => (await redis.command("ZRANGE", "chat:members:calm", 0, -1)).join() === "ann",
-        "dan out of chat:members:calm");
+      await until(async () => (await redis.command("ZRANGE", "wsluad:chat:members:calm", 0, -1)).join() === "ann",
+        "dan out of wsluad:chat:members:calm");
       await ann.close();
     } finally {
       await c.stop();
@@ -218,7 +218,7 @@ describe("examples/cluster-chat.lua on two nodes", () => {
     const waited = Date.now() - started;
     const [cy, wc] = await join(a, "dead", "cy");
     assert.deepEqual(wc.members, ["ann", "cy"]);
-    assert.deepEqual(await redis.command("ZRANGE", "chat:members:dead", 0, -1), ["ann", "cy"]);
+    assert.deepEqual(await redis.command("ZRANGE", "wsluad:chat:members:dead", 0, -1), ["ann", "cy"]);
     // Their names are free again.
     const [bob2, wb] = await join(a, "dead", "bob");
     assert.equal(wb.you, "bob");
