@@ -24,19 +24,14 @@ static lrequest *check_box(lua_State *L, int i)
     return wsl_lhandle_check(L, i, request_mt, WSL_REQUEST_MT);
 }
 
-static void push_span(lua_State *L, wsl_span sp)
-{
-    lua_pushlstring(L, sp.p ? sp.p : "", sp.len);
-}
-
 void wsl_lrequest_fields(lua_State *L, const wsl_request *req, int more)
 {
     lua_createtable(L, 0, 6 + more);
-    push_span(L, req->method);
+    wsl_push_span(L, req->method);
     lua_setfield(L, -2, "method");
-    push_span(L, req->path);
+    wsl_push_span(L, req->path);
     lua_setfield(L, -2, "path");
-    push_span(L, req->query);
+    wsl_push_span(L, req->query);
     lua_setfield(L, -2, "query");
     lua_pushstring(L, req->remote);
     lua_setfield(L, -2, "remote");

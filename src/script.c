@@ -189,9 +189,7 @@ void wsl_script_interrupt(const char *why, int sig)
     if (!in_call) return;
     interrupt_seq = call_seq;
     interrupt_pending = 1;
-    struct itimerval it = {.it_value = {0, 100000}};
-    setitimer(ITIMER_REAL, &it, NULL);
-    alarm_armed = 1;
+    arm_in(STUCK_SEC);
 }
 
 /* Enter a call on thread co; returns the thread that ran before. */
@@ -238,18 +236,13 @@ static void guard_end(wsl_script *s, lua_State *outer)
 }
 
 /* Run the pending __close handlers of co (lua_resetthread) with the time limit on co. */
-static void reset_thread(lua_State *L, lua_State *co)
+void wsl_close_thread(lua_State *L, lua_State *co)
 {
     running = co;
     if (overrun) hook(co);
     lua_resetthread(co);
     running = L;
     if (overrun) hook(L);
-}
-
-void wsl_close_thread(lua_State *L, lua_State *co)
-{
-    reset_thread(L, co);
 }
 
 /* ---- coroutines, tracked -------------------------------------------------------------------- */
@@ -330,7 +323,7 @@ static int co_wrapped(lua_State *L)
     /* Dead by an error: close its pending variables; not once the call is over its time (an
      * error the hook raised may have left the coroutine's hooks off, see above). */
     if (st != LUA_OK && st != LUA_YIELD && !overrun) {
-        reset_thread(L, co);
+        wsl_close_thread(L, co);
         lua_settop(co, 0);
     }
     if (lua_type(L, -1) == LUA_TSTRING) { /* where the wrapped function was called */
@@ -822,7 +815,7 @@ static void failed(wsl_script *s, failure *f, bool grew)
     log_failure(s, f, trace ? trace : f->msg);
     lua_settop(L, base);
     if (!f->hooks_off) { /* (with hooks off its __close handlers would be beyond the limit) */
-        reset_thread(L, f->co); /* an abandoned or failed runner is clean for the next call */
+        wsl_close_thread(L, f->co); /* an abandoned or failed runner is clean for the next call */
         lua_settop(f->co, 0);
     }
     if (f->depth >= 0 && (f->hooks_off || f->status == LUA_YIELD)) drop_runner(s, f->depth);
@@ -1520,24 +1513,19 @@ typedef struct upgrade_call {
     wsl_upgrade *out;
 } upgrade_call;
 
-static void push_span(lua_State *L, wsl_span sp)
-{
-    lua_pushlstring(L, sp.p ? sp.p : "", sp.len);
-}
-
 /* The req table of on_upgrade. */
 static void push_request(lua_State *L, const upgrade_call *u)
 {
     const wsl_request *req = u->req;
     wsl_lrequest_fields(L, req, 3);
     if (req->origin.len) {
-        push_span(L, req->origin);
+        wsl_push_span(L, req->origin);
         lua_setfield(L, -2, "origin");
     }
     lua_newtable(L); /* the offered subprotocols, in order */
     wsl_span list = req->protocols, tok;
     for (int n = 1; wsl_http_next_token(&list, &tok); n++) {
-        push_span(L, tok);
+        wsl_push_span(L, tok);
         lua_rawseti(L, -2, n);
     }
     lua_setfield(L, -2, "protocols");

@@ -125,6 +125,11 @@ void wsl_lconn_add_header(lua_State *L, const char *name, size_t nlen, const cha
 /* req objects (lrequest.c). A req object points at its connection while the request waits for
  * an answer; the connection's request slot holds its registry reference meanwhile. */
 void wsl_lrequest_open(lua_State *L); /* the metatable */
+/* Push a span of the request as a string ("" for an absent one). */
+static inline void wsl_push_span(lua_State *L, wsl_span sp)
+{
+    lua_pushlstring(L, sp.p ? sp.p : "", sp.len);
+}
 /* Push a table of req's fields that on_upgrade's and on_request's req share (method, path, query,
  * remote, secure, headers), sized for `more` fields the caller adds. */
 void wsl_lrequest_fields(lua_State *L, const wsl_request *req, int more);
