@@ -398,21 +398,32 @@ int wsl_conn_send(wsl_conn *c, wsl_msg *m)
  * queued ahead of it: no chunk is taken for it, so a ping storm over many connections costs no
  * memory. What the socket does not take is queued; the connection is marked dirty either way so
  * the flush applies the state's next step (e.g. the lingering close). */
-static int send_now(wsl_conn *c, const void *p, size_t n)
+/* [p, p+n) to the socket of a plain connection with nothing queued ahead of it, what it does
+ * not take to the queue; behind a queue, all to the queue. 0 or WSL_ENOMEM. */
+static int write_or_queue(wsl_conn *c, const void *p, size_t n)
 {
     size_t done = 0;
-    if (spill_cork(c)) return WSL_ENOMEM;
-    if (c->tls && queued(c) == 0) {
-        /* Encrypted at once; what the kernel does not take is kept as ciphertext. */
-        if (wsl_tls_write(conn_tls(c), p, n) == 0) done = n;
-    } else if (c->out.bytes == 0) {
+    if (!c->tls && c->out.bytes == 0) {
         ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
         if (w > 0) done = (size_t)w; /* an error shows again when the flush writes the rest */
         wsl_metrics.bytes_sent += done;
     }
-    int r = done < n ? wsl_queue_copy(&c->out, (const uint8_t *)p + done, n - done, NULL, 0) : 0;
+    if (done == n) return 0;
+    return wsl_queue_copy(&c->out, (const uint8_t *)p + done, n - done, NULL, 0) ? WSL_ENOMEM : 0;
+}
+
+static int send_now(wsl_conn *c, const void *p, size_t n)
+{
+    if (spill_cork(c)) return WSL_ENOMEM;
+    int r;
+    /* Over TLS with nothing waiting: encrypted at once, what the kernel does not take kept as
+     * ciphertext. Behind ciphertext still waiting for the kernel, it queues like the rest. */
+    if (c->tls && queued(c) == 0)
+        r = wsl_tls_write(conn_tls(c), p, n) == 0 ? 0 : write_or_queue(c, p, n);
+    else
+        r = write_or_queue(c, p, n);
     wsl_server_mark_dirty(c->srv, c);
-    return r ? WSL_ENOMEM : 0;
+    return r;
 }
 
 static int send_control(wsl_conn *c, int opcode, const void *payload, size_t len)
@@ -1455,20 +1466,18 @@ static void uncork(wsl_conn *c)
     c->corked = 0;
     if (!c->corked_out) return;
     c->corked_out = 0;
-    size_t n = srv->cork_len, done = 0;
+    size_t n = srv->cork_len;
     srv->cork_len = 0;
     if (c->state == WSL_CONN_DEAD) return;
     if (n) { /* nothing is queued ahead of the cork: see cork_msg */
-        ssize_t w = send(c->fd, srv->cork, n, MSG_NOSIGNAL);
-        if (w > 0) done = (size_t)w; /* an error shows again when the flush writes the rest */
-        wsl_metrics.bytes_sent += done;
-        if (done < n && wsl_queue_copy(&c->out, srv->cork + done, n - done, NULL, 0) != 0) {
+        if (write_or_queue(c, srv->cork, n) != 0) {
             wsl_conn_log(c, WSL_LOG_ERROR, "out of memory queueing output");
             wsl_conn_destroy(c);
             return;
         }
         /* All of it went, and the flush would find nothing to do (the common echo). */
-        if (done == n && c->state == WSL_CONN_OPEN && !c->drain_armed && !(c->events & UV_WRITABLE))
+        if (!c->out.bytes && c->state == WSL_CONN_OPEN && !c->drain_armed &&
+            !(c->events & UV_WRITABLE))
             return;
     }
     flush(c);

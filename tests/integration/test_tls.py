@@ -19,7 +19,7 @@ import pytest
 import tlsutil
 from backpressure_util import fill_past_half_then_drain, hello
 from harness import Server, run, script_path
-from wsclient import OP_BINARY, OP_TEXT, read_http_response
+from wsclient import OP_BINARY, OP_PONG, OP_TEXT, read_http_response
 
 HOST = "127.0.0.1"
 
@@ -582,6 +582,36 @@ def test_buffered_counts_ciphertext_and_on_drain(pki):
         d.send_frame(OP_TEXT, b"buffered")
         assert d.recv_text() == "buffered 0"
         d.close_handshake()
+
+
+def test_pong_while_ciphertext_waits_for_the_kernel(pki):
+    """A ping answered while encrypted output still waits for the kernel (the client is not
+    reading): the pong goes behind it through TLS, never as plaintext into the TLS stream."""
+    with Server("backpressure.lua", "--max-backpressure", "1M",
+                *tls_args(pki.cert, pki.key)) as s:
+        d = s.connect_tls(pki.client(), rcvbuf=4096)
+        did = hello(d)
+        # "fill 1" queues one 16 KiB chunk when nothing is queued: encrypted whole by the flush
+        # (one record batch), it is what the kernel stops taking once the socket is full. The
+        # first "fill 1" that finds something still queued comes right after that.
+        mark = s.mark()
+        for _ in range(200):
+            d.send_frame(OP_TEXT, b"fill 1")
+            i, m = s.wait_for_line(rf"fill id={did} start=(\d+)", after=mark)
+            mark = i + 1
+            if int(m.group(1)) > 0:
+                break
+        else:
+            raise AssertionError("the socket never filled")
+        d.ping(b"still there?")
+        chunks = 0
+        while True:
+            _, op, data = d.recv_frame()
+            if op == OP_PONG:
+                assert data == b"still there?"
+                break
+            chunks += op == OP_BINARY
+        assert chunks > 0
 
 
 # --- --workers ------------------------------------------------------------------------------------
