@@ -267,7 +267,7 @@ void wsl_msg_wire(wsl_msg *m)
     m->wire_len = m->hlen + m->len;
 }
 
-void wsl_msg_release(wsl_msg *m)
+void wsl_msg_drop_made(wsl_msg *m)
 {
     if (m->shared) wsl_buf_unref(m->shared);
     m->shared = NULL;

@@ -177,7 +177,12 @@ void wsl_msg_init(wsl_msg *m, int opcode, const void *payload, size_t len);
 /* Make the contiguous copy of a small frame, for a fan-out (once, before its loop): one recipient
  * copies header and payload itself, cheaper than making it. */
 void wsl_msg_wire(wsl_msg *m);
-void wsl_msg_release(wsl_msg *m);
+void wsl_msg_drop_made(wsl_msg *m);
+/* Inline: a small frame sent to one connection made nothing, and pays one test for that. */
+static inline void wsl_msg_release(wsl_msg *m)
+{
+    if (m->shared || m->zmade) wsl_msg_drop_made(m);
+}
 
 /* Take over an accepted, non-blocking socket; tls: the context of a TLS listener, NULL for a
  * plain one. NULL when out of memory (fd left open). */

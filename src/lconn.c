@@ -282,7 +282,7 @@ static int conn_send(lua_State *L)
     wsl_msg m;
     wsl_lcheck_msg(L, 2, &m, "conn:send");
     int r = c ? wsl_conn_send(c, &m) : WSL_ECLOSED;
-    if (m.shared || m.zmade) wsl_msg_release(&m); /* (nothing was made for one small frame) */
+    wsl_msg_release(&m);
     return wsl_lresult(L, r);
 }
 
