@@ -434,7 +434,7 @@ ssize_t wsl_tls_read(wsl_tls *t, void *buf, size_t cap)
     ssize_t r = -EAGAIN;
     cur = t;
     /* Noted before a read that may fail: after a fatal error SSL_is_init_finished is false. */
-    if (SSL_is_init_finished(t->ssl)) t->done_hs = 1;
+    if (!t->done_hs && SSL_is_init_finished(t->ssl)) t->done_hs = 1;
     while (got < cap) {
         size_t n = 0;
         if (SSL_read_ex(t->ssl, (uint8_t *)buf + got, cap - got, &n) == 1) {
