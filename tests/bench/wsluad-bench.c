@@ -596,24 +596,30 @@ static void on_cwrite(uv_write_t *req, int status)
 
 static void on_tls_write(uv_write_t *req, int status);
 
+/* *buf with room for need bytes (its contents kept); false when out of memory (reported). */
+static bool reserve(uint8_t **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap) return true;
+    size_t n = *cap ? *cap : 4096;
+    while (n < need)
+        n *= 2;
+    uint8_t *q = realloc(*buf, n);
+    if (!q) {
+        fail("out of memory");
+        return false;
+    }
+    *buf = q;
+    *cap = n;
+    return true;
+}
+
 /* --tls: hand what the client encrypted to the socket; one write in flight at a time. */
 static void tls_flush(bconn *c)
 {
     char *p;
     long n = BIO_get_mem_data(c->wbio, &p);
     if (n > 0) {
-        if (c->acc_len + (size_t)n > c->acc_cap) {
-            size_t cap = c->acc_cap ? c->acc_cap : 4096;
-            while (cap < c->acc_len + (size_t)n)
-                cap *= 2;
-            uint8_t *q = realloc(c->acc, cap);
-            if (!q) {
-                fail("out of memory");
-                return;
-            }
-            c->acc = q;
-            c->acc_cap = cap;
-        }
+        if (!reserve(&c->acc, &c->acc_cap, c->acc_len + (size_t)n)) return;
         memcpy(c->acc + c->acc_len, p, (size_t)n);
         c->acc_len += (size_t)n;
         (void)BIO_reset(c->wbio);
@@ -630,15 +636,7 @@ static void tls_flush(bconn *c)
         return;
     }
     size_t off = r > 0 ? (size_t)r : 0, left = c->acc_len - off;
-    if (left > c->out_cap) {
-        uint8_t *q = realloc(c->out, left);
-        if (!q) {
-            fail("out of memory");
-            return;
-        }
-        c->out = q;
-        c->out_cap = left;
-    }
+    if (!reserve(&c->out, &c->out_cap, left)) return;
     memcpy(c->out, c->acc + off, left);
     c->acc_len = 0;
     b = uv_buf_init((char *)c->out, (unsigned)left);
