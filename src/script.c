@@ -416,6 +416,81 @@ static int no_sethook(lua_State *L)
     return luaL_error(L, "debug.sethook is not available: wsluad's time limit uses the hook");
 }
 
+/* The rest of the debug library that writes: scripts are trusted code, but these reach values
+ * that are the server's, not the script's, and a wrong one there is a crash, not a Lua error.
+ * The registry holds the runners and every object's pin; a C function's locals and upvalues
+ * are its own state (a body's argument is a pointer it trusts); a userdata's metatable or user
+ * value is how its methods know it (a box given a timer's metatable would pass for a timer);
+ * and a C function taken from a frame (getinfo "f") may be such a body, called with anything. */
+static lua_CFunction lua_db_setlocal, lua_db_setupvalue, lua_db_setmetatable, lua_db_getinfo;
+
+static int no_getregistry(lua_State *L)
+{
+    return luaL_error(L, "debug.getregistry is not available: the registry holds wsluad's own "
+                         "objects");
+}
+
+static int no_setuservalue(lua_State *L)
+{
+    return luaL_error(L, "debug.setuservalue is not available: user values hold wsluad's own "
+                         "objects");
+}
+
+/* Where debug.setlocal and debug.getinfo take an optional thread first. */
+static lua_State *db_thread(lua_State *L, int *arg)
+{
+    *arg = lua_isthread(L, 1);
+    return *arg ? lua_tothread(L, 1) : L;
+}
+
+static int safe_setlocal(lua_State *L)
+{
+    int arg;
+    lua_State *co = db_thread(L, &arg);
+    lua_Debug ar;
+    int level = (int)luaL_checkinteger(L, arg + 1);
+    if (lua_getstack(co, level, &ar) && lua_getinfo(co, "S", &ar) && ar.what[0] == 'C')
+        return luaL_error(L, "debug.setlocal: level %d is a C function, whose values are its own",
+                          level);
+    return lua_db_setlocal(L);
+}
+
+static int safe_setupvalue(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    if (lua_iscfunction(L, 1))
+        return luaL_error(L, "debug.setupvalue: a C function's upvalues are its own");
+    return lua_db_setupvalue(L);
+}
+
+static int safe_setmetatable(lua_State *L)
+{
+    int t = lua_type(L, 1);
+    if (t == LUA_TUSERDATA || t == LUA_TLIGHTUSERDATA)
+        return luaL_error(L, "debug.setmetatable: a userdata's metatable is wsluad's (or its "
+                             "library's)");
+    return lua_db_setmetatable(L);
+}
+
+/* As Lua's, but the function running at a level is left out when it is a C function. */
+static int safe_getinfo(lua_State *L)
+{
+    int arg;
+    db_thread(L, &arg);
+    bool by_level = !lua_isfunction(L, arg + 1);
+    int n = lua_db_getinfo(L);
+    if (by_level && lua_type(L, -1) == LUA_TTABLE) {
+        lua_getfield(L, -1, "func");
+        bool c_func = lua_iscfunction(L, -1);
+        lua_pop(L, 1);
+        if (c_func) {
+            lua_pushnil(L);
+            lua_setfield(L, -2, "func");
+        }
+    }
+    return n;
+}
+
 /* A handler runs on a runner, a function of ws.spawn in a coroutine that only ws.sleep and
  * ws.redis may suspend: coroutine.yield is an error in both, so coroutine.isyieldable says false
  * there, and coroutine.running calls a runner the main thread (code that is in no coroutine of
@@ -461,7 +536,8 @@ static int co_running(lua_State *L)
 
 /* Replace fn in the library table lib by f. The original is kept nowhere a script can reach
  * (as an upvalue, debug.getupvalue would hand out Lua's resume, which the time limit does not
- * follow, or Lua's sethook, which clears its hook): it is gone, or kept in C (lua_co_close). */
+ * follow, or Lua's sethook, which clears its hook): it is gone, or kept in C (lua_co_close,
+ * lua_db_*). */
 static void replace(lua_State *L, const char *lib, const char *fn, lua_CFunction f)
 {
     if (lua_getglobal(L, lib) == LUA_TTABLE) {
@@ -472,13 +548,27 @@ static void replace(lua_State *L, const char *lib, const char *fn, lua_CFunction
 }
 
 /* What runs the script's code in other threads or catches errors goes through the functions
- * above, so the time limit always knows the running thread and its stop cannot be caught. */
+ * above, so the time limit always knows the running thread and its stop cannot be caught; and
+ * the debug library writes only the script's own values. */
+static lua_CFunction lib_function(lua_State *L, const char *lib, const char *fn)
+{
+    lua_CFunction f = NULL;
+    if (lua_getglobal(L, lib) == LUA_TTABLE) {
+        lua_getfield(L, -1, fn);
+        f = lua_tocfunction(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return f;
+}
+
 static void track_coroutines(lua_State *L)
 {
-    lua_getglobal(L, "coroutine");
-    lua_getfield(L, -1, "close");
-    lua_co_close = lua_tocfunction(L, -1);
-    lua_pop(L, 2);
+    lua_co_close = lib_function(L, "coroutine", "close");
+    lua_db_setlocal = lib_function(L, "debug", "setlocal");
+    lua_db_setupvalue = lib_function(L, "debug", "setupvalue");
+    lua_db_setmetatable = lib_function(L, "debug", "setmetatable");
+    lua_db_getinfo = lib_function(L, "debug", "getinfo");
     replace(L, "coroutine", "resume", co_resume);
     replace(L, "coroutine", "wrap", co_wrap);
     replace(L, "coroutine", "close", co_close);
@@ -488,6 +578,12 @@ static void track_coroutines(lua_State *L)
     replace(L, "_G", "pcall", co_pcall);
     replace(L, "_G", "xpcall", co_xpcall);
     replace(L, "debug", "sethook", no_sethook);
+    replace(L, "debug", "getregistry", no_getregistry);
+    replace(L, "debug", "setuservalue", no_setuservalue);
+    replace(L, "debug", "setlocal", safe_setlocal);
+    replace(L, "debug", "setupvalue", safe_setupvalue);
+    replace(L, "debug", "setmetatable", safe_setmetatable);
+    replace(L, "debug", "getinfo", safe_getinfo);
 }
 
 /* ---- memory cap ------------------------------------------------------------------------- */

@@ -438,6 +438,14 @@ HOSTILE_STOPPED = {
                   "raw(coroutine.create(function() while true do end end))",
     "lua-sethook": "local _, raw = debug.getupvalue(debug.sethook, 1) while true do raw() end",
     "close-running": "coroutine.close(coroutine.running())",
+    # the debug library's writes reach only the script's own values: the registry (whose
+    # threads are the runners), a C function's locals and upvalues, a userdata's metatable and
+    # user value are the server's, and a wrong value there would crash it
+    "getregistry": "local r = debug.getregistry() for k, v in pairs(r) do "
+                   "if type(v) == 'thread' then r[k] = nil end end collectgarbage()",
+    "setupvalue-c": "debug.setupvalue(ws.connections(), 1, 42)",
+    "setmetatable-userdata": "debug.setmetatable(conn, getmetatable(ws.timer(1, print)))",
+    "setuservalue": "debug.setuservalue(conn, 42, 1)",
     "deep-recursion": "local function f() return f() + 1 end f()",
     "c-stack-recursion": "local function f() coroutine.wrap(f)() end f()",
     "huge-rep": "local s = string.rep('x', 1 << 40)",
@@ -460,6 +468,23 @@ def test_replaced_functions_keep_no_original():
         run_chunk(srv, "for _, f in ipairs({coroutine.resume, coroutine.wrap, coroutine.close, "
                        "coroutine.yield, coroutine.isyieldable, coroutine.running, pcall, xpcall, "
                        "debug.sethook}) do assert(debug.getupvalue(f, 1) == nil) end",
+                  expect="done")
+
+
+def test_debug_getinfo_hands_out_no_c_function_of_a_frame():
+    # A C frame's function may be one of the server's bodies, which trust their argument:
+    # debug.getinfo leaves it out; everything else of it, and of Lua frames, is as in Lua.
+    with cu.server(CHUNK, "--static", "none") as srv:
+        run_chunk(srv, "local c, lua = 0, 0 assert(pcall(function() for l = 1, 30 do "
+                       "local i = debug.getinfo(l, 'Sf') "
+                       "if i and i.what == 'C' then c = c + 1 assert(i.func == nil) "
+                       "elseif i then lua = lua + 1 assert(type(i.func) == 'function') end end "
+                       "end)) assert(c > 0 and lua > 0) "
+                       "assert(debug.getinfo(print).func == print) "
+                       "assert(debug.getinfo(coroutine.running(), 1, 'f').func) "
+                       "local x = 1 debug.setlocal(1, 1, 2) "
+                       "local function f() return x end debug.setupvalue(f, 1, 3) "
+                       "assert(debug.setmetatable(7, nil) == 7)",
                   expect="done")
 
 
@@ -534,7 +559,16 @@ def test_nested_call_at_the_memory_cap_does_not_abort():
 def test_hostile_upgrade_hooks_answer_500():
     with cu.server(CHUNK, "--static", "none", "--handler-timeout", LIMIT) as srv:
         for chunk in ["coroutine.yield()", "while true do pcall(function() while true do end end) end",
-                      "coroutine.wrap(function() while true do end end)()"]:
+                      "coroutine.wrap(function() while true do end end)()",
+                      # on_upgrade runs under a C function whose first value is a pointer it
+                      # trusts: it cannot be changed, given a metatable, or called anew
+                      "for l = 1, 30 do local i = debug.getinfo(l, 'S') if i and i.what == 'C' then "
+                      "debug.setlocal(l, 1, 42) break end end",
+                      "for l = 1, 30 do local i = debug.getinfo(l, 'S') if i and i.what == 'C' then "
+                      "debug.setmetatable(select(2, debug.getlocal(l, 1)), {}) break end end",
+                      "for l = 1, 30 do local f = (debug.getinfo(l, 'f') or {}).func "
+                      "if f and debug.getinfo(f, 'S').what == 'C' then f(nil) end end "
+                      "error('no C function was handed out')"]:
             path = "/upgrade/" + urllib.parse.quote(chunk, safe="")
             with pytest.raises(wsclient.HandshakeError) as e:
                 srv.connect(path=path, timeout=GUARD)
