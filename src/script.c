@@ -49,7 +49,7 @@ static const char *volatile overrun_why;
 static volatile sig_atomic_t interrupt_seq, interrupt_pending;
 static const char *volatile interrupt_why;
 static volatile sig_atomic_t stop_sig;       /* the signal that asked the process to end */
-static volatile sig_atomic_t told, told_seq; /* a call was told to stop after stop_sig came */
+static volatile sig_atomic_t told, told_seq; /* a call was told to stop (stop_call) */
 static double handler_timeout;
 static char timeout_msg[96];
 static volatile sig_atomic_t closing; /* lua_close runs (wsl_script_free, last_finalizer) */
@@ -115,30 +115,38 @@ static double mono_sec(void)
 
 static double told_at; /* when `told` was set (only the SIGALRM handler touches it) */
 
+/* How long a call told to stop has to come back to Lua (where the hook ends it) before the
+ * process ends: a second once the process was asked to end, else as long again as its limit
+ * (at least a second). */
+static double grace(void)
+{
+    double limit = limit_now();
+    return stop_sig || limit < 1.0 ? 1.0 : limit;
+}
+
 /* While a told call may still end by itself: tick as the limit does (so that once it ended, the
- * call after it is watched as soon as ever), and wake when its second is over. */
+ * call after it is watched as soon as ever), and wake when its grace is over. */
 static void arm_told(void)
 {
-    double left = told_at + 1.0 - mono_sec(), limit = limit_now();
+    double left = told_at + grace() - mono_sec(), limit = limit_now();
     double tick = limit > 0 ? limit / TICKS : left;
     arm_in(left > 0 && left < tick ? left : tick > 0 ? tick : 0.001);
 }
 
 /* Stop the current top-level call. Some code the hook cannot reach: Lua runs __gc finalizers
- * with hooks off, and a C function (a pattern match, os.execute) does not return to Lua. Once
- * the process was asked to end, such a call still running a second after being told to stop
- * ends it as a second signal would: SIGTERM always works. */
+ * with hooks off, and a C function (a pattern match, os.execute) does not return to Lua. Such a
+ * call still running when its grace is over has the server stuck for good: it ends the process,
+ * as a second signal would once the process was asked to end (SIGTERM always works), else with
+ * SIGABRT as a watchdog would, for the supervisor of --workers or systemd to start it again. */
 static void stop_call(const char *why)
 {
     overrun_why = why;
     overrun = 1;
     hook(running);
-    if (stop_sig) {
-        told = 1;
-        told_seq = call_seq;
-        told_at = mono_sec();
-        arm_told();
-    }
+    told = 1;
+    told_seq = call_seq;
+    told_at = mono_sec();
+    arm_told();
 }
 
 static void on_alarm(int sig)
@@ -146,7 +154,7 @@ static void on_alarm(int sig)
     (void)sig;
     alarm_armed = 0;
     if (!in_call) return; /* idle: the next call arms it again */
-    if (told && told_seq == call_seq && mono_sec() - told_at < 1.0) {
+    if (told && told_seq == call_seq && mono_sec() - told_at < grace()) {
         arm_told();
         return;
     }
@@ -155,8 +163,9 @@ static void on_alarm(int sig)
                                   "blocked in C) is still running: exiting\n";
         ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
         (void)n;
-        signal(stop_sig, SIG_DFL);
-        raise(stop_sig);
+        int end = stop_sig ? stop_sig : SIGABRT;
+        signal(end, SIG_DFL);
+        raise(end);
         return;
     }
     told = 0;

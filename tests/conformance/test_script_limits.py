@@ -594,7 +594,7 @@ def test_strict_globals_do_not_break_the_server():
         cu.finish_clean(c)
 
 
-# --- what the hook cannot reach ends the process on SIGTERM -------------------------------
+# --- what the hook cannot reach ends the process ---------------------------------------------
 
 UNSTOPPABLE = {
     # Lua runs finalizers with hooks off
@@ -606,8 +606,24 @@ UNSTOPPABLE = {
 
 
 @pytest.mark.parametrize("name", sorted(UNSTOPPABLE))
-def test_sigterm_ends_code_the_time_limit_cannot_reach(name):
+def test_code_the_time_limit_cannot_reach_ends_the_process(name):
+    # Told to stop, it does not come back to Lua within its grace: the server is stuck for good,
+    # so it ends as a watchdog would end it (the supervisor or systemd starts it again).
     srv = cu.start_server(CHUNK, "--static", "none", "--handler-timeout", LIMIT)
+    with srv:
+        c = srv.connect()
+        mark = srv.mark()
+        c.send_text("ws.log('about to block'); " + UNSTOPPABLE[name])
+        srv.wait_for_log("about to block", after=mark)
+        rc = srv.wait_exit(GUARD)
+        assert rc == -signal.SIGABRT, f"exit status {rc}"
+        srv.wait_for_log(r"wsluad: Lua code that cannot be stopped .* exiting", after=mark)
+
+
+@pytest.mark.parametrize("name", sorted(UNSTOPPABLE))
+def test_sigterm_ends_code_the_time_limit_cannot_reach(name):
+    # No time limit: only the signal tells it to stop.
+    srv = cu.start_server(CHUNK, "--static", "none", "--handler-timeout", "0")
     with srv:
         bystander = srv.connect()
         c = srv.connect()

@@ -50,10 +50,10 @@ def no_stray_workers():
                 pass
 
 
-def start(strays, redis, n=2):
+def start(strays, redis, n=2, args=()):
     """A supervisor with n workers on port 0, once every worker listens; returns the server and
     {worker number: pid}."""
-    s = Server("workers.lua", "--workers", str(n), "--redis", redis.url, "-v")
+    s = Server("workers.lua", "--workers", str(n), "--redis", redis.url, "-v", *args)
     strays.append(s)
     try:
         listening = s.wait_for_logs(LISTENING, n)
@@ -174,6 +174,24 @@ def test_a_killed_worker_is_restarted(redis_server, no_stray_workers):
         # The new worker serves, next to the one that never stopped.
         connect_until_served_by(s, [new, pids[2]])
         assert len(s.find_logs(r"\[supervisor\] worker \d+ started")) == 3
+
+
+def test_a_worker_stuck_where_the_time_limit_cannot_reach_is_ended_and_restarted(
+        redis_server, no_stray_workers):
+    s, pids = start(no_stray_workers, redis_server, args=("--handler-timeout", "0.5"))
+    with s:
+        c = s.connect()
+        pid = greeted(c)
+        n = {p: w for w, p in pids.items()}[pid]
+        mark = s.mark()
+        c.send_text("block in C")
+        s.wait_for_log(r"wsluad: Lua code that cannot be stopped .* exiting", after=mark)
+        s.wait_for_log(rf"\[supervisor\] worker {n} \(pid {pid}\) killed by signal 6 .*restarting",
+                       after=mark)
+        new = int(s.wait_for_log(rf"\[supervisor\] worker {n} started \(pid (\d+)\)",
+                                 after=mark).group(1))
+        s.wait_for_log(rf"\[w{n}\] .*listening on", after=mark)
+        connect_until_served_by(s, [new, pids[3 - n]])
 
 
 def test_sighup_reloads_every_worker(redis_server, no_stray_workers):

@@ -10,5 +10,8 @@ function on_open(conn)
 end
 
 function on_message(conn, data, kind)
+  if data == "block in C" then -- a pattern match that takes ages, where the time limit cannot reach
+    string.find(string.rep("a", 50000), ".-.-.-.-b")
+  end
   conn:send(data, kind)
 end
