@@ -449,3 +449,73 @@ def test_huge_file_head_and_range(huge_static):
     status, headers, body, rest = read_http_response(None, buf=bytes(data[head_end:]))
     assert status == 200 and "content-range" not in headers
     assert int(headers["content-length"]) == HUGE and body == expected and rest == b""
+
+
+# --- pipelining clients that do not read ------------------------------------------------------
+# A keep-alive connection's next request is parsed only once the last answer is all written, and
+# at most 12 KiB of what the client sends is read ahead: a client that pipelines many requests
+# and reads nothing makes the server hold one answer, not one per request.
+
+@pytest.fixture  # a server per test: what one test made the heap grow to would hide the next
+def pipelined(tmp_path_factory):
+    www = tmp_path_factory.mktemp("pipelined")
+    files = {f"{k}.bin": os.urandom(60 << 10) for k in "abc"}  # under 64 KiB: read whole
+    for name, data in files.items():
+        (www / name).write_bytes(data)
+    asan = os.environ.get("ASAN_OPTIONS")
+    env = {"ASAN_OPTIONS": asan + ":quarantine_size_mb=0"} if asan else None
+    with Server("request.lua", "--static", str(www), env=env) as s:
+        yield s, files
+
+
+def pipeline_unread(s, paths, bodies, bound_kib, check_every):
+    """Send every request at once on one connection (a small receive window, nothing read), then
+    read the answers slowly: while they are read the server grows by less than bound_kib, and
+    each answer is complete and in order."""
+    req = b"".join(f"GET {p} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode() for p in paths)
+    before = rss_kib(s.proc.pid)
+    grown = []
+    with socket.socket() as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        c.settimeout(wsclient.DEFAULT_TIMEOUT)
+        c.connect((HOST, s.port))
+        c.sendall(req)
+        # Another connection answered: the loop has read the pipelined requests by now (they
+        # were sent first), and an unbounded server would have queued the answers to them all.
+        for _ in range(5):
+            assert http_get_status(s, "/hello") == 200
+        grown.append(rss_kib(s.proc.pid) - before)
+        rest = b""
+        for i, (path, body) in enumerate(zip(paths, bodies)):
+            status, headers, got, rest = read_http_response(c, buf=rest)
+            assert status == 200, f"answer {i} to {path}: {status}"
+            assert got == body, f"answer {i} to {path}: {len(got)} bytes, not those asked for"
+            if i % check_every == 0:
+                grown.append(rss_kib(s.proc.pid) - before)
+        assert rest == b""
+    assert max(grown) < bound_kib, \
+        f"the server grew by up to {max(grown)} KiB for a client pipelining {len(paths)} requests"
+
+
+def http_get_status(s, path):
+    with socket.create_connection((HOST, s.port), timeout=wsclient.DEFAULT_TIMEOUT) as c:
+        c.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+        return read_http_response(c)[0]
+
+
+def test_pipelined_large_answers_not_read(pipelined):
+    # 200 answers of 1 MiB from req:respond (200 MiB, were they queued at once).
+    s, _ = pipelined
+    n = 1 << 20
+    paths = [f"/tagged?n={n}&i={i}" for i in range(200)]
+    bodies = [(p.split("?", 1)[1]).encode().ljust(n, b"x") for p in paths]
+    pipeline_unread(s, paths, bodies, bound_kib=32 * 1024, check_every=10)
+
+
+def test_pipelined_small_files_not_read(pipelined):
+    # 990 GETs of a 60 KiB file each (58 MiB, were they queued at once), three files in turn.
+    s, files = pipelined
+    names = [f"{k}.bin" for k in "abc"]
+    paths = [f"/{names[i % 3]}" for i in range(990)]
+    bodies = [files[p[1:]] for p in paths]
+    pipeline_unread(s, paths, bodies, bound_kib=8 * 1024, check_every=50)
