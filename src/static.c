@@ -1,7 +1,7 @@
 /* Plain HTTP GET/HEAD answers from one directory. The request path is percent-decoded and its dot
  * segments resolved first (a path climbing above the root, or a symlink resolving outside it, is
- * a file that is not there: 404), then the whole response — head and body — is built into one
- * malloc'd block the caller writes and frees. */
+ * a file that is not there: 404), then the response is built into one malloc'd block the caller
+ * writes and frees: head and body, or the head alone when a large body stays in its file. */
 #include "static.h"
 
 #include <errno.h>
@@ -303,8 +303,6 @@ int wsl_static_respond(const wsl_static *s, const char *path, size_t len, bool h
         status = respond_text(301, path, len, head, connection, out, out_len);
     } else if (!S_ISREG(st.st_mode)) {
         status = respond_text(404, NULL, 0, head, connection, out, out_len);
-    } else if ((unsigned long long)st.st_size > WSL_STATIC_MAX_FILE) {
-        status = respond_text(403, NULL, 0, head, connection, out, out_len);
     } else {
         size_t size = (size_t)st.st_size, at;
         bool later = body && !head && size > WSL_STATIC_INLINE; /* the body stays in the file */

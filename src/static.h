@@ -7,8 +7,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define WSL_STATIC_MAX_FILE (16u << 20) /* larger files are refused with 403 */
-
 /* Owned by the server; wsl_static_close frees root. */
 typedef struct wsl_static {
     char *root; /* realpath of the directory, no trailing slash */
@@ -30,7 +28,7 @@ void wsl_static_close(wsl_static *s);
 long wsl_static_normalize(const char *path, size_t len, char *out, size_t cap);
 
 /* Files larger than this are sent from the file as the client reads them (see wsl_static_body),
- * so that clients that do not read cannot make the server hold whole files. */
+ * so that clients that do not read cannot make the server hold whole files: hence no size limit. */
 #define WSL_STATIC_INLINE (64u << 10)
 
 /* The body of a 200 left in its file: the caller reads `left` bytes from fd's current offset
@@ -45,7 +43,7 @@ typedef struct wsl_static_body {
  * body unless `head`. A body larger than WSL_STATIC_INLINE stays in its file when `body` is not
  * NULL. Returns the HTTP status (200,
  * 301 for a directory without its trailing slash, 400 for a malformed path, 403 for a file that
- * cannot be read or is too large, 404 for a missing one or a path leaving the root, 500); *out is
+ * cannot be read, 404 for a missing one or a path leaving the root, 500); *out is
  * malloc'd and the caller frees it; on allocation failure returns -1 and *out is NULL. */
 int wsl_static_respond(const wsl_static *s, const char *path, size_t len, bool head,
                        const char *connection, char **out, size_t *out_len, wsl_static_body *body);

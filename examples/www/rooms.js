@@ -3,6 +3,9 @@
 // nickname are checked here with the script's own rules before joining, so a mistake is explained
 // at once; should the server still refuse (close code 4404 for the room, 4400 for the nickname),
 // the page goes back to the form with the server's reason and does not retry.
+// cluster-chat.lua follows "members" with the room's last messages ("history": true) at every
+// join, so also after a reconnect: that history then replaces the messages shown so far, which it
+// holds (the system notices stay, as the record of what happened).
 "use strict";
 
 (function () {
@@ -18,6 +21,9 @@
   let sock = null;
   let me = null;
   let members = [];
+  // The "members" notice of the current connection, and whether its history has arrived.
+  let welcome = null;
+  let historyShown = false;
 
   const roomInput = $("room");
   const nickInput = $("nick");
@@ -71,6 +77,15 @@
     }
   }
 
+  // The messages (not the notices) of earlier connections: the history that follows `until`
+  // shows them again.
+  function dropMessagesBefore(until) {
+    for (const li of [...list.children]) {
+      if (li === until) break;
+      if (li.dataset.kind !== "system") li.remove();
+    }
+  }
+
   function onServerMessage(data) {
     let msg;
     try {
@@ -84,7 +99,8 @@
         me = msg.you;
         members = Array.isArray(msg.members) ? msg.members.slice() : [];
         $("room-title").textContent = "#" + msg.room + " as " + me;
-        appendMessage(list, "system", msg.text);
+        welcome = appendMessage(list, "system", msg.text);
+        historyShown = false;
         break;
       case "join":
         if (!members.includes(msg.from)) members.push(msg.from);
@@ -96,6 +112,10 @@
         appendMessage(list, "system", msg.text);
         break;
       case "message":
+        if (msg.history && !historyShown) {
+          historyShown = true;
+          dropMessagesBefore(welcome);
+        }
         appendMessage(list, "peer", msg.text, msg.from);
         break;
       default:
@@ -124,6 +144,7 @@
     chat.hidden = false;
     sendForm.hidden = false;
     list.replaceChildren();
+    welcome = null;
     members = [];
     me = null;
     renderMembers();

@@ -579,4 +579,61 @@ describe("rooms.html against two nodes of examples/cluster-chat.lua", () => {
     await screenshot(cat, "cluster-cat-node-b");
     for (const p of [ann, bob, cat, ann2]) assert.deepEqual(p.problems, []);
   });
+
+  // The history comes again with every join, so also after a reconnect: it must replace the
+  // messages shown, not be added below them a second time.
+  test("after a reconnect each history message is shown once", async () => {
+    // A node of its own, restarted on its port under the tab to force the reconnect.
+    let nodeC = await startServer(src("examples/cluster-chat.lua"), ["--redis", redis.url]);
+    let ann;
+    try {
+      await nodeC.waitForLog(/redis: link up/, "the Redis link");
+      const bob = await join(nodeA, "replay", "bob");
+      for (const text of ["one", "two", "three"]) {
+        await bob.fill("#input", text);
+        await bob.press("#input", "Enter");
+        await waitMessage(bob, "own", text);
+      }
+      const newest = async (text) => {
+        const first = await redis.command("LINDEX", "wsluad:chat:history:replay", 0);
+        return JSON.parse(first ?? "{}").text === text;
+      };
+      await until(() => newest("three"), "three in the history");
+
+      ann = await join(nodeC, "replay", "ann");
+      await waitMessage(ann, "peer", "three");
+      await subscribedOnBoth("replay");
+      await bob.fill("#input", "four"); // live for ann, in the history at her next join
+      await bob.press("#input", "Enter");
+      await waitMessage(ann, "peer", "four");
+      await until(() => newest("four"), "four in the history");
+      assert.deepEqual(await messages(ann, "peer"), ["one", "two", "three", "four"]);
+
+      const port = nodeC.port;
+      assert.equal((await nodeC.stop()).code, 0);
+      await waitState(ann, "closed");
+      nodeC = await startServer(src("examples/cluster-chat.lua"), ["--redis", redis.url],
+        { listen: `127.0.0.1:${port}` });
+      await waitState(ann, "open");
+      // Rejoined, and the whole history shown: its last message follows the second welcome.
+      const welcome = "you joined replay as ann; here: ann, bob; the last 4 messages follow";
+      await ann.waitForFunction((w) => {
+        const items = [...document.querySelectorAll("#messages li.msg .text")].map((e) => e.textContent);
+        const at = items.indexOf(w);
+        return at >= 0 && items.slice(at + 1).includes("four");
+      }, welcome);
+      assert.deepEqual(await messages(ann, "peer"), ["one", "two", "three", "four"]);
+      // The notices stay: they are not in the history.
+      const notices = await messages(ann, "system");
+      assert.deepEqual(notices.filter((t) => t.startsWith("you joined") || t === "connection lost"), [
+        "you joined replay as ann; here: ann, bob; the last 3 messages follow",
+        "connection lost",
+        welcome,
+      ]);
+      await screenshot(ann, "cluster-after-reconnect");
+      for (const p of [ann, bob]) assert.deepEqual(p.problems, []);
+    } finally {
+      await nodeC.stop();
+    }
+  });
 });

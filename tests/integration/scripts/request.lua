@@ -28,6 +28,12 @@ routes["/status"] = function(req)
   return tonumber(req.query:match("code=(%d+)")), "a body that may not be sent"
 end
 routes["/big"] = function(req) return 200, string.rep("x", tonumber(req.query:match("n=(%d+)"))) end
+-- n bytes answered with req:respond, starting with the query (so pipelined answers can be told
+-- apart): "/tagged?n=1048576&i=7".
+routes["/tagged"] = function(req)
+  local n = tonumber(req.query:match("n=(%d+)"))
+  req:respond(200, req.query .. string.rep("x", n - #req.query))
+end
 routes["/fallback"] = function() end
 routes["/index.html"] = function(req)
   if req.query == "script" then return 200, "from the script" end
