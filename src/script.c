@@ -1427,7 +1427,7 @@ void wsl_script_free(wsl_script *s)
     if (s->L) {
         /* lua_close runs the script's finalizers: as a call, so that one that never returns
          * is watched like any script code (Lua runs finalizers with hooks off: stop_call's last
-         * resort ends it once a signal asked the process to end). last_finalizer ends the call
+         * resort ends the process). last_finalizer ends the call
          * before the state is freed, so that SIGALRM cannot touch freed memory. */
         guard_begin(s);
         closing = 1;
