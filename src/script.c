@@ -1340,6 +1340,11 @@ const char *wsl_script_path(const wsl_script *s)
     return s->path;
 }
 
+bool wsl_stop_asked(void)
+{
+    return stop_sig != 0;
+}
+
 void wsl_script_free(wsl_script *s)
 {
     if (!s) return;
@@ -1480,7 +1485,13 @@ void wsl_handler_failed(wsl_script *s, wsl_conn *c)
     if (s->defined & 1u << WSL_HANDLER_ERROR &&
         wsl_protect_handler(s, err.kind, handler_body, &err, "on_error", c))
         return;
-    if (wsl_conn_is_open(c)) wsl_conn_close(c, 1011, "internal error", 14);
+    if (!wsl_conn_is_open(c)) return;
+    /* Once a signal asked the process to end, c's on_close runs with the shutdown's, after
+     * every connection left the open state (wsl_server_shutdown), as the others' do. */
+    if (wsl_stop_asked())
+        wsl_conn_close_begin(c, 1011, "internal error", 14);
+    else
+        wsl_conn_close(c, 1011, "internal error", 14);
 }
 
 /* Run a handler for c; an error goes to on_error, or closes the connection with 1011. */

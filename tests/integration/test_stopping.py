@@ -1,0 +1,47 @@
+"""ws.stopping() is true from the moment SIGTERM or SIGINT asked the process to end, in every
+handler that runs after it: also in the handlers run for a connection whose handler the signal
+interrupted (on_error, a message already read after it, its on_close), which run before the
+shutdown proper starts. They said false. And the docs' promise that every connection leaves the
+open state before the first on_close of the shutdown runs holds for that connection too: its
+on_close (code 1011 when there is no on_error) told the others it left, who got that message
+before their close frame 1001."""
+
+import signal
+
+import pytest
+
+from harness import Server, connect_id
+from wsclient import OP_TEXT, build_frame
+
+
+@pytest.mark.parametrize("on_error", [False, True], ids=["without_on_error", "with_on_error"])
+def test_handlers_after_the_signal_see_stopping(on_error):
+    env = {"STOPPING_ON_ERROR": "1"} if on_error else {}
+    with Server("stopping.lua", "--handler-timeout", "0", "--static", "none", env=env) as s:
+        a, aid = connect_id(s)
+        b, bid = connect_id(s)
+        mark = s.mark()
+        # Both messages in one write: the second is read with the first, and its handler runs
+        # after the signal stopped the first one.
+        a.send_raw(build_frame(OP_TEXT, b"spin") + build_frame(OP_TEXT, b"next"))
+        spun, _ = s.wait_for_line(rf"on_message id={aid} data=spin stopping=false$", after=mark)
+        s.signal(signal.SIGTERM)
+        s.wait_for_log(rf"Lua error in on_message \(conn#{aid} [^)]*\): interrupted: the server "
+                       r"is shutting down$", after=mark)
+        # b hears nothing of a's leaving: its close frame is the first frame it gets.
+        assert b.expect_close() == (1001, "server shutting down")
+        if on_error:
+            s.wait_for_log(rf"on_error id={aid} stopping=true err=interrupted", after=mark)
+            s.wait_for_log(rf"on_message id={aid} data=next stopping=true$", after=mark)
+            assert a.expect_close() == (1001, "server shutting down")
+        else:
+            # The failed handler closes the connection (1011); nothing more of it is read.
+            assert a.expect_close() == (1011, "internal error")
+        for c in (a, b):
+            c.close(1001)
+            c.expect_eof()
+        assert s.wait_exit() == 0
+        code = 1001 if on_error else 1011
+        s.wait_for_log(rf"on_close id={aid} code={code} stopping=true$", after=mark)
+        s.wait_for_log(rf"on_close id={bid} code=1001 stopping=true$", after=mark)
+        assert not s.find_logs(r"stopping=false", after=spun + 1)
