@@ -45,3 +45,30 @@ def test_handlers_after_the_signal_see_stopping(on_error):
         s.wait_for_log(rf"on_close id={aid} code={code} stopping=true$", after=mark)
         s.wait_for_log(rf"on_close id={bid} code=1001 stopping=true$", after=mark)
         assert not s.find_logs(r"stopping=false", after=spun + 1)
+
+
+RELOADED_TOP_LEVEL = '''
+ws.log("top level ran")
+function on_open(conn) ws.log("on_open id=" .. conn.id .. " remote=" .. conn.remote) end
+'''
+
+
+def test_sighup_during_the_shutdown_is_ignored(tmp_path):
+    """Once SIGTERM started the shutdown, SIGHUP reloads nothing, as the supervisor of
+    --workers already does (it reloaded: the top level ran again, on the way out, and systemd
+    was told READY=1 after STOPPING=1)."""
+    script = tmp_path / "hup.lua"
+    script.write_text(RELOADED_TOP_LEVEL)
+    with Server(str(script), "--static", "none") as s:
+        c, _ = connect_id(s)
+        s.signal(signal.SIGTERM)
+        # The shutdown now waits (up to 3 s) for this client's answer to its close frame.
+        assert c.expect_close() == (1001, "server shutting down")
+        mark = s.mark()
+        s.signal(signal.SIGHUP)
+        assert "ignored" in s.wait_for_log(r"SIGHUP: .*", after=mark).group(0)
+        c.close(1001)
+        c.expect_eof()
+        assert s.wait_exit() == 0
+        assert len(s.find_logs(r"top level ran")) == 1
+        assert not s.find_logs(r"reload", after=mark)
