@@ -32,7 +32,7 @@ def one_error_logged(server, mark, regex, count):
     assert server.find_logs(regex, after=mark), errors
 
 
-@pytest.mark.parametrize("how", ["spawn", "pcall-spawn"])
+@pytest.mark.parametrize("how", ["spawn", "pcall-spawn", "sort-spawn"])
 def test_first_stretch_over_the_limit_is_one_failure(server, how):
     c, cid = connect_id(server)
     mark = server.mark()
