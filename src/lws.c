@@ -111,11 +111,10 @@ static int ws_now(lua_State *L)
 }
 
 /* True once the server is shutting down: on_close then tells a client leaving (false) from the
- * shutdown closing everyone (true, code 1001). From the signal on, not only once the loop got
- * round to the shutdown. */
+ * shutdown closing everyone (true, code 1001). */
 static int ws_stopping(lua_State *L)
 {
-    lua_pushboolean(L, wsl_stop_asked() || wsl_server_stopping(server_of(L)));
+    lua_pushboolean(L, wsl_server_stopping(server_of(L)));
     return 1;
 }
 

@@ -187,6 +187,7 @@ static void on_stop_signal(int sig)
         return;
     }
     stop_signal = sig;
+    wsl_server_stop_asked(stop_async.data);
     wsl_script_interrupt("interrupted: the server is shutting down", sig);
     uv_async_send(&stop_async);
 }

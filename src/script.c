@@ -1340,11 +1340,6 @@ const char *wsl_script_path(const wsl_script *s)
     return s->path;
 }
 
-bool wsl_stop_asked(void)
-{
-    return stop_sig != 0;
-}
-
 void wsl_script_free(wsl_script *s)
 {
     if (!s) return;
@@ -1488,7 +1483,7 @@ void wsl_handler_failed(wsl_script *s, wsl_conn *c)
     if (!wsl_conn_is_open(c)) return;
     /* Once a signal asked the process to end, c's on_close runs with the shutdown's, after
      * every connection left the open state (wsl_server_shutdown), as the others' do. */
-    if (wsl_stop_asked())
+    if (wsl_server_stopping(s->srv))
         wsl_conn_close_begin(c, 1011, "internal error", 14);
     else
         wsl_conn_close(c, 1011, "internal error", 14);

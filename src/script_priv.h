@@ -117,11 +117,6 @@ static inline void wsl_spawn_waiting(wsl_script *s)
  * 1011. Nothing when c is no longer open. */
 void wsl_handler_failed(wsl_script *s, wsl_conn *c);
 
-/* Whether a signal asked the process to end (wsl_script_interrupt). The server's shutdown
- * starts when the loop next turns: what runs in between (the handler the signal interrupted,
- * its on_error, messages already read) is part of it all the same. */
-bool wsl_stop_asked(void);
-
 /* Push the error value and the traceback of the last failed protected call. */
 void wsl_push_last_error(lua_State *L);
 

@@ -7,11 +7,12 @@ on_close (code 1011 when there is no on_error) told the others it left, who got 
 before their close frame 1001."""
 
 import signal
+import socket
 
 import pytest
 
 from harness import Server, connect_id
-from wsclient import OP_TEXT, build_frame
+from wsclient import OP_TEXT, build_frame, read_http_response
 
 
 @pytest.mark.parametrize("on_error", [False, True], ids=["without_on_error", "with_on_error"])
@@ -45,6 +46,23 @@ def test_handlers_after_the_signal_see_stopping(on_error):
         s.wait_for_log(rf"on_close id={aid} code={code} stopping=true$", after=mark)
         s.wait_for_log(rf"on_close id={bid} code=1001 stopping=true$", after=mark)
         assert not s.find_logs(r"stopping=false", after=spun + 1)
+
+
+def test_request_waiting_for_its_answer_gets_it_with_connection_close():
+    """SIGNALS: a plain request waiting for its answer gets it with Connection: close. One whose
+    on_request the signal stopped was answered 500 as if the server were not stopping (kept
+    alive), before the shutdown dropped the connection."""
+    with Server("stopping.lua", "--handler-timeout", "0", "--static", "none") as s:
+        with socket.create_connection((s.host, s.port)) as sock:
+            mark = s.mark()
+            sock.sendall(b"GET /spin HTTP/1.1\r\nHost: wsluad\r\n\r\n")
+            s.wait_for_log(r"on_request /spin stopping=false$", after=mark)
+            s.signal(signal.SIGTERM)
+            status, headers, _, rest = read_http_response(sock)
+            assert status == 500
+            assert headers.get("connection") == "close", headers
+            assert rest == b""
+        assert s.wait_exit() == 0
 
 
 RELOADED_TOP_LEVEL = '''
