@@ -1040,7 +1040,7 @@ static void http_poll(wsl_conn *c)
 static bool last_answer(const wsl_conn *c)
 {
     const wsl_conn_http *h = c->http;
-    return !h->keep_alive || h->served + 1 >= HTTP_MAX_REQUESTS || c->srv->stopping;
+    return !h->keep_alive || h->served + 1 >= HTTP_MAX_REQUESTS || wsl_server_stopping(c->srv);
 }
 
 /* The answer to the request is queued: wait for the next one, or close once it is written. */

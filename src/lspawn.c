@@ -69,16 +69,18 @@ static void forget(lua_State *L, lua_State *co)
 }
 
 /* Resume co with the nargs values on its stack; afterwards it either waits or is forgotten.
- * L is any thread with a free stack slot or two (the main one, outside Lua code). */
-static void step(wsl_script *s, lua_State *L, lua_State *co, int nargs)
+ * L is any thread with a free stack slot or two (the main one, outside Lua code). Returns what
+ * wsl_resume_spawned did. */
+static int step(wsl_script *s, lua_State *L, lua_State *co, int nargs)
 {
     wsl_conn *c = owner(L, co);
     /* A plain request's connection has no remote to name in the log: its errors are logged
      * without one, as on_request's are. */
     int r = wsl_resume_spawned(s, co, nargs, c && *wsl_conn_remote(c) ? c : NULL);
-    if (r == 0) return;
+    if (r == 0) return r;
     forget(L, co);
-    if (r < 0 && c) wsl_handler_failed(s, c);
+    if (r == -1 && c) wsl_handler_failed(s, c);
+    return r;
 }
 
 void wsl_lspawn_resume(wsl_script *s, lua_State *co, int nargs)
@@ -121,8 +123,9 @@ static int ws_spawn(lua_State *L)
     }
     lua_pop(L, 2);
     lua_xmove(L, co, nargs + 1); /* the function and its arguments */
-    /* The first stretch runs now, inside the caller's own time limit. */
-    step(s, L, co, nargs);
+    /* The first stretch runs now, inside the caller's own time limit: when that stops it, the
+     * caller is over its time as well, and stops here. */
+    if (step(s, L, co, nargs) == WSL_STOPPED_WITH_CALLER) return wsl_stop_here(L);
     return 0;
 }
 

@@ -164,6 +164,10 @@ static void reload_tls(wsl_server *srv)
 static void on_hup(uv_signal_t *h, int signum)
 {
     (void)signum;
+    if (stop_signal) { /* shutting down: nothing left to reload for (as the supervisor does) */
+        wsl_info("SIGHUP: ignored, the server is shutting down");
+        return;
+    }
     wsl_info("SIGHUP: reloading the script");
     /* systemd hears of the reload from us, or from the supervisor once every worker reloaded. */
     if (!worker_number) wsl_notify_reloading();
@@ -183,6 +187,7 @@ static void on_stop_signal(int sig)
         return;
     }
     stop_signal = sig;
+    wsl_server_stop_asked(stop_async.data);
     wsl_script_interrupt("interrupted: the server is shutting down", sig);
     uv_async_send(&stop_async);
 }

@@ -784,6 +784,7 @@ typedef struct failure {
     const char *yield_why; /* LUA_YIELD: why the call was abandoned */
     bool hooks_off;        /* the runner may have hooks off: not to run again */
     int depth;             /* the runner's */
+    bool quiet;            /* the stop, logged already (see stop_logged): only clean up */
     const char *what;
     const char *conn; /* "conn#ID ADDR" or NULL */
     uint64_t conn_id; /* with conn: for the JSON log's fields */
@@ -894,10 +895,9 @@ static int fallback_body(lua_State *L)
     return 0;
 }
 
-/* Under guard_begin: everything here may run script code. `grew`: the heap grew by more than
- * TRIM_GROWTH at some point of the call (it may have shrunk since, by an emergency collection
- * under the memory cap). */
-static void failed(wsl_script *s, failure *f, bool grew)
+/* Keep the error value and traceback for on_error, and log the failure; false when the error
+ * could not be described (failed then keeps the message, once the memory is back). */
+static bool report(wsl_script *s, failure *f)
 {
     lua_State *L = s->L;
     int base = lua_gettop(L);
@@ -919,6 +919,18 @@ static void failed(wsl_script *s, failure *f, bool grew)
     }
     log_failure(s, f, trace ? trace : f->msg);
     lua_settop(L, base);
+    return described;
+}
+
+/* Under guard_begin: everything here may run script code. `grew`: the heap grew by more than
+ * TRIM_GROWTH at some point of the call (it may have shrunk since, by an emergency collection
+ * under the memory cap). A quiet failure leaves on_error the error of the call that logged the
+ * stop. */
+static void failed(wsl_script *s, failure *f, bool grew)
+{
+    lua_State *L = s->L;
+    int base = lua_gettop(L);
+    bool described = f->quiet || report(s, f);
     if (!f->hooks_off) { /* (with hooks off its __close handlers would be beyond the limit) */
         wsl_close_thread(L, f->co); /* an abandoned or failed runner is clean for the next call */
         lua_settop(f->co, 0);
@@ -1020,7 +1032,8 @@ static int run_resume(wsl_script *s, const run_state *r, lua_State *co, int narg
                  .yield_why = why,
                  .what = what,
                  .hooks_off = st != LUA_YIELD && overrun_seen,
-                 .depth = d};
+                 .depth = d,
+                 .quiet = overrun_seen && s->stop_logged};
     char who[96];
     if (c) {
         snprintf(who, sizeof who, "conn#%llu %s", (unsigned long long)wsl_conn_id(c),
@@ -1034,7 +1047,12 @@ static int run_resume(wsl_script *s, const run_state *r, lua_State *co, int narg
     lua_State *g = guard_begin(s);
     failed(s, &f, grew);
     guard_end(s, g);
-    return -1;
+    /* A call around this one is over its time too, and fails by the same stop: one failure,
+     * logged once (here, where the code that overran shows), reaching on_error once (through
+     * the outermost call, the one that was over its time). */
+    bool with_caller = overrun_seen && s->depth > 0;
+    s->stop_logged = with_caller;
+    return with_caller ? WSL_STOPPED_WITH_CALLER : -1;
 }
 
 bool wsl_protect(wsl_script *s, lua_CFunction body, void *arg, const char *what, const wsl_conn *c)
@@ -1080,6 +1098,12 @@ int wsl_resume_spawned(wsl_script *s, lua_State *co, int nargs, const wsl_conn *
     wsl_metrics_handler(WSL_HANDLER_SPAWN, st >= 0, st < 0 && s->timed_out,
                         start ? now_ns() - start : 0);
     return st;
+}
+
+int wsl_stop_here(lua_State *L)
+{
+    if (lua_isyieldable(L)) return lua_yield(L, 0); /* as overrun_hook does */
+    return luaL_error(L, "%s", overrun_why);
 }
 
 /* ---- the state, loading and reload -------------------------------------------------------- */
@@ -1561,7 +1585,13 @@ void wsl_handler_failed(wsl_script *s, wsl_conn *c)
     if (s->defined & 1u << WSL_HANDLER_ERROR &&
         wsl_protect_handler(s, err.kind, handler_body, &err, "on_error", c))
         return;
-    if (wsl_conn_is_open(c)) wsl_conn_close(c, 1011, "internal error", 14);
+    if (!wsl_conn_is_open(c)) return;
+    /* Once a signal asked the process to end, c's on_close runs with the shutdown's, after
+     * every connection left the open state (wsl_server_shutdown), as the others' do. */
+    if (wsl_server_stopping(s->srv))
+        wsl_conn_close_begin(c, 1011, "internal error", 14);
+    else
+        wsl_conn_close(c, 1011, "internal error", 14);
 }
 
 /* Run a handler for c; an error goes to on_error, or closes the connection with 1011. */

@@ -62,6 +62,9 @@ struct wsl_script {
     const char *rx_text;
     size_t rx_len;
     bool timed_out; /* the last protected call ended by the time limit */
+    /* The current top-level call is over its time and a call inside it already logged the
+     * stop: the calls around it, stopped by the same stop, fail without a word (run_resume). */
+    bool stop_logged;
     /* The last error logged, so a repeated one is counted instead of logged each time. */
     char last_error[256];
     unsigned repeats;      /* since it was logged, or the count was */
@@ -95,9 +98,16 @@ int wsl_body_done(lua_State *L, int status, lua_KContext ctx);
 
 /* A coroutine of ws.spawn (lspawn.c): resume it with the nargs values on top of its stack, under
  * the time limit. 1 it finished, 0 it waits again, -1 it failed (logged; the caller then calls
- * wsl_handler_failed when it belongs to a connection). A function about to yield to wait calls
- * wsl_spawn_waiting first; any other yield of the coroutine is an error. */
+ * wsl_handler_failed when it belongs to a connection), WSL_STOPPED_WITH_CALLER it was stopped by
+ * the time limit of the call it runs in (its first stretch runs inside the handler that spawned
+ * it): logged, and that call fails too, which is the failure on_error hears of. A function
+ * about to yield to wait calls wsl_spawn_waiting first; any other yield of the coroutine is an
+ * error. */
+#define WSL_STOPPED_WITH_CALLER (-2)
 int wsl_resume_spawned(wsl_script *s, lua_State *co, int nargs, const wsl_conn *c);
+/* For a C function whose call inside it was stopped by the time limit of the call in progress:
+ * stop L now, as the time limit's hook would a little later (return its result). */
+int wsl_stop_here(lua_State *L);
 static inline void wsl_spawn_waiting(wsl_script *s)
 {
     s->waiting = true;

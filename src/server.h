@@ -4,6 +4,7 @@
 #ifndef WSL_SERVER_H
 #define WSL_SERVER_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -95,6 +96,7 @@ struct wsl_server {
     uint64_t sweep_ms; /* how often the timeouts are checked */
     uint8_t *rbuf;     /* WSL_READ_BUF bytes shared by every read */
     bool stopping;
+    volatile sig_atomic_t stop_asked;        /* see wsl_server_stop_asked */
     void (*on_stopped)(struct wsl_server *); /* set by main: shutdown finished */
     uint64_t last_shed_log;
 };
@@ -186,10 +188,19 @@ static inline uv_loop_t *wsl_server_loop(const wsl_server *s)
 {
     return s->loop;
 }
-/* True once wsl_server_shutdown has begun. */
+/* True once a signal asked the process to end (wsl_server_stop_asked) or wsl_server_shutdown
+ * has begun. */
 static inline bool wsl_server_stopping(const wsl_server *s)
 {
-    return s->stopping;
+    return s->stopping || s->stop_asked;
+}
+
+/* Async-signal-safe: a signal asked the process to end. The shutdown starts when the loop next
+ * turns; what runs before (the handler the signal stopped, its on_error, messages already read)
+ * already sees the server stopping. */
+static inline void wsl_server_stop_asked(wsl_server *s)
+{
+    s->stop_asked = 1;
 }
 
 /* The address the first listener really bound ("host:port"; "" before listening); the
