@@ -43,6 +43,42 @@ bool wsl_log_enabled(wsl_log_level level)
     return level <= max_level;
 }
 
+/* ---- the time stamp ------------------------------------------------------------------------ */
+
+/* Writes the digits of v, width of them (v < 10^width). */
+static char *digits(char *p, long v, int width)
+{
+    for (int i = width - 1; i >= 0; i--, v /= 10)
+        p[i] = (char)('0' + v % 10);
+    return p + width;
+}
+
+/* Without gmtime_r, which may take a lock: the civil date of a day count since 1970 is
+ * H. Hinnant's civil_from_days. */
+void wsl_log_stamp(char *out, const struct timespec *ts)
+{
+    long z = (long)(ts->tv_sec / 86400) + 719468, secs = (long)(ts->tv_sec % 86400);
+    long era = z / 146097, doe = z - era * 146097;
+    long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    long doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
+    long day = doy - (153 * mp + 2) / 5 + 1, month = mp < 10 ? mp + 3 : mp - 9;
+    char *p = digits(out, yoe + era * 400 + (month <= 2), 4);
+    *p++ = '-';
+    p = digits(p, month, 2);
+    *p++ = '-';
+    p = digits(p, day, 2);
+    *p++ = 'T';
+    p = digits(p, secs / 3600, 2);
+    *p++ = ':';
+    p = digits(p, secs / 60 % 60, 2);
+    *p++ = ':';
+    p = digits(p, secs % 60, 2);
+    *p++ = '.';
+    p = digits(p, ts->tv_nsec / 1000000, 3);
+    *p++ = 'Z';
+    *p = '\0';
+}
+
 /* ---- the JSON line writer ------------------------------------------------------------------ */
 
 /* Output into a fixed buffer; a put that does not fit writes nothing and returns false. */
@@ -151,14 +187,12 @@ size_t wsl_log_json(char *out, size_t cap, const wsl_log_entry *e)
     static const char end[] = "\"}\n", cut[] = "\",\"truncated\":true}\n";
     if (cap < WSL_LOG_JSON_MIN) return 0;
     jw w = {out, 0, cap};
-    struct tm tm;
-    gmtime_r(&e->ts.tv_sec, &tm);
+    char stamp[WSL_LOG_STAMP_LEN + 1];
+    wsl_log_stamp(stamp, &e->ts);
     unsigned level = (unsigned)e->level < 4 ? (unsigned)e->level : WSL_LOG_ERROR;
     char head[128];
-    int h = snprintf(head, sizeof head,
-                     "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\"",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                     e->ts.tv_nsec / 1000000, json_names[level]);
+    int h =
+        snprintf(head, sizeof head, "{\"ts\":\"%s\",\"level\":\"%s\"", stamp, json_names[level]);
     /* Everything before the message fits in WSL_LOG_JSON_MIN (log.h says why). */
     put(&w, head, (size_t)h);
     if (e->worker) put_field(&w, "worker", e->worker);
@@ -220,12 +254,10 @@ static void emit(wsl_log_level level, conn_mode mode, uint64_t id, const char *r
     }
     char line[8192];
     struct timespec ts;
-    struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                     ts.tv_nsec / 1000000, names[level], proc_name);
+    char stamp[WSL_LOG_STAMP_LEN + 1];
+    wsl_log_stamp(stamp, &ts);
+    int n = snprintf(line, sizeof line, "%s %s %s", stamp, names[level], proc_name);
     if (mode == CONN_PREFIX) {
         int p = snprintf(line + n, sizeof line - (size_t)n,
                          "conn#%llu %s: ", (unsigned long long)id, remote ? remote : "");
@@ -291,4 +323,51 @@ void wsl_log_fatal(const char *fmt, ...)
         write_line(line, len);
     }
     va_end(ap);
+}
+
+/* ---- from a signal handler ------------------------------------------------------------------ */
+
+/* Appends to a fixed buffer, dropping what does not fit (the last byte is kept for '\n'). */
+typedef struct sig_line {
+    char buf[512];
+    size_t len;
+} sig_line;
+
+static void sig_put(sig_line *l, const char *s)
+{
+    while (*s && l->len < sizeof l->buf - 1)
+        l->buf[l->len++] = *s++;
+}
+
+void wsl_log_from_signal(wsl_log_level level, const char *msg)
+{
+    if (level > max_level) return;
+    unsigned lv = (unsigned)level < 4 ? (unsigned)level : WSL_LOG_ERROR;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    char stamp[WSL_LOG_STAMP_LEN + 1];
+    wsl_log_stamp(stamp, &ts);
+    sig_line l = {.len = 0};
+    if (format == WSL_LOG_JSON) {
+        sig_put(&l, "{\"ts\":\"");
+        sig_put(&l, stamp);
+        sig_put(&l, "\",\"level\":\"");
+        sig_put(&l, json_names[lv]);
+        if (proc_raw[0]) {
+            sig_put(&l, "\",\"worker\":\"");
+            sig_put(&l, proc_raw);
+        }
+        sig_put(&l, "\",\"msg\":\"");
+        sig_put(&l, msg);
+        sig_put(&l, "\"}");
+    } else {
+        sig_put(&l, stamp);
+        sig_put(&l, " ");
+        sig_put(&l, names[lv]);
+        sig_put(&l, " ");
+        sig_put(&l, proc_name);
+        sig_put(&l, msg);
+    }
+    l.buf[l.len++] = '\n';
+    write_line(l.buf, l.len);
 }

@@ -37,6 +37,15 @@ void wsl_log_bytes(wsl_log_level level, bool has_conn, uint64_t id, const char *
  * command-line tool says it; an ordinary error line in JSON, so a log reader sees it too. */
 void wsl_log_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* "2026-11-25T20:33:57.123Z" (UTC, milliseconds) for a CLOCK_REALTIME time at or after 1970:
+ * WSL_LOG_STAMP_LEN characters and a NUL into out. Async-signal-safe. */
+#define WSL_LOG_STAMP_LEN 24
+void wsl_log_stamp(char *out, const struct timespec *ts);
+
+/* A line written from a signal handler, in the format in force: nothing here takes a lock or
+ * formats with stdio. msg: printable ASCII with no quote or backslash (written as it is). */
+void wsl_log_from_signal(wsl_log_level level, const char *msg);
+
 #define wsl_error(...) wsl_log(WSL_LOG_ERROR, __VA_ARGS__)
 #define wsl_warn(...)  wsl_log(WSL_LOG_WARN, __VA_ARGS__)
 #define wsl_info(...)  wsl_log(WSL_LOG_INFO, __VA_ARGS__)

@@ -159,10 +159,8 @@ static void on_alarm(int sig)
         return;
     }
     if (told && told_seq == call_seq) {
-        static const char msg[] = "wsluad: Lua code that cannot be stopped (a __gc finalizer, or "
-                                  "blocked in C) is still running: exiting\n";
-        ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
-        (void)n;
+        wsl_log_from_signal(WSL_LOG_ERROR, "Lua code that cannot be stopped (a __gc finalizer, "
+                                           "or blocked in C) is still running: exiting");
         int end = stop_sig ? stop_sig : SIGABRT;
         signal(end, SIG_DFL);
         raise(end);

@@ -617,7 +617,7 @@ def test_code_the_time_limit_cannot_reach_ends_the_process(name):
         srv.wait_for_log("about to block", after=mark)
         rc = srv.wait_exit(GUARD)
         assert rc == -signal.SIGABRT, f"exit status {rc}"
-        srv.wait_for_log(r"wsluad: Lua code that cannot be stopped .* exiting", after=mark)
+        srv.wait_for_log(r"Z ERROR Lua code that cannot be stopped .* exiting$", after=mark)
 
 
 @pytest.mark.parametrize("name", sorted(UNSTOPPABLE))
@@ -638,7 +638,7 @@ def test_sigterm_ends_code_the_time_limit_cannot_reach(name):
         took = time.monotonic() - start
         assert rc == -signal.SIGTERM, f"exit status {rc}"
         assert took < 4, f"exit {took:.1f}s after SIGTERM"
-        srv.wait_for_log(r"wsluad: Lua code that cannot be stopped .* exiting")
+        srv.wait_for_log(r"Z ERROR Lua code that cannot be stopped .* exiting$")
 
 
 def test_sigterm_ends_a_finalizer_looping_at_exit():
@@ -656,4 +656,4 @@ def test_sigterm_ends_a_finalizer_looping_at_exit():
         took = time.monotonic() - start
         assert rc == -signal.SIGTERM, f"exit status {rc}"
         assert took < 5, f"exit {took:.1f}s after SIGTERM"
-        srv.wait_for_log(r"wsluad: Lua code that cannot be stopped .* exiting")
+        srv.wait_for_log(r"Z ERROR Lua code that cannot be stopped .* exiting$")

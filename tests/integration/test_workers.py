@@ -185,7 +185,7 @@ def test_a_worker_stuck_where_the_time_limit_cannot_reach_is_ended_and_restarted
         n = {p: w for w, p in pids.items()}[pid]
         mark = s.mark()
         c.send_text("block in C")
-        s.wait_for_log(r"wsluad: Lua code that cannot be stopped .* exiting", after=mark)
+        s.wait_for_log(r"Z ERROR \[w\d\] Lua code that cannot be stopped .* exiting$", after=mark)
         s.wait_for_log(rf"\[supervisor\] worker {n} \(pid {pid}\) killed by signal 6 .*restarting",
                        after=mark)
         new = int(s.wait_for_log(rf"\[supervisor\] worker {n} started \(pid (\d+)\)",

@@ -4,6 +4,8 @@
  * object on one line. A small strict JSON reader here checks every line it writes. */
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "test.h"
@@ -384,8 +386,82 @@ static void test_random(void)
     CHECK(valid > 4000); /* the check above really ran */
 }
 
+/* wsl_log_stamp against gmtime_r and snprintf, over random times from 1970 to 2400 and the
+ * days around leap years and centuries. */
+static void test_stamp(void)
+{
+    static const long long days[] = {0,          59,         60,     365,   730,   789,
+                                     790,        10957,      11016,  11017, 47541, 47540,
+                                     47541 + 59, 47541 + 60, 157007, 157006};
+    srand(7);
+    for (int i = 0; i < 20000; i++) {
+        struct timespec ts;
+        if (i < (int)(sizeof days / sizeof days[0]) * 3)
+            ts.tv_sec = (time_t)(days[i / 3] * 86400 + (i % 3) * 43200 - (i % 3 == 2));
+        else
+            ts.tv_sec = (time_t)(((unsigned long long)rand() << 16 ^ (unsigned)rand()) %
+                                 13569465600ull); /* before 2400 */
+        ts.tv_nsec = (long)((unsigned)rand() % 1000000000u);
+        if (ts.tv_sec < 0) ts.tv_sec = 0;
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        char want[64], got[WSL_LOG_STAMP_LEN + 1];
+        snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+        wsl_log_stamp(got, &ts);
+        TEST_CONTEXT("t=%lld", (long long)ts.tv_sec);
+        CHECK(strlen(got) == WSL_LOG_STAMP_LEN && strcmp(got, want) == 0);
+        if (test_failures > 20) return;
+    }
+    test_context[0] = 0;
+}
+
+/* What wsl_log_from_signal writes to stderr, read back through a pipe. */
+static size_t from_signal(wsl_log_level level, const char *msg, char *out, size_t cap)
+{
+    int fds[2], saved = dup(STDERR_FILENO);
+    CHECK(saved >= 0 && pipe(fds) == 0 && dup2(fds[1], STDERR_FILENO) >= 0);
+    wsl_log_from_signal(level, msg);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    close(fds[1]);
+    ssize_t n = read(fds[0], out, cap);
+    close(fds[0]);
+    return n > 0 ? (size_t)n : 0;
+}
+
+static void test_from_signal(void)
+{
+    char line[1024];
+    wsl_log_set_name("w7");
+    size_t n = from_signal(WSL_LOG_ERROR, "stuck: exiting", line, sizeof line);
+    static const char tail[] = " ERROR [w7] stuck: exiting\n";
+    CHECK(n == WSL_LOG_STAMP_LEN + sizeof tail - 1);
+    CHECK(n > WSL_LOG_STAMP_LEN && memcmp(line + WSL_LOG_STAMP_LEN, tail, sizeof tail - 1) == 0);
+    CHECK(line[4] == '-' && line[10] == 'T' && line[WSL_LOG_STAMP_LEN - 1] == 'Z');
+
+    wsl_log_set_format(WSL_LOG_JSON);
+    n = from_signal(WSL_LOG_ERROR, "stuck: exiting", line, sizeof line);
+    field f[8];
+    const char *why = NULL;
+    int k = parse_line(line, n, f, 8, &why);
+    CHECK_EQ(k, 4);
+    CHECK(k == 4 && strcmp(f[0].key, "ts") == 0 && f[0].len == WSL_LOG_STAMP_LEN);
+    CHECK(k == 4 && strcmp(f[1].key, "level") == 0 && strcmp(f[1].str, "error") == 0);
+    CHECK(k == 4 && strcmp(f[2].key, "worker") == 0 && strcmp(f[2].str, "w7") == 0);
+    CHECK(k == 4 && strcmp(f[3].key, "msg") == 0 && strcmp(f[3].str, "stuck: exiting") == 0);
+
+    wsl_log_set_level(WSL_LOG_ERROR); /* a level not logged writes nothing */
+    CHECK_EQ(from_signal(WSL_LOG_INFO, "quiet", line, sizeof line), 0);
+    wsl_log_set_level(WSL_LOG_INFO);
+    wsl_log_set_format(WSL_LOG_TEXT);
+    wsl_log_set_name(NULL);
+}
+
 int main(void)
 {
+    test_stamp();
+    test_from_signal();
     test_fields();
     test_escapes();
     test_truncation();
