@@ -1551,10 +1551,22 @@ static int upgrade_done(lua_State *L, int call_status, lua_KContext ctx)
             return luaL_error(L, "on_upgrade: bad subprotocol '%s'", proto);
         memcpy(up->protocol, proto, len + 1);
     } else if (lua_type(L, -3) == LUA_TBOOLEAN && !lua_toboolean(L, -3)) {
-        lua_Integer status = luaL_optinteger(L, -2, 403);
+        /* Checked here rather than by luaL_opt*, whose messages ("bad argument #-2 to '?'")
+         * would not say that on_upgrade's return value is wrong. */
+        int isint = 1;
+        lua_Integer status = lua_isnil(L, -2) ? 403 : lua_tointegerx(L, -2, &isint);
+        if (!isint)
+            return luaL_error(L,
+                              "on_upgrade: the refusal status must be an integer from 400 to 599, "
+                              "got %s",
+                              lua_type(L, -2) == LUA_TNUMBER ? lua_tostring(L, -2)
+                                                             : luaL_typename(L, -2));
         if (status < 400 || status > 599)
-            return luaL_error(L, "on_upgrade: refusal status %d is not 4xx or 5xx", (int)status);
-        const char *body = luaL_optstring(L, -1, wsl_http_reason((int)status));
+            return luaL_error(L, "on_upgrade: refusal status %I is not 4xx or 5xx", status);
+        if (!lua_isnil(L, -1) && !lua_isstring(L, -1))
+            return luaL_error(L, "on_upgrade: the refusal body must be a string, got %s",
+                              luaL_typename(L, -1));
+        const char *body = lua_isnil(L, -1) ? wsl_http_reason((int)status) : lua_tostring(L, -1);
         up->status = (int)status;
         snprintf(up->body, sizeof up->body, "%s", body);
         return 0;
