@@ -174,7 +174,9 @@ static const char *check_status(lua_State *L, int idx, int *status)
     int isint = 0;
     lua_Integer s = lua_type(L, idx) == LUA_TNUMBER ? lua_tointegerx(L, idx, &isint) : 0;
     if (!isint)
-        return lua_pushfstring(L, "status must be an integer, got %s", luaL_typename(L, idx));
+        return lua_pushfstring(L, "status must be an integer, got %s",
+                               lua_type(L, idx) == LUA_TNUMBER ? lua_tostring(L, idx)
+                                                               : luaL_typename(L, idx));
     if (s < 200 || s > 599) return lua_pushfstring(L, "status %I is not 200-599", s);
     *status = (int)s;
     return NULL;

@@ -293,6 +293,9 @@ ERRORS = {
     "/bad-status": "status 700 is not 200-599",
     "/bad-status-1xx": "status 101 is not 200-599",
     "/bad-status-type": "status must be an integer, got string",
+    # "must be an integer, got number" did not say which number was wrong.
+    "/bad-status-float": "status must be an integer, got 200.5",
+    "/bad-status-inf": "status must be an integer, got inf",
     "/bad-body": "body must be a string, got table",
     "/bad-header-value": "header 'X-Bad': CR, LF or another control byte",
     "/bad-header-ctl": "header 'X-Bad': CR, LF or another control byte",
