@@ -1172,6 +1172,16 @@ static int cache_handlers_body(lua_State *L)
     int g = lua_gettop(L);
     for (int k = 0; k < WSL_HANDLERS; k++)
         lua_pushstring(L, wsl_handler_names[k]);
+    /* Anything else than a function, nil or false (a number, a module's table) is a mistake:
+     * taking it for "no handler" would run the script without it, silently. */
+    for (int k = 0; k < WSL_HANDLERS; k++) {
+        lua_pushvalue(L, g + 1 + k);
+        int t = k == WSL_HANDLER_TIMER ? LUA_TNIL : lua_rawget(L, g);
+        if (t != LUA_TFUNCTION && t != LUA_TNIL && !(t == LUA_TBOOLEAN && !lua_toboolean(L, -1)))
+            return luaL_error(L, "%s must be a function (or nil), got %s", wsl_handler_names[k],
+                              luaL_typename(L, -1));
+        lua_pop(L, 1);
+    }
     for (int k = 0; k < WSL_HANDLERS; k++) {
         lua_pushvalue(L, g + 1 + k);
         bool fn = k != WSL_HANDLER_TIMER && lua_rawget(L, g) == LUA_TFUNCTION;
@@ -1187,7 +1197,7 @@ static int cache_handlers_body(lua_State *L)
 
 static bool cache_handlers(wsl_script *s)
 {
-    return wsl_protect(s, cache_handlers_body, NULL, "loading the handlers", NULL);
+    return wsl_protect(s, cache_handlers_body, NULL, s->path, NULL);
 }
 
 int wsl_script_load(wsl_script *s)
