@@ -83,6 +83,8 @@ bool wsl_lrequest_deferred(lua_State *L, wsl_conn *c)
 
 void wsl_lrequest_fail(lua_State *L, wsl_conn *c)
 {
+    /* The error's own line names no client: this one does, whatever failed. */
+    wsl_conn_log(c, WSL_LOG_WARN, "answered 500 after a Lua error");
     wsl_conn_respond(c, 500, NULL, 0, internal_error, sizeof internal_error - 1);
     wsl_lrequest_release(L, c);
 }

@@ -1663,7 +1663,6 @@ static void on_request(void *ud, wsl_conn *c, const wsl_http_req *req)
     bool ok = wsl_protect_handler(s, WSL_HANDLER_REQUEST, request_body, &rc, "on_request", NULL);
     s->req_now = outer;
     if (!ok && wsl_conn_request_pending(c)) {
-        wsl_conn_log(c, WSL_LOG_WARN, "on_request failed: answered 500");
         wsl_lrequest_fail(s->L, c);
     } else if (!wsl_conn_request_pending(c) || !wsl_lrequest_deferred(s->L, c)) {
         wsl_lrequest_release(s->L, c); /* answered, or the server answers: req is done */
