@@ -213,7 +213,9 @@ static int conn_tostring(lua_State *L)
     lconn *u = check_box(L, 1);
     wsl_conn *c = u->h.p;
     if (c) {
-        lua_pushfstring(L, "conn#%I (%s)", (lua_Integer)u->id, wsl_conn_remote(c));
+        /* "closed" as soon as is_open() is false: in on_close the socket is still there. */
+        lua_pushfstring(L, wsl_conn_is_open(c) ? "conn#%I (%s)" : "conn#%I (%s, closed)",
+                        (lua_Integer)u->id, wsl_conn_remote(c));
     } else {
         push_fields(L, 1);
         lua_getfield(L, -1, "remote");

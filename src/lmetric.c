@@ -91,8 +91,10 @@ static int metric_gauge(lua_State *L)
 
 static wsl_metric *check_metric(lua_State *L)
 {
+    /* inc is both types' method: the error names both. */
     lmetric *u = luaL_testudata(L, 1, COUNTER_MT);
-    if (!u) u = luaL_checkudata(L, 1, GAUGE_MT);
+    if (!u) u = luaL_testudata(L, 1, GAUGE_MT);
+    if (!u) luaL_typeerror(L, 1, COUNTER_MT " or " GAUGE_MT);
     return u->m;
 }
 

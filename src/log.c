@@ -301,10 +301,33 @@ void wsl_log_bytes(wsl_log_level level, bool has_conn, uint64_t id, const char *
                    const char *msg, size_t len)
 {
     if (level > max_level) return;
-    if (format == WSL_LOG_JSON)
+    if (format == WSL_LOG_JSON) {
         emit_json(level, has_conn ? CONN_FIELDS : NO_CONN, id, remote, msg, len);
-    else
-        wsl_log(level, "%.*s", (int)strnlen(msg, len < INT_MAX ? len : INT_MAX), msg);
+        return;
+    }
+    /* The message is the script's and may carry what a client sent: a line break must not start
+     * a forged line, an escape sequence must not drive a terminal, a NUL must not end the line
+     * early. Control bytes are escaped as in C (a tab stays). */
+    static const char hex[] = "0123456789abcdef";
+    char text[8192];
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)msg[i];
+        char esc[4] = {(char)ch};
+        size_t k = 1;
+        if (ch == '\n' || ch == '\r') {
+            esc[0] = '\\';
+            esc[1] = ch == '\n' ? 'n' : 'r';
+            k = 2;
+        } else if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+            memcpy(esc, (char[]){'\\', 'x', hex[ch >> 4], hex[ch & 15]}, 4);
+            k = 4;
+        }
+        if (o + k > sizeof text) break; /* longer than a line: cut, as any line is */
+        memcpy(text + o, esc, k);
+        o += k;
+    }
+    wsl_log(level, "%.*s", (int)o, text);
 }
 
 void wsl_log_fatal(const char *fmt, ...)

@@ -30,7 +30,7 @@ void wsl_log_conn(wsl_log_level level, uint64_t id, const char *remote, const ch
 void wsl_log_about(wsl_log_level level, uint64_t id, const char *remote, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* A message of len bytes as it is (ws.log's): JSON keeps every byte, NULs included, and adds
- * conn and remote when has_conn; the text line is the message up to its first NUL. */
+ * conn and remote when has_conn; the text line escapes control bytes (\n, \r, \xHH). */
 void wsl_log_bytes(wsl_log_level level, bool has_conn, uint64_t id, const char *remote,
                    const char *msg, size_t len);
 /* An error before the server runs (no script, a bad --static): "wsluad: message" in text, as a

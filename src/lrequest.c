@@ -83,6 +83,8 @@ bool wsl_lrequest_deferred(lua_State *L, wsl_conn *c)
 
 void wsl_lrequest_fail(lua_State *L, wsl_conn *c)
 {
+    /* The error's own line names no client: this one does, whatever failed. */
+    wsl_conn_log(c, WSL_LOG_WARN, "answered 500 after a Lua error");
     wsl_conn_respond(c, 500, NULL, 0, internal_error, sizeof internal_error - 1);
     wsl_lrequest_release(L, c);
 }
@@ -174,7 +176,9 @@ static const char *check_status(lua_State *L, int idx, int *status)
     int isint = 0;
     lua_Integer s = lua_type(L, idx) == LUA_TNUMBER ? lua_tointegerx(L, idx, &isint) : 0;
     if (!isint)
-        return lua_pushfstring(L, "status must be an integer, got %s", luaL_typename(L, idx));
+        return lua_pushfstring(L, "status must be an integer, got %s",
+                               lua_type(L, idx) == LUA_TNUMBER ? lua_tostring(L, idx)
+                                                               : luaL_typename(L, idx));
     if (s < 200 || s > 599) return lua_pushfstring(L, "status %I is not 200-599", s);
     *status = (int)s;
     return NULL;

@@ -1299,6 +1299,16 @@ static int cache_handlers_body(lua_State *L)
     int g = lua_gettop(L);
     for (int k = 0; k < WSL_HANDLERS; k++)
         lua_pushstring(L, wsl_handler_names[k]);
+    /* Anything else than a function, nil or false (a number, a module's table) is a mistake:
+     * taking it for "no handler" would run the script without it, silently. */
+    for (int k = 0; k < WSL_HANDLERS; k++) {
+        lua_pushvalue(L, g + 1 + k);
+        int t = k == WSL_HANDLER_TIMER ? LUA_TNIL : lua_rawget(L, g);
+        if (t != LUA_TFUNCTION && t != LUA_TNIL && !(t == LUA_TBOOLEAN && !lua_toboolean(L, -1)))
+            return luaL_error(L, "%s must be a function (or nil), got %s", wsl_handler_names[k],
+                              luaL_typename(L, -1));
+        lua_pop(L, 1);
+    }
     for (int k = 0; k < WSL_HANDLERS; k++) {
         lua_pushvalue(L, g + 1 + k);
         bool fn = k != WSL_HANDLER_TIMER && lua_rawget(L, g) == LUA_TFUNCTION;
@@ -1314,7 +1324,7 @@ static int cache_handlers_body(lua_State *L)
 
 static bool cache_handlers(wsl_script *s)
 {
-    return wsl_protect(s, cache_handlers_body, NULL, "loading the handlers", NULL);
+    return wsl_protect(s, cache_handlers_body, NULL, s->path, NULL);
 }
 
 int wsl_script_load(wsl_script *s)
@@ -1684,10 +1694,22 @@ static int upgrade_done(lua_State *L, int call_status, lua_KContext ctx)
             return luaL_error(L, "on_upgrade: bad subprotocol '%s'", proto);
         memcpy(up->protocol, proto, len + 1);
     } else if (lua_type(L, -3) == LUA_TBOOLEAN && !lua_toboolean(L, -3)) {
-        lua_Integer status = luaL_optinteger(L, -2, 403);
+        /* Checked here rather than by luaL_opt*, whose messages ("bad argument #-2 to '?'")
+         * would not say that on_upgrade's return value is wrong. */
+        int isint = 1;
+        lua_Integer status = lua_isnil(L, -2) ? 403 : lua_tointegerx(L, -2, &isint);
+        if (!isint)
+            return luaL_error(L,
+                              "on_upgrade: the refusal status must be an integer from 400 to 599, "
+                              "got %s",
+                              lua_type(L, -2) == LUA_TNUMBER ? lua_tostring(L, -2)
+                                                             : luaL_typename(L, -2));
         if (status < 400 || status > 599)
-            return luaL_error(L, "on_upgrade: refusal status %d is not 4xx or 5xx", (int)status);
-        const char *body = luaL_optstring(L, -1, wsl_http_reason((int)status));
+            return luaL_error(L, "on_upgrade: refusal status %I is not 4xx or 5xx", status);
+        if (!lua_isnil(L, -1) && !lua_isstring(L, -1))
+            return luaL_error(L, "on_upgrade: the refusal body must be a string, got %s",
+                              luaL_typename(L, -1));
+        const char *body = lua_isnil(L, -1) ? wsl_http_reason((int)status) : lua_tostring(L, -1);
         up->status = (int)status;
         snprintf(up->body, sizeof up->body, "%s", body);
         return 0;
@@ -1774,7 +1796,6 @@ static void on_request(void *ud, wsl_conn *c, const wsl_http_req *req)
     bool ok = wsl_protect_handler(s, WSL_HANDLER_REQUEST, request_body, &rc, "on_request", NULL);
     s->req_now = outer;
     if (!ok && wsl_conn_request_pending(c)) {
-        wsl_conn_log(c, WSL_LOG_WARN, "on_request failed: answered 500");
         wsl_lrequest_fail(s->L, c);
     } else if (!wsl_conn_request_pending(c) || !wsl_lrequest_deferred(s->L, c)) {
         wsl_lrequest_release(s->L, c); /* answered, or the server answers: req is done */

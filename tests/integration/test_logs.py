@@ -281,3 +281,19 @@ def test_lua_warnings_go_to_the_log(tmp_path, fmt):
     assert warns[0] == "Lua warning: a warning in two pieces", warns
     assert re.fullmatch(r"Lua warning: error in __gc.*a finalizer failed.*", warns[1]), warns
     assert len(warns) == 2, warns
+
+
+def test_ws_log_is_one_whole_line_in_text(tmp_path):
+    # ws.log's text line ended at the message's first NUL (dropping the rest, later arguments
+    # included) and wrote its line breaks and escape sequences raw, so a script that logged what
+    # a client sent could have it start a forged line or drive the terminal. Control bytes are
+    # now escaped (\n, \r, \xHH; a tab stays): one call, one line, every byte accounted for.
+    script = tmp_path / "nul.lua"
+    script.write_text('ws.log("a\\0b", "c")\n'
+                      'ws.log.warn("one\\n2026-01-01T00:00:00.000Z ERROR forged\\r\\27[2J\\tend")\n')
+    r = run("--check", str(script))
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].endswith(" INFO a\\x00b c"), lines
+    assert lines[1].endswith(" WARN one\\n2026-01-01T00:00:00.000Z ERROR forged\\r\\x1b[2J\tend"), lines

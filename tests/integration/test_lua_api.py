@@ -86,6 +86,18 @@ def test_conn_tostring(server):
     assert f"127.0.0.1:{port}" in text
 
 
+def test_conn_tostring_closed_as_soon_as_not_open(server):
+    # tostring(conn) said "conn#7 (ip:port)" until the TCP connection was gone, so in on_close
+    # and right after conn:close it named as open a connection whose is_open() was false.
+    a = server.connect()
+    b = server.connect()
+    aid = ev1(a, "S.a = conn return conn.id")
+    port = a.sock.getsockname()[1]
+    # a does not answer the close frame: the server waits in the close handshake.
+    got = ev(b, "S.a:close(4000, 'bye') return S.a:is_open(), tostring(S.a)")
+    assert got == ["false", f"conn#{aid} (127.0.0.1:{port}, closed)"], got
+
+
 def test_conn_same_object_across_handlers(server):
     c = server.connect()
     # probe.lua's on_open stored seen[conn] = conn.id: the object given to on_message is the

@@ -452,6 +452,9 @@ function on_message(conn, data) conn:send(tostring(load(data)())) end
         assert "not UTF-8" in err("ws.metric.counter('x_total', 'h', {'k'}):inc('\\255')")
         assert "string or number" in err("ws.metric.counter('x_total', 'h', {'k'}):inc({})")
         assert "expected a value" in err("ws.metric.gauge('g', 'h'):set()")
+        # inc called with a dot named the gauge alone as what it wanted, also for a counter.
+        assert "wsluad.counter or wsluad.gauge expected, got nil" in \
+            err("ws.metric.counter('x_total', 'h', {'k'}).inc(nil, 'v')")
         assert ev("return ws.metric.gauge('g', 'h'):set(1.5)") == "true"
         assert ev("return ws.metric.gauge('g', 'h') == ws.metric.gauge('g', 'other help')") \
             == "true"

@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from harness import Server
+from harness import Server, run
 
 VERSION = r'''
 -- reload test script, {v}
@@ -232,3 +232,29 @@ def test_handler_assigned_later_is_seen_at_the_next_reload(tmp_path):
         s.signal(signal.SIGHUP)
         s.wait_for_line(reload_rx(script), after=mark)
         assert say(c, "c") == "new:c"
+
+
+NOT_A_FUNCTION = ('function on_message(conn, data) conn:send("v-table:" .. data) end\n'
+                  'on_close = {}  -- meant: a module of handlers\n')
+
+
+def test_handler_that_is_not_a_function_fails_the_load(script, tmp_path):
+    # A handler global that was neither nil nor a function (on_close = 5, a module's table)
+    # was taken for "no handler" without a word: the script ran with its on_close missing. It
+    # fails the load now, as an error at the top level does (false still means none).
+    bad = tmp_path / "bad.lua"
+    write(bad, "on_drain = false\non_close = 5\n")
+    r = run("--check", str(bad))
+    assert r.returncode == 1, r.stderr
+    assert "on_close must be a function (or nil), got number" in r.stderr
+    write(bad, "on_drain = false\n")
+    assert run("--check", str(bad)).returncode == 0
+    with Server(script) as s:
+        c = s.connect()
+        assert say(c, "a").startswith("v1:")
+        write(script, NOT_A_FUNCTION)
+        mark = s.mark()
+        s.signal(signal.SIGHUP)
+        s.wait_for_line(r"ERROR.*on_close must be a function \(or nil\), got table", after=mark)
+        s.wait_for_line(r"reload of .* failed: keeping the running handlers", after=mark)
+        assert say(c, "b").startswith("v1:")

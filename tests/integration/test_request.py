@@ -293,6 +293,9 @@ ERRORS = {
     "/bad-status": "status 700 is not 200-599",
     "/bad-status-1xx": "status 101 is not 200-599",
     "/bad-status-type": "status must be an integer, got string",
+    # "must be an integer, got number" did not say which number was wrong.
+    "/bad-status-float": "status must be an integer, got 200.5",
+    "/bad-status-inf": "status must be an integer, got inf",
     "/bad-body": "body must be a string, got table",
     "/bad-header-value": "header 'X-Bad': CR, LF or another control byte",
     "/bad-header-ctl": "header 'X-Bad': CR, LF or another control byte",
@@ -311,10 +314,15 @@ def test_script_errors_answer_500(srv, path):
         assert st == 500 and body == b"Internal Server Error\n"
         assert "x-injected" not in h and "x-bad" not in h
         assert c.get("/hello")[0] == 200  # a proper answer: the connection goes on
+        port = c.port
     i, _ = srv.wait_for_line(r"ERROR Lua error in on_request: .*" + re.escape(ERRORS[path]),
                              after=mark)
     j, _ = srv.wait_for_line(r"^stack traceback:$", after=i + 1)  # the same log entry goes on
     assert j == i + 1, srv.log().splitlines()[i:j + 1]
+    # The ERROR line does not name the client: a WARN line does, whatever failed (a wrong
+    # answer, such as a bad status, had none).
+    srv.wait_for_log(rf"WARN conn#\d+ 127\.0\.0\.1:{port}: answered 500 after a Lua error$",
+                     after=mark)
 
 
 def test_respond_with_bad_values_later_500(srv):

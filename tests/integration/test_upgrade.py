@@ -49,6 +49,22 @@ def test_refusal_default_403(server):
     no_on_open_for(server, "/refuse-default")
 
 
+@pytest.mark.parametrize("path,message", [
+    ("/refuse-float", r"on_upgrade: the refusal status must be an integer from 400 to 599, got 451\.5"),
+    ("/refuse-huge", r"on_upgrade: refusal status 1099511628179 is not 4xx or 5xx"),
+    ("/refuse-body-table", r"on_upgrade: the refusal body must be a string, got table"),
+])
+def test_refusal_with_wrong_values_says_which(server, path, message):
+    # A status that is no integer gave "bad argument #-2 to '?' (number has no integer
+    # representation)", a body that is no string "bad argument #-1 to '?'", and a status past
+    # 2^31 was printed cut to an int: none named on_upgrade's return value.
+    mark = server.mark()
+    e = refused(server, path)
+    assert e.status == 500
+    server.wait_for_log(r"ERROR Lua error in on_upgrade: " + message + "$", after=mark)
+    no_on_open_for(server, path)
+
+
 @pytest.mark.parametrize("path", ["/nothing", "/true"])
 def test_accept(server, path):
     mark = server.mark()

@@ -43,6 +43,8 @@ routes["/error-table"] = function() error({code = 7}) end
 routes["/bad-status"] = function() return 700, "x" end
 routes["/bad-status-1xx"] = function() return 101, "x" end
 routes["/bad-status-type"] = function() return "200", "x" end
+routes["/bad-status-float"] = function() return 200.5, "x" end
+routes["/bad-status-inf"] = function() return math.huge, "x" end
 routes["/bad-body"] = function() return 200, {} end
 routes["/bad-header-value"] = function() return 200, "x", {["X-Bad"] = "a\r\nX-Injected: 1"} end
 routes["/bad-header-ctl"] = function() return 200, "x", {["X-Bad"] = "a\0b"} end

@@ -17,6 +17,12 @@ function on_upgrade(req)
     return false, 429
   elseif p == "/refuse-default" then
     return false
+  elseif p == "/refuse-float" then
+    return false, 451.5
+  elseif p == "/refuse-huge" then
+    return false, 2 ^ 40 + 403
+  elseif p == "/refuse-body-table" then
+    return false, 403, {}
   elseif p == "/nothing" then
     return
   elseif p == "/true" then
