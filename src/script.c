@@ -50,6 +50,7 @@ static volatile sig_atomic_t interrupt_seq, interrupt_pending;
 static const char *volatile interrupt_why;
 static volatile sig_atomic_t stop_sig;       /* the signal that asked the process to end */
 static volatile sig_atomic_t told, told_seq; /* a call was told to stop (stop_call) */
+static volatile sig_atomic_t told_said;      /* ... and the log says it is stuck */
 static double handler_timeout;
 static char timeout_msg[96];
 static volatile sig_atomic_t closing; /* lua_close runs (wsl_script_free, last_finalizer) */
@@ -144,6 +145,7 @@ static void stop_call(const char *why)
     overrun = 1;
     hook(running);
     told = 1;
+    told_said = 0;
     told_seq = call_seq;
     told_at = mono_sec();
     arm_told();
@@ -155,6 +157,14 @@ static void on_alarm(int sig)
     alarm_armed = 0;
     if (!in_call) return; /* idle: the next call arms it again */
     if (told && told_seq == call_seq && mono_sec() - told_at < grace()) {
+        /* Lua code told to stop ends within a hook's 100 instructions: a tick later, the call
+         * can only be in C or in a finalizer. The operator hears of it while it lasts. */
+        if (!told_said) {
+            told_said = 1;
+            wsl_log_from_signal(WSL_LOG_WARN, "a Lua call over its time limit is stuck where it "
+                                              "cannot be stopped (a __gc finalizer, or blocked "
+                                              "in C): the process ends unless it comes back");
+        }
         arm_told();
         return;
     }
@@ -832,8 +842,15 @@ static int failed_body(lua_State *L)
     const char *msg = lua_tostring(L, -1);
     if (f->status == LUA_ERRMEM) msg = "not enough memory (--lua-memory)"; /* Lua's says less */
     snprintf(f->msg, sizeof f->msg, "%s", msg);
-    /* The runner's stack is intact (dead or abandoned): it shows where the error or loop was. */
+    /* The runner's stack is intact (dead or abandoned): it shows where the error or loop was.
+     * A call that returned before its stop took effect (it ran out of time in C) has none. */
     luaL_traceback(L, f->co, msg, 0);
+    lua_Debug ar;
+    if (f->status == LUA_YIELD && !lua_getstack(f->co, 0, &ar)) {
+        lua_pushliteral(L, "\n\t(none: the call had returned when its stop took effect; its time "
+                           "ran out in C code or a finalizer)");
+        lua_concat(L, 2);
+    }
     lua_rawsetp(L, LUA_REGISTRYINDEX, &err_trace_key);
     return 0;
 }

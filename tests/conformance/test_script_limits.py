@@ -617,7 +617,33 @@ def test_code_the_time_limit_cannot_reach_ends_the_process(name):
         srv.wait_for_log("about to block", after=mark)
         rc = srv.wait_exit(GUARD)
         assert rc == -signal.SIGABRT, f"exit status {rc}"
-        srv.wait_for_log(r"Z ERROR Lua code that cannot be stopped .* exiting$", after=mark)
+        # While it lasted, the log said so; then why the process ends.
+        warned, _ = srv.wait_for_line(r"Z WARN a Lua call over its time limit is stuck where it "
+                                      r"cannot be stopped .*the process ends unless it comes back$",
+                                      after=mark)
+        ended, _ = srv.wait_for_line(r"Z ERROR Lua code that cannot be stopped .* exiting$",
+                                     after=mark)
+        assert warned < ended
+
+
+def test_call_back_from_c_within_its_grace_fails_and_says_why():
+    # Blocked in C past its limit but back within the grace: the process goes on, the call
+    # fails as timed out, and its traceback says why it shows no Lua frame.
+    srv = cu.start_server(CHUNK, "--static", "none", "--handler-timeout", "2")
+    with srv:
+        bystander = srv.connect()
+        c = srv.connect()
+        mark = srv.mark()
+        c.send_text("os.execute('sleep 3')")
+        srv.wait_for_log(r"Z WARN a Lua call over its time limit is stuck", after=mark)
+        i, _ = srv.wait_for_line(r" ERROR Lua error in on_message \(conn#\d+ [^)]*\): handler "
+                                 r"timeout: still running after 2 s", GUARD, after=mark)
+        srv.wait_for_line(r"^\t\(none: the call had returned when its stop took effect; its "
+                          r"time ran out in C code or a finalizer\)$", GUARD, after=i)
+        assert c.expect_close(GUARD, skip_data=True)[0] == 1011
+        c.close(1011)
+        served(bystander)
+        cu.finish_clean(bystander)
 
 
 @pytest.mark.parametrize("name", sorted(UNSTOPPABLE))
