@@ -1,7 +1,8 @@
 /* ws.redis: Redis commands from scripts, on the cluster link's command connection (never the
  * subscriber one). With a callback, the reply comes later as callback(reply, err); inside a
  * function run by ws.spawn, without a callback, the coroutine waits and ws.redis returns
- * reply, err; otherwise the reply is dropped and an error reply is logged. */
+ * reply, err; in a coroutine the script made, that is an error; elsewhere the reply is dropped
+ * and an error reply is logged. */
 #include <hiredis/hiredis.h>
 #include <stdlib.h>
 
@@ -162,6 +163,10 @@ static int ws_redis(lua_State *L)
     if (why) return luaL_error(L, "ws.redis: %s", why);
 
     bool wait = !has_cb && wsl_lspawn_is_spawned(L);
+    /* There no reply could come back, and dropping it would pass for an answer (true). */
+    if (!has_cb && !wait && wsl_script_own_coroutine(L))
+        return luaL_error(L, "ws.redis: cannot wait in a coroutine of the script's own (only the "
+                             "function ws.spawn runs waits); give a callback instead");
     /* Checked before the command is sent: if the yield below failed, the reply would still
      * resume the coroutine later, in the middle of another wait or after it ended. */
     if (wait && !lua_isyieldable(L))

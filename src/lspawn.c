@@ -151,7 +151,8 @@ static int ws_sleep(lua_State *L)
     lua_Number secs = luaL_checknumber(L, 1);
     if (!(secs >= 0) || secs > 1e9) return luaL_error(L, "ws.sleep: bad interval %f", secs);
     if (!wsl_lspawn_is_spawned(L))
-        return luaL_error(L, "ws.sleep: only inside a function run by ws.spawn");
+        return luaL_error(L, "ws.sleep: only inside a function run by ws.spawn (itself, not a "
+                             "coroutine it made)");
     /* Checked before the timer starts: if the yield below failed, the timer would still
      * resume the coroutine later, in the middle of another wait or after it ended. */
     if (!lua_isyieldable(L)) return luaL_error(L, "ws.sleep: %s", WSL_CANNOT_WAIT);

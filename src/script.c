@@ -519,6 +519,11 @@ static bool is_runner(const wsl_script *s, const lua_State *co)
     return false;
 }
 
+bool wsl_script_own_coroutine(lua_State *L)
+{
+    return L != wsl_script_of(L)->L && !is_runner(wsl_script_of(L), L) && !wsl_lspawn_owns(L, L);
+}
+
 static int co_isyieldable(lua_State *L)
 {
     lua_State *co = lua_isnone(L, 1) ? L : lua_tothread(L, 1);

@@ -168,6 +168,10 @@ int wsl_lws_open(lua_State *L);
     "replacement, a __tostring...)"
 void wsl_lspawn_register(lua_State *L);
 bool wsl_lspawn_is_spawned(lua_State *L);
+/* Whether L is a coroutine the script made itself (coroutine.create or wrap): not the main
+ * thread, a runner or a coroutine of ws.spawn. Nothing of the server's resumes it, so it cannot
+ * wait for a reply (script.c). */
+bool wsl_script_own_coroutine(lua_State *L);
 /* Whether co is a coroutine of ws.spawn still running or waiting (looked up with L's stack). */
 bool wsl_lspawn_owns(lua_State *L, lua_State *co);
 void wsl_lspawn_stop(wsl_script *s);

@@ -606,6 +606,20 @@ def test_ws_redis_fire_and_forget(redis_server):
                     'conn:send("cb " .. r) end) S.after = true end) '
                     "return S.r, S.after") == ["true", "true"]
         assert x.recv_text() == "cb PONG"
+        # Not in a coroutine of the script's own, where `true` would pass for the reply: no
+        # reply could come back to it, in a handler or in a function run by ws.spawn.
+        own = ("cannot wait in a coroutine of the script's own (only the function ws.spawn "
+               "runs waits); give a callback instead")
+        assert own in x.ev_err('coroutine.wrap(function() ws.redis({"RPUSH", "list", "x"}) '
+                               'end)()')
+        x.ev('ws.spawn(function() local ok, e = pcall(coroutine.wrap(function() '
+             'return ws.redis({"RPUSH", "list", "y"}) end)) conn:send("m:" .. shows(ok, e)) end)')
+        assert re.fullmatch(r'm:false ".*' + re.escape(own) + '"', x.recv_text())
+        # ... where a callback still works.
+        x.ev('coroutine.wrap(function() ws.redis({"RPUSH", "list", "z"}, function(n) '
+             'conn:send("m:" .. shows(n)) end) end)()')
+        assert x.recv_text() == "m:i3"
+        assert r.command("LRANGE", "list", 0, -1) == [b"a", b"b", b"z"]
 
 
 def test_ws_redis_refuses_bad_and_forbidden_commands(redis_server):
@@ -720,8 +734,8 @@ def test_spawn_sequencing_with_redis_and_sleep(redis_server):
         assert "only inside a function run by ws.spawn" in x.ev_err("ws.sleep(0.01)")
         x.ev("ws.spawn(function() local co = coroutine.wrap(function() "
              "return pcall(ws.sleep, 0.01) end) conn:send('m:' .. shows(co())) end)")
-        assert re.fullmatch(r'm:false ".*only inside a function run by ws\.spawn"',
-                            x.recv_text())
+        assert re.fullmatch(r'm:false ".*only inside a function run by ws\.spawn \(itself, '
+                            r'not a coroutine it made\)"', x.recv_text())
         x.ev("ws.spawn(function() conn:send('m:' .. shows(pcall(ws.sleep, -1))) end)")
         assert re.fullmatch(r'm:false ".*ws\.sleep: bad interval.*"', x.recv_text())
         assert "function expected" in x.ev_err("ws.spawn(42)")
