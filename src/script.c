@@ -508,6 +508,20 @@ static int safe_getinfo(lua_State *L)
     return n;
 }
 
+/* os.exit ends the process at once, as in Lua (and Node's process.exit): no close frames, no
+ * on_close. It says so first, so that the end is never silent. */
+static lua_CFunction lua_os_exit;
+
+static int logged_exit(lua_State *L)
+{
+    int n = lua_gettop(L);
+    wsl_warn("os.exit(%s) called by the script: the process ends now, without closing its "
+             "connections",
+             n ? luaL_tolstring(L, 1, NULL) : "");
+    lua_settop(L, n);
+    return lua_os_exit(L);
+}
+
 /* A handler runs on a runner, a function of ws.spawn in a coroutine that only ws.sleep and
  * ws.redis may suspend: coroutine.yield is an error in both, so coroutine.isyieldable says false
  * there, and coroutine.running calls a runner the main thread (code that is in no coroutine of
@@ -591,6 +605,7 @@ static void track_coroutines(lua_State *L)
     lua_db_setupvalue = lib_function(L, "debug", "setupvalue");
     lua_db_setmetatable = lib_function(L, "debug", "setmetatable");
     lua_db_getinfo = lib_function(L, "debug", "getinfo");
+    lua_os_exit = lib_function(L, "os", "exit");
     replace(L, "coroutine", "resume", co_resume);
     replace(L, "coroutine", "wrap", co_wrap);
     replace(L, "coroutine", "close", co_close);
@@ -606,6 +621,7 @@ static void track_coroutines(lua_State *L)
     replace(L, "debug", "setupvalue", safe_setupvalue);
     replace(L, "debug", "setmetatable", safe_setmetatable);
     replace(L, "debug", "getinfo", safe_getinfo);
+    replace(L, "os", "exit", logged_exit);
 }
 
 /* ---- memory cap ------------------------------------------------------------------------- */

@@ -467,8 +467,26 @@ def test_replaced_functions_keep_no_original():
     with cu.server(CHUNK, "--static", "none") as srv:
         run_chunk(srv, "for _, f in ipairs({coroutine.resume, coroutine.wrap, coroutine.close, "
                        "coroutine.yield, coroutine.isyieldable, coroutine.running, pcall, xpcall, "
-                       "debug.sethook}) do assert(debug.getupvalue(f, 1) == nil) end",
+                       "debug.sethook, debug.getregistry, debug.setuservalue, debug.setlocal, "
+                       "debug.setupvalue, debug.setmetatable, debug.getinfo, os.exit}) do "
+                       "assert(debug.getupvalue(f, 1) == nil) end",
                   expect="done")
+
+
+@pytest.mark.parametrize("args,status", [("7", 7), ("false", 1), ("", 0), ("true, true", 0)])
+def test_os_exit_ends_the_process_at_once_and_says_so(args, status):
+    # As in Lua (and Node's process.exit): no close frame, no on_close; but never silently.
+    srv = cu.start_server(CHUNK, "--static", "none")
+    with srv:
+        c = srv.connect()
+        mark = srv.mark()
+        c.send_text(f"os.exit({args})")
+        rc = srv.wait_exit(GUARD)
+        assert rc == status, f"exit status {rc}"
+        shown = args.split(",")[0] if args else ""
+        srv.wait_for_log(rf"WARN os\.exit\({shown}\) called by the script: the process ends "
+                         r"now, without closing its connections$", after=mark)
+        assert not srv.find_logs(r"on_close id=", after=mark)
 
 
 def test_debug_getinfo_hands_out_no_c_function_of_a_frame():
