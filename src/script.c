@@ -583,9 +583,7 @@ static void replace(lua_State *L, const char *lib, const char *fn, lua_CFunction
     lua_pop(L, 1);
 }
 
-/* What runs the script's code in other threads or catches errors goes through the functions
- * above, so the time limit always knows the running thread and its stop cannot be caught; and
- * the debug library writes only the script's own values. */
+/* lib.fn as Lua made it (NULL when the library is not there). */
 static lua_CFunction lib_function(lua_State *L, const char *lib, const char *fn)
 {
     lua_CFunction f = NULL;
@@ -598,7 +596,10 @@ static lua_CFunction lib_function(lua_State *L, const char *lib, const char *fn)
     return f;
 }
 
-static void track_coroutines(lua_State *L)
+/* What runs the script's code in other threads or catches errors goes through the functions
+ * above, so the time limit always knows the running thread and its stop cannot be caught; the
+ * debug library writes only the script's own values; os.exit says what it does. */
+static void replace_functions(lua_State *L)
 {
     lua_co_close = lib_function(L, "coroutine", "close");
     lua_db_setlocal = lib_function(L, "debug", "setlocal");
@@ -1184,7 +1185,7 @@ static int setup_body(lua_State *L)
     lua_setmetatable(L, -2);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &last_key);
     luaL_openlibs(L);
-    track_coroutines(L);
+    replace_functions(L);
     wsl_lconn_open(L);
     wsl_lrequest_open(L);
     wsl_ltimer_open(L);
