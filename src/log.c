@@ -265,7 +265,14 @@ static void emit(wsl_log_level level, conn_mode mode, uint64_t id, const char *r
     }
     int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
     size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
-    if (len > sizeof line - 2) len = sizeof line - 2; /* truncated: still end the line */
+    if (len > sizeof line - 2) { /* too long: cut at a character, say so, still end the line */
+        static const char cut[] = " [cut: the line was longer than 8 KiB]";
+        len = sizeof line - 2 - (sizeof cut - 1);
+        while (len > (size_t)n && ((unsigned char)line[len] & 0xC0) == 0x80)
+            len--;
+        memcpy(line + len, cut, sizeof cut - 1);
+        len += sizeof cut - 1;
+    }
     line[len++] = '\n';
     write_line(line, len);
 }

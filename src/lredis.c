@@ -182,9 +182,8 @@ static int ws_redis(lua_State *L)
             lua_pushnil(L);
             lua_pushstring(L, wsl_strerror(r));
             wsl_call(L, 2, 0);
-            return 0;
         }
-        return wsl_lresult(L, r);
+        return wsl_lresult(L, r); /* as without a callback: it was not sent */
     }
     if (has_cb) {
         lua_pushvalue(L, 2);

@@ -1758,8 +1758,11 @@ static int upgrade_done(lua_State *L, int call_status, lua_KContext ctx)
     lua_pop(L, 3);
 
     /* Accepted: whatever the hook left in req.data becomes conn.data. */
-    lua_getfield(L, req_index, "data");
-    if (lua_type(L, -1) == LUA_TTABLE) {
+    int data = lua_getfield(L, req_index, "data");
+    if (data != LUA_TTABLE && data != LUA_TNIL)
+        return luaL_error(L, "on_upgrade: req.data must be a table (it becomes conn.data), got %s",
+                          lua_typename(L, data));
+    if (data == LUA_TTABLE) {
         lua_pushnil(L);
         if (lua_next(L, -2)) {
             lua_pop(L, 2);

@@ -119,6 +119,19 @@ def test_req_data_becomes_conn_data(server):
     assert c.recv_text() == "alice:42"
 
 
+def test_req_data_that_is_not_a_table_is_an_error(server):
+    # It would be lost: conn.data is a table. nil is "no data".
+    mark = server.mark()
+    e = refused(server, "/data-not-table")
+    assert e.status == 500
+    server.wait_for_log(r"ERROR.*on_upgrade: req\.data must be a table \(it becomes "
+                        r"conn\.data\), got string", after=mark)
+    no_on_open_for(server, "/data-not-table")
+    c = server.connect("/data-nil")
+    c.send_frame(OP_TEXT, b"data")
+    assert c.recv_text() == "nil:nil"
+
+
 def test_req_fields(server):
     c = server.connect("/req?x=1&y=2", headers={
         "X-Custom": "Custom Value",

@@ -430,6 +430,40 @@ static size_t from_signal(wsl_log_level level, const char *msg, char *out, size_
     return n > 0 ? (size_t)n : 0;
 }
 
+/* What wsl_log writes to stderr for msg, read back through a pipe. */
+static size_t logged(const char *msg, char *out, size_t cap)
+{
+    int fds[2], saved = dup(STDERR_FILENO);
+    CHECK(saved >= 0 && pipe(fds) == 0 && dup2(fds[1], STDERR_FILENO) >= 0);
+    wsl_log(WSL_LOG_INFO, "%s", msg);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    close(fds[1]);
+    size_t got = 0;
+    ssize_t n;
+    while (got < cap && (n = read(fds[0], out + got, cap - got)) > 0)
+        got += (size_t)n;
+    close(fds[0]);
+    return got;
+}
+
+/* A text line longer than 8 KiB ends with a mark, cut at a character. */
+static void test_text_cut(void)
+{
+    static char msg[20000], line[30000];
+    memset(msg, 'a', 8100);
+    for (size_t i = 8100; i + 2 < sizeof msg - 1; i += 2)
+        memcpy(msg + i, "\xc3\xa9", 2); /* é: a cut inside one would be ill-formed */
+    size_t n = logged(msg, line, sizeof line);
+    static const char cut[] = " [cut: the line was longer than 8 KiB]\n";
+    CHECK(n > sizeof cut && n <= 8192);
+    CHECK(memcmp(line + n - (sizeof cut - 1), cut, sizeof cut - 1) == 0);
+    CHECK(utf8_ok((const unsigned char *)line, n));
+    /* A line that fits has no mark. */
+    n = logged("short", line, sizeof line);
+    CHECK(n > 6 && memcmp(line + n - 6, "short\n", 6) == 0);
+}
+
 static void test_from_signal(void)
 {
     char line[1024];
@@ -461,6 +495,7 @@ static void test_from_signal(void)
 int main(void)
 {
     test_stamp();
+    test_text_cut();
     test_from_signal();
     test_fields();
     test_escapes();

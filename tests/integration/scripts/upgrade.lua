@@ -37,6 +37,12 @@ function on_upgrade(req)
     req.data.user = "alice"
     req.data.n = 42
     return true
+  elseif p == "/data-not-table" then
+    req.data = "alice"
+    return true
+  elseif p == "/data-nil" then
+    req.data = nil
+    return true
   elseif p == "/req" then
     local names = {}
     for k in pairs(req.headers) do
