@@ -774,6 +774,7 @@ static lua_State *runner(wsl_script *s, int d)
 static void drop_runner(wsl_script *s, int d)
 {
     luaL_unref(s->L, LUA_REGISTRYINDEX, s->runner_refs[d]);
+    if (s->runners[d] == s->anchored) s->anchored = NULL;
     s->runners[d] = NULL;
 }
 
@@ -934,6 +935,7 @@ static void failed(wsl_script *s, failure *f, bool grew)
     if (!f->hooks_off) { /* (with hooks off its __close handlers would be beyond the limit) */
         wsl_close_thread(L, f->co); /* an abandoned or failed runner is clean for the next call */
         lua_settop(f->co, 0);
+        if (f->co == s->anchored) s->anchored = NULL;
     }
     if (f->depth >= 0 && (f->hooks_off || f->status == LUA_YIELD)) drop_runner(s, f->depth);
     /* A call that failed after piling up memory leaves garbage the collector may take long to
@@ -958,6 +960,11 @@ int wsl_body_done(lua_State *L, int status, lua_KContext ctx)
     (void)ctx;
     return 0;
 }
+
+/* The bottom of the anchored runner's stack (s->anchored): what every message call pushes, copied
+ * from these slots, which is cheaper than reading the registry. Calls on that runner run above
+ * them: a call's function and arguments are all the call sees. */
+enum { ANCHOR_ON_MESSAGE = 1, ANCHOR_TEXT, ANCHOR_BINARY, ANCHORS = ANCHOR_BINARY };
 
 /* What run_begin kept of the call around it, for run_resume. */
 typedef struct run_state {
@@ -999,7 +1006,7 @@ static int run_resume(wsl_script *s, const run_state *r, lua_State *co, int narg
         s->timed_out = false;
         call_end(s, outer);
         if (s->peak < outer_peak) s->peak = outer_peak;
-        lua_settop(co, 0);
+        lua_settop(co, co == s->anchored ? ANCHORS : 0);
         return 1;
     }
     const char *why = overrun_seen ? overrun_why : "attempt to yield from outside a coroutine";
@@ -1011,7 +1018,7 @@ static int run_resume(wsl_script *s, const run_state *r, lua_State *co, int narg
     bool grew = s->peak > mem_before + TRIM_GROWTH;
     if (s->peak < outer_peak) s->peak = outer_peak;
     if (st == LUA_OK && !stopped) {
-        lua_settop(co, 0);
+        lua_settop(co, co == s->anchored ? ANCHORS : 0);
         return 1;
     }
     if (st == LUA_YIELD && spawned && !overrun_seen) {
@@ -1311,6 +1318,7 @@ static int cache_handlers_body(lua_State *L)
         lua_rawseti(L, LUA_REGISTRYINDEX, s->handler_refs[k]);
         s->defined = fn ? s->defined | 1u << k : s->defined & ~(1u << k);
     }
+    s->anchored = NULL; /* the next message anchors the new on_message */
     return 0;
 }
 
@@ -1555,6 +1563,30 @@ static inline bool direct_ok(const wsl_script *s, const handler_call *h)
            (!s->mem_limit || s->mem + h->len + DIRECT_HEADROOM <= s->mem_limit);
 }
 
+/* A message call on the anchored runner: as push_handler_call, from the anchors. */
+static inline int push_message_call(lua_State *co, wsl_script *s, const handler_call *h)
+{
+    s->rx_text = lua_pushlstring(co, (const char *)h->data, h->len); /* at ANCHORS + 1 */
+    s->rx_len = h->len;
+    if (h->binary) s->rx_text = NULL;
+    lua_pushvalue(co, ANCHOR_ON_MESSAGE);
+    wsl_lconn_push(co, h->c);
+    lua_pushvalue(co, ANCHORS + 1);
+    lua_pushvalue(co, h->binary ? ANCHOR_BINARY : ANCHOR_TEXT);
+    return 3;
+}
+
+/* Runner co, idle, anchors the current on_message and the kind strings (copies of values the
+ * registry holds: nothing is allocated). */
+static void anchor(wsl_script *s, lua_State *co)
+{
+    lua_settop(co, 0);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, s->handler_refs[WSL_HANDLER_MESSAGE]);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, s->kind_refs[0]);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, s->kind_refs[1]);
+    s->anchored = co;
+}
+
 /* The direct path: the handler and its arguments go straight onto the runner, which runs the
  * Lua function itself, without handler_body (and its extra C call) in between. As
  * wsl_protect_handler: time limit, metrics, errors logged. */
@@ -1565,9 +1597,10 @@ static bool call_direct(wsl_script *s, const handler_call *h)
     s->timed_out = false;
     uint64_t start = wsl_metrics.timing ? now_ns() : 0;
     lua_State *co = s->runners[0];
+    if (h->args == ARGS_MESSAGE && co != s->anchored) anchor(s, co);
     run_state r;
     run_begin(s, co, &r); /* the time limit covers finalizers the pushes may run */
-    int n = push_handler_call(co, s, h);
+    int n = h->args == ARGS_MESSAGE ? push_message_call(co, s, h) : push_handler_call(co, s, h);
     bool ok = run_resume(s, &r, co, n, 0, wsl_handler_names[h->kind], h->c) > 0;
     wsl_metrics_handler(h->kind, ok, !ok && s->timed_out, start ? now_ns() - start : 0);
     s->ran = outer_ran;
