@@ -394,6 +394,27 @@ int wsl_conn_send(wsl_conn *c, wsl_msg *m)
     return r;
 }
 
+int wsl_conn_send_frame(wsl_conn *c, int opcode, const void *p, size_t len)
+{
+    wsl_server *srv = c->srv;
+    /* cork_msg's case, without a wsl_msg: the header is encoded in the cork buffer itself. */
+    if (c->corked && c->state == WSL_CONN_OPEN && !c->out.bytes && !c->tls && !c->deflate &&
+        len + WSL_SERVER_HDR_MAX <= WSL_CORK_MAX - srv->cork_len) {
+        uint8_t *q = srv->cork + srv->cork_len;
+        size_t h = wsl_frame_header(q, opcode, true, len);
+        if (len) memcpy(q + h, p, len);
+        srv->cork_len += h + len;
+        c->corked_out = 1;
+        wsl_metrics.messages_sent++;
+        return 0;
+    }
+    wsl_msg m;
+    wsl_msg_init(&m, opcode, p, len);
+    int r = wsl_conn_send(c, &m);
+    wsl_msg_release(&m);
+    return r;
+}
+
 /* Output that is no broadcast (control frames, HTTP answers) is written at once when nothing is
  * queued ahead of it: no chunk is taken for it, so a ping storm over many connections costs no
  * memory. What the socket does not take is queued; the connection is marked dirty either way so
