@@ -988,27 +988,40 @@ static inline void run_begin(wsl_script *s, lua_State *co, run_state *r)
     s->waiting = false;
 }
 
+static int run_ended(wsl_script *s, const run_state *r, lua_State *co, int st, int nres,
+                     bool waiting, bool overrun_seen, int d, const char *what, const wsl_conn *c);
+
 /* Resume co, begun with run_begin: a runner (at depth d) holding a body and its argument or a
  * handler and its arguments, or a coroutine of ws.spawn holding what it is resumed with (d < 0).
  * 1: it finished; 0: a coroutine of ws.spawn yields to wait (it called wsl_spawn_waiting); -1: it
- * failed, which is logged. */
-static int run_resume(wsl_script *s, const run_state *r, lua_State *co, int nargs, int d,
-                      const char *what, const wsl_conn *c)
+ * failed, which is logged. Inline, the common case: every other ending is run_ended's. */
+static inline int run_resume(wsl_script *s, const run_state *r, lua_State *co, int nargs, int d,
+                             const char *what, const wsl_conn *c)
 {
-    bool spawned = d < 0;
     lua_State *outer = r->outer;
-    size_t mem_before = r->mem_before, outer_peak = r->outer_peak;
     int nres, st = lua_resume(co, outer ? outer : s->L, nargs, &nres);
     bool waiting = s->waiting;
     s->waiting = r->outer_waiting;
     bool overrun_seen = overrun;
-    if (st == LUA_OK && !overrun_seen) { /* the common case, first */
+    if (st == LUA_OK && !overrun_seen) {
         s->timed_out = false;
         call_end(s, outer);
-        if (s->peak < outer_peak) s->peak = outer_peak;
+        if (s->peak < r->outer_peak) s->peak = r->outer_peak;
         lua_settop(co, co == s->anchored ? ANCHORS : 0);
         return 1;
     }
+    return run_ended(s, r, co, st, nres, waiting, overrun_seen, d, what, c);
+}
+
+/* run_resume's other endings: st and nres as lua_resume returned them, waiting and overrun_seen
+ * as they stood right after it. */
+static __attribute__((noinline)) int run_ended(wsl_script *s, const run_state *r, lua_State *co,
+                                               int st, int nres, bool waiting, bool overrun_seen,
+                                               int d, const char *what, const wsl_conn *c)
+{
+    bool spawned = d < 0;
+    lua_State *outer = r->outer;
+    size_t mem_before = r->mem_before, outer_peak = r->outer_peak;
     const char *why = overrun_seen ? overrun_why : "attempt to yield from outside a coroutine";
     /* The outermost call told to stop fails even if it returned first: the stop reached a
      * coroutine whose coroutine.resume returned false, and the script went on to return. */
