@@ -394,6 +394,17 @@ int wsl_conn_send(wsl_conn *c, wsl_msg *m)
     return r;
 }
 
+/* wsl_conn_send_frame through a wsl_msg, out of line: the cork's case pays no frame for it. */
+static __attribute__((noinline)) int send_frame_msg(wsl_conn *c, int opcode, const void *p,
+                                                    size_t len)
+{
+    wsl_msg m;
+    wsl_msg_init(&m, opcode, p, len);
+    int r = wsl_conn_send(c, &m);
+    wsl_msg_release(&m);
+    return r;
+}
+
 int wsl_conn_send_frame(wsl_conn *c, int opcode, const void *p, size_t len)
 {
     wsl_server *srv = c->srv;
@@ -408,11 +419,7 @@ int wsl_conn_send_frame(wsl_conn *c, int opcode, const void *p, size_t len)
         wsl_metrics.messages_sent++;
         return 0;
     }
-    wsl_msg m;
-    wsl_msg_init(&m, opcode, p, len);
-    int r = wsl_conn_send(c, &m);
-    wsl_msg_release(&m);
-    return r;
+    return send_frame_msg(c, opcode, p, len);
 }
 
 /* Output that is no broadcast (control frames, HTTP answers) is written at once when nothing is

@@ -8,25 +8,6 @@
 
 #include "utf8.h"
 
-size_t wsl_frame_header(uint8_t out[WSL_SERVER_HDR_MAX], int opcode, bool fin, uint64_t len)
-{
-    out[0] = (uint8_t)((fin ? 0x80 : 0) | (opcode & 0x0F));
-    if (len < 126) {
-        out[1] = (uint8_t)len;
-        return 2;
-    }
-    if (len <= 0xFFFF) {
-        out[1] = 126;
-        out[2] = (uint8_t)(len >> 8);
-        out[3] = (uint8_t)len;
-        return 4;
-    }
-    out[1] = 127;
-    for (int i = 0; i < 8; i++)
-        out[2 + i] = (uint8_t)(len >> (56 - 8 * i));
-    return 10;
-}
-
 size_t wsl_frame_header_masked(uint8_t out[WSL_FRAME_HDR_MAX], int opcode, bool fin, uint64_t len,
                                const uint8_t mask[4])
 {

@@ -24,8 +24,27 @@ enum {
 #define WSL_CONTROL_MAX    125  /* control frame payload limit */
 #define WSL_FRAME_RSV1     0x40 /* first header byte: a compressed message (permessage-deflate) */
 
-/* Header of an unmasked (server) frame; returns its length, 2 to 10 bytes. */
-size_t wsl_frame_header(uint8_t out[WSL_SERVER_HDR_MAX], int opcode, bool fin, uint64_t len);
+/* Header of an unmasked (server) frame; returns its length, 2 to 10 bytes. Inline: every frame
+ * sent encodes one. */
+static inline size_t wsl_frame_header(uint8_t out[WSL_SERVER_HDR_MAX], int opcode, bool fin,
+                                      uint64_t len)
+{
+    out[0] = (uint8_t)((fin ? 0x80 : 0) | (opcode & 0x0F));
+    if (len < 126) {
+        out[1] = (uint8_t)len;
+        return 2;
+    }
+    if (len <= 0xFFFF) {
+        out[1] = 126;
+        out[2] = (uint8_t)(len >> 8);
+        out[3] = (uint8_t)len;
+        return 4;
+    }
+    out[1] = 127;
+    for (int i = 0; i < 8; i++)
+        out[2 + i] = (uint8_t)(len >> (56 - 8 * i));
+    return 10;
+}
 
 /* Header of a masked (client) frame, for tests and the load generator; 6 to 14 bytes. */
 size_t wsl_frame_header_masked(uint8_t out[WSL_FRAME_HDR_MAX], int opcode, bool fin, uint64_t len,

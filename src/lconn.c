@@ -144,16 +144,22 @@ static bool push_live_field(lua_State *L, const wsl_conn *c, const char *k)
 }
 
 static int conn_send(lua_State *L);
+static int conn_index_other(lua_State *L);
 
 static int conn_index(lua_State *L)
 {
     /* Methods first, and before any check: conn:send is looked up for every message (by the
      * identity of the interned key before any table lookup), and the method itself checks its
-     * argument. */
+     * argument. Any other key: conn_index_other, whose frame this case does not pay for. */
     if (lua_tostring(L, 2) == send_key) { /* (a number key becomes a string: no method either) */
         lua_pushcfunction(L, conn_send);  /* the value methods.send holds */
         return 1;
     }
+    return conn_index_other(L);
+}
+
+static __attribute__((noinline)) int conn_index_other(lua_State *L)
+{
     lua_pushvalue(L, 2);
     if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
     lua_pop(L, 1);
