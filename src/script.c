@@ -1233,7 +1233,7 @@ static int run_body(lua_State *L)
 }
 
 /* Lua raised an error outside any protected call: only a failed allocation can, while a
- * handler's arguments are pushed (see direct_ok). Lua would abort without a word. */
+ * handler's arguments are pushed (see direct_runner). Lua would abort without a word. */
 static int on_panic(lua_State *L)
 {
     const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
@@ -1565,15 +1565,18 @@ static int handler_body(lua_State *L)
  * needs beyond the bytes of the message: the string's header, and room to spare. */
 #define DIRECT_HEADROOM 4096
 
-/* Whether h may take the direct path: its arguments pushed from C onto the runner outside a
- * protected call, where only a failed allocation can raise (see on_panic). So: the conn object
- * exists (making it takes more), the runner too, the call is not nested (at depth 0 no Lua call
- * is in progress anywhere to catch an error meant for another), and the memory cap, if any,
- * leaves enough room for the string. */
-static inline bool direct_ok(const wsl_script *s, const handler_call *h)
+/* The runner for h's direct path (runner 0), or NULL when h may not take it: its arguments
+ * pushed from C onto the runner outside a protected call, where only a failed allocation can
+ * raise (see on_panic). So: the conn object exists (making it takes more), the runner too, the
+ * call is not nested (at depth 0 no Lua call is in progress anywhere to catch an error meant for
+ * another), and the memory cap, if any, leaves enough room for the string. */
+static inline lua_State *direct_runner(const wsl_script *s, const handler_call *h)
 {
-    return s->depth == 0 && h->c->udata && s->nrunners > 0 && s->runners[0] &&
-           (!s->mem_limit || s->mem + h->len + DIRECT_HEADROOM <= s->mem_limit);
+    if (s->depth != 0 || !h->c->udata ||
+        (s->mem_limit && s->mem + h->len + DIRECT_HEADROOM > s->mem_limit))
+        return NULL;
+    if (h->args == ARGS_MESSAGE && s->anchored) return s->anchored; /* (runner 0, see anchor) */
+    return s->nrunners > 0 ? s->runners[0] : NULL;
 }
 
 /* A message call on the anchored runner: as push_handler_call, from the anchors. */
@@ -1603,13 +1606,13 @@ static void anchor(wsl_script *s, lua_State *co)
 /* The direct path: the handler and its arguments go straight onto the runner, which runs the
  * Lua function itself, without handler_body (and its extra C call) in between. As
  * wsl_protect_handler: time limit, metrics, errors logged. */
-static bool call_direct(wsl_script *s, const handler_call *h)
+static inline __attribute__((always_inline)) bool call_direct(wsl_script *s, const handler_call *h,
+                                                              lua_State *co)
 {
     bool outer_ran = s->ran;
     s->ran = true;
     s->timed_out = false;
     uint64_t start = wsl_metrics.timing ? now_ns() : 0;
-    lua_State *co = s->runners[0];
     if (h->args == ARGS_MESSAGE && co != s->anchored) anchor(s, co);
     run_state r;
     run_begin(s, co, &r); /* the time limit covers finalizers the pushes may run */
@@ -1640,17 +1643,24 @@ void wsl_handler_failed(wsl_script *s, wsl_conn *c)
         wsl_conn_close(c, 1011, "internal error", 14);
 }
 
-/* Run a handler for c; an error goes to on_error, or closes the connection with 1011. */
-static void dispatch(wsl_script *s, handler_call *h)
+/* The protected path of dispatch, with a copy of h: dispatch's own never has its address taken,
+ * so its fields stay constants and registers there. */
+static __attribute__((noinline)) bool call_protected(wsl_script *s, handler_call h)
+{
+    return wsl_protect_handler(s, h.kind, handler_body, &h, wsl_handler_names[h.kind], h.c);
+}
+
+/* Run a handler for c; an error goes to on_error, or closes the connection with 1011. Inline in
+ * each event, with call_direct: every test of h's fields folds. */
+static inline __attribute__((always_inline)) void dispatch(wsl_script *s, const handler_call *h)
 {
     if (!(s->defined & 1u << h->kind)) return;
     wsl_conn *outer = s->conn_now;
     const char *outer_rx = s->rx_text;
     size_t outer_len = s->rx_len;
     s->conn_now = h->c;
-    bool ok = direct_ok(s, h) ? call_direct(s, h)
-                              : wsl_protect_handler(s, h->kind, handler_body, h,
-                                                    wsl_handler_names[h->kind], h->c);
+    lua_State *co = direct_runner(s, h);
+    bool ok = co ? call_direct(s, h, co) : call_protected(s, *h);
     s->conn_now = outer;
     s->rx_text = outer_rx; /* (the outer call's string is still anchored under it) */
     s->rx_len = outer_len;
