@@ -835,7 +835,7 @@ static bool assemble(wsl_conn *c, const uint8_t *p, size_t n, const wsl_rx_event
 }
 
 /* A piece of a message; false when the connection was failed. */
-static bool on_data(wsl_conn *c, const wsl_rx_event *ev)
+static inline __attribute__((always_inline)) bool on_data(wsl_conn *c, const wsl_rx_event *ev)
 {
     if (c->state != WSL_CONN_OPEN) return true; /* after our close: discard until the reply */
     if (ev->first && ev->last && !c->msg) {
@@ -893,7 +893,7 @@ static void on_control(wsl_conn *c, const wsl_rx_event *ev)
 }
 
 /* Parse frames from p[0..n). Returns false when the connection must not be read further now. */
-static bool parse_frames(wsl_conn *c, uint8_t *p, size_t n)
+static inline __attribute__((always_inline)) bool parse_frames(wsl_conn *c, uint8_t *p, size_t n)
 {
     uint64_t max = c->srv->opt->max_message;
     while (n > 0) {
@@ -1465,22 +1465,24 @@ static void read_frames(wsl_conn *c)
     }
     ssize_t r = conn_read(c, buf + have, WSL_READ_BUF - have);
     if (r <= 0) {
-        if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
-            if (have) parse_frames(c, buf, have); /* restore the stash */
+        if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+            wsl_conn_destroy(c); /* EOF or reset: 1006 if it was open */
             return;
         }
-        wsl_conn_destroy(c); /* EOF or reset: 1006 if it was open */
-        return;
-    }
-    if (c->lingering) return; /* discarding until EOF */
-    if (c->state == WSL_CONN_OPEN) {
-        /* Input restarts the idle timeout. Moving the connection to the list's tail touches its
-         * neighbours too, so it moves only when its deadline would advance by a sweep tick or
-         * more: the sweep is no finer anyway (the idle ping may come up to a tick early). */
-        wsl_server *srv = c->srv;
-        c->pinged = 0;
-        if (srv->idle_ms && uv_now(srv->loop) + srv->idle_ms >= c->deadline + srv->sweep_ms)
-            wsl_server_track(srv, c, WSL_LIST_OPEN, srv->idle_ms);
+        if (!have) return;
+        r = 0; /* the stash is parsed again, as it was */
+    } else {
+        if (c->lingering) return; /* discarding until EOF */
+        if (c->state == WSL_CONN_OPEN) {
+            /* Input restarts the idle timeout. Moving the connection to the list's tail touches
+             * its neighbours too, so it moves only when its deadline would advance by a sweep
+             * tick or more: the sweep is no finer anyway (the idle ping may come up to a tick
+             * early). */
+            wsl_server *srv = c->srv;
+            c->pinged = 0;
+            if (srv->idle_ms && uv_now(srv->loop) + srv->idle_ms >= c->deadline + srv->sweep_ms)
+                wsl_server_track(srv, c, WSL_LIST_OPEN, srv->idle_ms);
+        }
     }
     parse_frames(c, buf, have + (size_t)r);
 }
