@@ -539,7 +539,12 @@ static int checked_yield(lua_State *L)
 static int co_running(lua_State *L)
 {
     int main = lua_pushthread(L);
-    lua_pushboolean(L, main || is_runner(wsl_script_of(L), L));
+    wsl_script *s = wsl_script_of(L);
+    if (s->nrunners > 0 && L == s->runners[0]) { /* see anchored */
+        s->runner_seen = true;
+        s->anchored = NULL; /* (the call's end clears the stack) */
+    }
+    lua_pushboolean(L, main || is_runner(s, L));
     return 2;
 }
 
@@ -1593,14 +1598,15 @@ static inline int push_message_call(lua_State *co, wsl_script *s, const handler_
 }
 
 /* Runner co, idle, anchors the current on_message and the kind strings (copies of values the
- * registry holds: nothing is allocated). */
-static void anchor(wsl_script *s, lua_State *co)
+ * registry holds: nothing is allocated). True. */
+static bool anchor(wsl_script *s, lua_State *co)
 {
     lua_settop(co, 0);
     lua_rawgeti(co, LUA_REGISTRYINDEX, s->handler_refs[WSL_HANDLER_MESSAGE]);
     lua_rawgeti(co, LUA_REGISTRYINDEX, s->kind_refs[0]);
     lua_rawgeti(co, LUA_REGISTRYINDEX, s->kind_refs[1]);
     s->anchored = co;
+    return true;
 }
 
 /* The direct path: the handler and its arguments go straight onto the runner, which runs the
@@ -1613,10 +1619,11 @@ static inline __attribute__((always_inline)) bool call_direct(wsl_script *s, con
     s->ran = true;
     s->timed_out = false;
     uint64_t start = wsl_metrics.timing ? now_ns() : 0;
-    if (h->args == ARGS_MESSAGE && co != s->anchored) anchor(s, co);
+    bool anchored =
+        h->args == ARGS_MESSAGE && (co == s->anchored || (!s->runner_seen && anchor(s, co)));
     run_state r;
     run_begin(s, co, &r); /* the time limit covers finalizers the pushes may run */
-    int n = h->args == ARGS_MESSAGE ? push_message_call(co, s, h) : push_handler_call(co, s, h);
+    int n = anchored ? push_message_call(co, s, h) : push_handler_call(co, s, h);
     bool ok = run_resume(s, &r, co, n, 0, wsl_handler_names[h->kind], h->c) > 0;
     wsl_metrics_handler(h->kind, ok, !ok && s->timed_out, start ? now_ns() - start : 0);
     s->ran = outer_ran;
