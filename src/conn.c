@@ -394,6 +394,34 @@ int wsl_conn_send(wsl_conn *c, wsl_msg *m)
     return r;
 }
 
+/* wsl_conn_send_frame through a wsl_msg, out of line: the cork's case pays no frame for it. */
+static __attribute__((noinline)) int send_frame_msg(wsl_conn *c, int opcode, const void *p,
+                                                    size_t len)
+{
+    wsl_msg m;
+    wsl_msg_init(&m, opcode, p, len);
+    int r = wsl_conn_send(c, &m);
+    wsl_msg_release(&m);
+    return r;
+}
+
+int wsl_conn_send_frame(wsl_conn *c, int opcode, const void *p, size_t len)
+{
+    wsl_server *srv = c->srv;
+    /* cork_msg's case, without a wsl_msg: the header is encoded in the cork buffer itself. */
+    if (c->corked && c->state == WSL_CONN_OPEN && !c->out.bytes && !c->tls && !c->deflate &&
+        len + WSL_SERVER_HDR_MAX <= WSL_CORK_MAX - srv->cork_len) {
+        uint8_t *q = srv->cork + srv->cork_len;
+        size_t h = wsl_frame_header(q, opcode, true, len);
+        if (len) memcpy(q + h, p, len);
+        srv->cork_len += h + len;
+        c->corked_out = 1;
+        wsl_metrics.messages_sent++;
+        return 0;
+    }
+    return send_frame_msg(c, opcode, p, len);
+}
+
 /* Output that is no broadcast (control frames, HTTP answers) is written at once when nothing is
  * queued ahead of it: no chunk is taken for it, so a ping storm over many connections costs no
  * memory. What the socket does not take is queued; the connection is marked dirty either way so
@@ -807,7 +835,7 @@ static bool assemble(wsl_conn *c, const uint8_t *p, size_t n, const wsl_rx_event
 }
 
 /* A piece of a message; false when the connection was failed. */
-static bool on_data(wsl_conn *c, const wsl_rx_event *ev)
+static inline __attribute__((always_inline)) bool on_data(wsl_conn *c, const wsl_rx_event *ev)
 {
     if (c->state != WSL_CONN_OPEN) return true; /* after our close: discard until the reply */
     if (ev->first && ev->last && !c->msg) {
@@ -865,7 +893,7 @@ static void on_control(wsl_conn *c, const wsl_rx_event *ev)
 }
 
 /* Parse frames from p[0..n). Returns false when the connection must not be read further now. */
-static bool parse_frames(wsl_conn *c, uint8_t *p, size_t n)
+static inline __attribute__((always_inline)) bool parse_frames(wsl_conn *c, uint8_t *p, size_t n)
 {
     uint64_t max = c->srv->opt->max_message;
     while (n > 0) {
@@ -1437,22 +1465,24 @@ static void read_frames(wsl_conn *c)
     }
     ssize_t r = conn_read(c, buf + have, WSL_READ_BUF - have);
     if (r <= 0) {
-        if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
-            if (have) parse_frames(c, buf, have); /* restore the stash */
+        if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+            wsl_conn_destroy(c); /* EOF or reset: 1006 if it was open */
             return;
         }
-        wsl_conn_destroy(c); /* EOF or reset: 1006 if it was open */
-        return;
-    }
-    if (c->lingering) return; /* discarding until EOF */
-    if (c->state == WSL_CONN_OPEN) {
-        /* Input restarts the idle timeout. Moving the connection to the list's tail touches its
-         * neighbours too, so it moves only when its deadline would advance by a sweep tick or
-         * more: the sweep is no finer anyway (the idle ping may come up to a tick early). */
-        wsl_server *srv = c->srv;
-        c->pinged = 0;
-        if (srv->idle_ms && uv_now(srv->loop) + srv->idle_ms >= c->deadline + srv->sweep_ms)
-            wsl_server_track(srv, c, WSL_LIST_OPEN, srv->idle_ms);
+        if (!have) return;
+        r = 0; /* the stash is parsed again, as it was */
+    } else {
+        if (c->lingering) return; /* discarding until EOF */
+        if (c->state == WSL_CONN_OPEN) {
+            /* Input restarts the idle timeout. Moving the connection to the list's tail touches
+             * its neighbours too, so it moves only when its deadline would advance by a sweep
+             * tick or more: the sweep is no finer anyway (the idle ping may come up to a tick
+             * early). */
+            wsl_server *srv = c->srv;
+            c->pinged = 0;
+            if (srv->idle_ms && uv_now(srv->loop) + srv->idle_ms >= c->deadline + srv->sweep_ms)
+                wsl_server_track(srv, c, WSL_LIST_OPEN, srv->idle_ms);
+        }
     }
     parse_frames(c, buf, have + (size_t)r);
 }

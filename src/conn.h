@@ -198,6 +198,9 @@ int wsl_conn_send(wsl_conn *c, wsl_msg *m);
 /* The same for the fan-out loops of broadcast and publish, which count the messages they queued
  * once for all their recipients (the metrics), instead of once per recipient. */
 int wsl_conn_queue(wsl_conn *c, wsl_msg *m);
+/* wsl_conn_send of one final frame of `opcode` with payload p[0..len), for one recipient: a
+ * reply to the connection being handled goes straight into the cork buffer when it may. */
+int wsl_conn_send_frame(wsl_conn *c, int opcode, const void *p, size_t len);
 
 /* Start the close handshake with code and reason (truncated to fit a control frame). 0, or
  * WSL_ECLOSED when it was not open. Runs the close event; the connection stays allocated. */

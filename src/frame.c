@@ -8,25 +8,6 @@
 
 #include "utf8.h"
 
-size_t wsl_frame_header(uint8_t out[WSL_SERVER_HDR_MAX], int opcode, bool fin, uint64_t len)
-{
-    out[0] = (uint8_t)((fin ? 0x80 : 0) | (opcode & 0x0F));
-    if (len < 126) {
-        out[1] = (uint8_t)len;
-        return 2;
-    }
-    if (len <= 0xFFFF) {
-        out[1] = 126;
-        out[2] = (uint8_t)(len >> 8);
-        out[3] = (uint8_t)len;
-        return 4;
-    }
-    out[1] = 127;
-    for (int i = 0; i < 8; i++)
-        out[2 + i] = (uint8_t)(len >> (56 - 8 * i));
-    return 10;
-}
-
 size_t wsl_frame_header_masked(uint8_t out[WSL_FRAME_HDR_MAX], int opcode, bool fin, uint64_t len,
                                const uint8_t mask[4])
 {
@@ -200,70 +181,9 @@ static uint64_t compressed_limit(uint64_t max)
     return max > UINT64_MAX / 2 ? UINT64_MAX : max + max / 8 + 64;
 }
 
-/* Unmask p[0..n), a whole frame's payload (mask offset 0), and tell whether every byte is ASCII
- * (then it is valid UTF-8): one pass over 8-byte words instead of an unmasking pass and a UTF-8
- * pass. */
-static bool unmask_ascii(uint8_t *p, size_t n, const uint8_t mask[4])
+/* Every frame wsl_rx_small leaves (see frame.h). */
+size_t wsl_rx_general(wsl_rx *rx, uint8_t *p, size_t n, uint64_t max_message, wsl_rx_event *ev)
 {
-    uint32_t k32;
-    memcpy(&k32, mask, 4);
-    uint64_t key = (uint64_t)k32 << 32 | k32, acc = 0, w; /* memory order in any byte order */
-    size_t i = 0;
-    for (; n - i >= 8; i += 8) {
-        memcpy(&w, p + i, 8);
-        w ^= key;
-        memcpy(p + i, &w, 8);
-        acc |= w;
-    }
-    if (n - i >= 4) { /* i is a multiple of 8: key bytes 0-3 */
-        uint32_t h;
-        memcpy(&h, p + i, 4);
-        h ^= k32;
-        memcpy(p + i, &h, 4);
-        acc |= h;
-        i += 4;
-    }
-    for (; i < n; i++) {
-        p[i] ^= mask[i & 3];
-        acc |= p[i];
-    }
-    return !(acc & 0x8080808080808080ull);
-}
-
-/* The common case of a chat or echo server, in one step: a whole unfragmented text or binary
- * frame of at most 125 bytes (2-byte header, mask key) with no message in progress, no RSV bit,
- * within max_message, and for text valid UTF-8. Returns the bytes consumed, or 0 (with p as it
- * came) for anything else, which the general path then handles and reports. */
-static size_t small_frame(wsl_rx *rx, uint8_t *p, size_t n, uint64_t max_message, wsl_rx_event *ev)
-{
-    /* msg_op, fin, in_frame and done in one load: all 0 between messages (fin is reset with
-     * msg_op; were it not, the general path would just take the frame). */
-    uint32_t busy;
-    memcpy(&busy, &rx->msg_op, 4);
-    if (n < 6 || busy) return 0;
-    if ((p[0] != 0x81 && p[0] != 0x82) || p[1] < 0x80 || p[1] > 0x80 + WSL_CONTROL_MAX) return 0;
-    size_t len = p[1] & 0x7F;
-    if (n < 6 + len || len > max_message) return 0;
-    uint8_t *d = p + 6;
-    if (p[0] == 0x82) {
-        wsl_frame_mask(d, len, p + 2, 0);
-    } else if (!unmask_ascii(d, len, p + 2) && !wsl_utf8_valid(d, len)) {
-        wsl_frame_mask(d, len, p + 2, 0); /* masked again: the general path says where it fails */
-        return 0;
-    }
-    *ev = (wsl_rx_event){.kind = WSL_RX_DATA,
-                         .opcode = p[0] & 0x0F,
-                         .first = true,
-                         .last = true,
-                         .data = d,
-                         .len = len};
-    return 6 + len;
-}
-
-size_t wsl_rx_next(wsl_rx *rx, uint8_t *p, size_t n, uint64_t max_message, wsl_rx_event *ev)
-{
-    size_t whole = small_frame(rx, p, n, max_message, ev);
-    if (whole) return whole;
     memset(ev, 0, sizeof *ev);
     if (rx->done) return fail(rx, ev, 0, 1002, "input after a close frame or an error");
     size_t used = 0;

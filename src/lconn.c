@@ -144,16 +144,22 @@ static bool push_live_field(lua_State *L, const wsl_conn *c, const char *k)
 }
 
 static int conn_send(lua_State *L);
+static int conn_index_other(lua_State *L);
 
 static int conn_index(lua_State *L)
 {
     /* Methods first, and before any check: conn:send is looked up for every message (by the
      * identity of the interned key before any table lookup), and the method itself checks its
-     * argument. */
+     * argument. Any other key: conn_index_other, whose frame this case does not pay for. */
     if (lua_tostring(L, 2) == send_key) { /* (a number key becomes a string: no method either) */
         lua_pushcfunction(L, conn_send);  /* the value methods.send holds */
         return 1;
     }
+    return conn_index_other(L);
+}
+
+static __attribute__((noinline)) int conn_index_other(lua_State *L)
+{
     lua_pushvalue(L, 2);
     if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
     lua_pop(L, 1);
@@ -240,18 +246,26 @@ static int kind_opcode(lua_State *L, int i)
     return luaL_argerror(L, i, "kind must be \"text\" or \"binary\"");
 }
 
-void wsl_lcheck_msg(lua_State *L, int i, wsl_msg *m, const char *fn)
+/* The message at i and i + 1 (see wsl_lcheck_msg): its bytes, their count, its opcode. */
+static inline const char *check_msg(lua_State *L, int i, size_t *len, int *op, const char *fn)
 {
-    size_t len;
-    const char *p = lua_tolstring(L, i, &len); /* as luaL_checklstring, without its extra calls */
-    if (!p) p = luaL_checklstring(L, i, &len); /* raises */
-    int op = kind_opcode(L, i + 1);
+    const char *p = lua_tolstring(L, i, len); /* as luaL_checklstring, without its extra calls */
+    if (!p) p = luaL_checklstring(L, i, len); /* raises */
+    *op = kind_opcode(L, i + 1);
     const wsl_script *s = wsl_script_of(L);
     /* The text message being handled was checked when it arrived: sent back as it is (the very
      * string, kept alive under the call, see script.c), it is not checked again. */
-    bool checked = p == s->rx_text && len == s->rx_len;
-    if (op == WSL_OP_TEXT && !checked && !wsl_utf8_valid(p, len))
+    bool checked = p == s->rx_text && *len == s->rx_len;
+    if (*op == WSL_OP_TEXT && !checked && !wsl_utf8_valid(p, *len))
         luaL_error(L, "%s: text is not valid UTF-8 (send it as \"binary\")", fn);
+    return p;
+}
+
+void wsl_lcheck_msg(lua_State *L, int i, wsl_msg *m, const char *fn)
+{
+    size_t len;
+    int op;
+    const char *p = check_msg(L, i, &len, &op, fn);
     wsl_msg_init(m, op, p, len);
 }
 
@@ -281,11 +295,10 @@ int wsl_lresult(lua_State *L, int r)
 static int conn_send(lua_State *L)
 {
     wsl_conn *c = wsl_lconn_check(L, 1);
-    wsl_msg m;
-    wsl_lcheck_msg(L, 2, &m, "conn:send");
-    int r = c ? wsl_conn_send(c, &m) : WSL_ECLOSED;
-    wsl_msg_release(&m);
-    return wsl_lresult(L, r);
+    size_t len;
+    int op;
+    const char *p = check_msg(L, 2, &len, &op, "conn:send");
+    return wsl_lresult(L, c ? wsl_conn_send_frame(c, op, p, len) : WSL_ECLOSED);
 }
 
 static int conn_close(lua_State *L)

@@ -566,7 +566,12 @@ static int checked_yield(lua_State *L)
 static int co_running(lua_State *L)
 {
     int main = lua_pushthread(L);
-    lua_pushboolean(L, main || is_runner(wsl_script_of(L), L));
+    wsl_script *s = wsl_script_of(L);
+    if (s->nrunners > 0 && L == s->runners[0]) { /* see anchored */
+        s->runner_seen = true;
+        s->anchored = NULL; /* (the call's end clears the stack) */
+    }
+    lua_pushboolean(L, main || is_runner(s, L));
     return 2;
 }
 
@@ -804,6 +809,7 @@ static lua_State *runner(wsl_script *s, int d)
 static void drop_runner(wsl_script *s, int d)
 {
     luaL_unref(s->L, LUA_REGISTRYINDEX, s->runner_refs[d]);
+    if (s->runners[d] == s->anchored) s->anchored = NULL;
     s->runners[d] = NULL;
 }
 
@@ -971,6 +977,7 @@ static void failed(wsl_script *s, failure *f, bool grew)
     if (!f->hooks_off) { /* (with hooks off its __close handlers would be beyond the limit) */
         wsl_close_thread(L, f->co); /* an abandoned or failed runner is clean for the next call */
         lua_settop(f->co, 0);
+        if (f->co == s->anchored) s->anchored = NULL;
     }
     if (f->depth >= 0 && (f->hooks_off || f->status == LUA_YIELD)) drop_runner(s, f->depth);
     /* A call that failed after piling up memory leaves garbage the collector may take long to
@@ -996,6 +1003,11 @@ int wsl_body_done(lua_State *L, int status, lua_KContext ctx)
     return 0;
 }
 
+/* The bottom of the anchored runner's stack (s->anchored): what every message call pushes, copied
+ * from these slots, which is cheaper than reading the registry. Calls on that runner run above
+ * them: a call's function and arguments are all the call sees. */
+enum { ANCHOR_ON_MESSAGE = 1, ANCHOR_TEXT, ANCHOR_BINARY, ANCHORS = ANCHOR_BINARY };
+
 /* What run_begin kept of the call around it, for run_resume. */
 typedef struct run_state {
     lua_State *outer;
@@ -1018,27 +1030,40 @@ static inline void run_begin(wsl_script *s, lua_State *co, run_state *r)
     s->waiting = false;
 }
 
+static int run_ended(wsl_script *s, const run_state *r, lua_State *co, int st, int nres,
+                     bool waiting, bool overrun_seen, int d, const char *what, const wsl_conn *c);
+
 /* Resume co, begun with run_begin: a runner (at depth d) holding a body and its argument or a
  * handler and its arguments, or a coroutine of ws.spawn holding what it is resumed with (d < 0).
  * 1: it finished; 0: a coroutine of ws.spawn yields to wait (it called wsl_spawn_waiting); -1: it
- * failed, which is logged. */
-static int run_resume(wsl_script *s, const run_state *r, lua_State *co, int nargs, int d,
-                      const char *what, const wsl_conn *c)
+ * failed, which is logged. Inline, the common case: every other ending is run_ended's. */
+static inline int run_resume(wsl_script *s, const run_state *r, lua_State *co, int nargs, int d,
+                             const char *what, const wsl_conn *c)
 {
-    bool spawned = d < 0;
     lua_State *outer = r->outer;
-    size_t mem_before = r->mem_before, outer_peak = r->outer_peak;
     int nres, st = lua_resume(co, outer ? outer : s->L, nargs, &nres);
     bool waiting = s->waiting;
     s->waiting = r->outer_waiting;
     bool overrun_seen = overrun;
-    if (st == LUA_OK && !overrun_seen) { /* the common case, first */
+    if (st == LUA_OK && !overrun_seen) {
         s->timed_out = false;
         call_end(s, outer);
-        if (s->peak < outer_peak) s->peak = outer_peak;
-        lua_settop(co, 0);
+        if (s->peak < r->outer_peak) s->peak = r->outer_peak;
+        lua_settop(co, co == s->anchored ? ANCHORS : 0);
         return 1;
     }
+    return run_ended(s, r, co, st, nres, waiting, overrun_seen, d, what, c);
+}
+
+/* run_resume's other endings: st and nres as lua_resume returned them, waiting and overrun_seen
+ * as they stood right after it. */
+static __attribute__((noinline)) int run_ended(wsl_script *s, const run_state *r, lua_State *co,
+                                               int st, int nres, bool waiting, bool overrun_seen,
+                                               int d, const char *what, const wsl_conn *c)
+{
+    bool spawned = d < 0;
+    lua_State *outer = r->outer;
+    size_t mem_before = r->mem_before, outer_peak = r->outer_peak;
     const char *why = overrun_seen ? overrun_why : "attempt to yield from outside a coroutine";
     /* The outermost call told to stop fails even if it returned first: the stop reached a
      * coroutine whose coroutine.resume returned false, and the script went on to return. */
@@ -1048,7 +1073,7 @@ static int run_resume(wsl_script *s, const run_state *r, lua_State *co, int narg
     bool grew = s->peak > mem_before + TRIM_GROWTH;
     if (s->peak < outer_peak) s->peak = outer_peak;
     if (st == LUA_OK && !stopped) {
-        lua_settop(co, 0);
+        lua_settop(co, co == s->anchored ? ANCHORS : 0);
         return 1;
     }
     if (st == LUA_YIELD && spawned && !overrun_seen) {
@@ -1250,7 +1275,7 @@ static int run_body(lua_State *L)
 }
 
 /* Lua raised an error outside any protected call: only a failed allocation can, while a
- * handler's arguments are pushed (see direct_ok). Lua would abort without a word. */
+ * handler's arguments are pushed (see direct_runner). Lua would abort without a word. */
 static int on_panic(lua_State *L)
 {
     const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
@@ -1358,6 +1383,7 @@ static int cache_handlers_body(lua_State *L)
         lua_rawseti(L, LUA_REGISTRYINDEX, s->handler_refs[k]);
         s->defined = fn ? s->defined | 1u << k : s->defined & ~(1u << k);
     }
+    s->anchored = NULL; /* the next message anchors the new on_message */
     return 0;
 }
 
@@ -1591,30 +1617,60 @@ static int handler_body(lua_State *L)
  * needs beyond the bytes of the message: the string's header, and room to spare. */
 #define DIRECT_HEADROOM 4096
 
-/* Whether h may take the direct path: its arguments pushed from C onto the runner outside a
- * protected call, where only a failed allocation can raise (see on_panic). So: the conn object
- * exists (making it takes more), the runner too, the call is not nested (at depth 0 no Lua call
- * is in progress anywhere to catch an error meant for another), and the memory cap, if any,
- * leaves enough room for the string. */
-static inline bool direct_ok(const wsl_script *s, const handler_call *h)
+/* The runner for h's direct path (runner 0), or NULL when h may not take it: its arguments
+ * pushed from C onto the runner outside a protected call, where only a failed allocation can
+ * raise (see on_panic). So: the conn object exists (making it takes more), the runner too, the
+ * call is not nested (at depth 0 no Lua call is in progress anywhere to catch an error meant for
+ * another), and the memory cap, if any, leaves enough room for the string. */
+static inline lua_State *direct_runner(const wsl_script *s, const handler_call *h)
 {
-    return s->depth == 0 && h->c->udata && s->nrunners > 0 && s->runners[0] &&
-           (!s->mem_limit || s->mem + h->len + DIRECT_HEADROOM <= s->mem_limit);
+    if (s->depth != 0 || !h->c->udata ||
+        (s->mem_limit && s->mem + h->len + DIRECT_HEADROOM > s->mem_limit))
+        return NULL;
+    if (h->args == ARGS_MESSAGE && s->anchored) return s->anchored; /* (runner 0, see anchor) */
+    return s->nrunners > 0 ? s->runners[0] : NULL;
+}
+
+/* A message call on the anchored runner: as push_handler_call, from the anchors. */
+static inline int push_message_call(lua_State *co, wsl_script *s, const handler_call *h)
+{
+    s->rx_text = lua_pushlstring(co, (const char *)h->data, h->len); /* at ANCHORS + 1 */
+    s->rx_len = h->len;
+    if (h->binary) s->rx_text = NULL;
+    lua_pushvalue(co, ANCHOR_ON_MESSAGE);
+    wsl_lconn_push(co, h->c);
+    lua_pushvalue(co, ANCHORS + 1);
+    lua_pushvalue(co, h->binary ? ANCHOR_BINARY : ANCHOR_TEXT);
+    return 3;
+}
+
+/* Runner co, idle, anchors the current on_message and the kind strings (copies of values the
+ * registry holds: nothing is allocated). True. */
+static bool anchor(wsl_script *s, lua_State *co)
+{
+    lua_settop(co, 0);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, s->handler_refs[WSL_HANDLER_MESSAGE]);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, s->kind_refs[0]);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, s->kind_refs[1]);
+    s->anchored = co;
+    return true;
 }
 
 /* The direct path: the handler and its arguments go straight onto the runner, which runs the
  * Lua function itself, without handler_body (and its extra C call) in between. As
  * wsl_protect_handler: time limit, metrics, errors logged. */
-static bool call_direct(wsl_script *s, const handler_call *h)
+static inline __attribute__((always_inline)) bool call_direct(wsl_script *s, const handler_call *h,
+                                                              lua_State *co)
 {
     bool outer_ran = s->ran;
     s->ran = true;
     s->timed_out = false;
     uint64_t start = wsl_metrics.timing ? now_ns() : 0;
-    lua_State *co = s->runners[0];
+    bool anchored =
+        h->args == ARGS_MESSAGE && (co == s->anchored || (!s->runner_seen && anchor(s, co)));
     run_state r;
     run_begin(s, co, &r); /* the time limit covers finalizers the pushes may run */
-    int n = push_handler_call(co, s, h);
+    int n = anchored ? push_message_call(co, s, h) : push_handler_call(co, s, h);
     bool ok = run_resume(s, &r, co, n, 0, wsl_handler_names[h->kind], h->c) > 0;
     wsl_metrics_handler(h->kind, ok, !ok && s->timed_out, start ? now_ns() - start : 0);
     s->ran = outer_ran;
@@ -1641,17 +1697,24 @@ void wsl_handler_failed(wsl_script *s, wsl_conn *c)
         wsl_conn_close(c, 1011, "internal error", 14);
 }
 
-/* Run a handler for c; an error goes to on_error, or closes the connection with 1011. */
-static void dispatch(wsl_script *s, handler_call *h)
+/* The protected path of dispatch, with a copy of h: dispatch's own never has its address taken,
+ * so its fields stay constants and registers there. */
+static __attribute__((noinline)) bool call_protected(wsl_script *s, handler_call h)
+{
+    return wsl_protect_handler(s, h.kind, handler_body, &h, wsl_handler_names[h.kind], h.c);
+}
+
+/* Run a handler for c; an error goes to on_error, or closes the connection with 1011. Inline in
+ * each event, with call_direct: every test of h's fields folds. */
+static inline __attribute__((always_inline)) void dispatch(wsl_script *s, const handler_call *h)
 {
     if (!(s->defined & 1u << h->kind)) return;
     wsl_conn *outer = s->conn_now;
     const char *outer_rx = s->rx_text;
     size_t outer_len = s->rx_len;
     s->conn_now = h->c;
-    bool ok = direct_ok(s, h) ? call_direct(s, h)
-                              : wsl_protect_handler(s, h->kind, handler_body, h,
-                                                    wsl_handler_names[h->kind], h->c);
+    lua_State *co = direct_runner(s, h);
+    bool ok = co ? call_direct(s, h, co) : call_protected(s, *h);
     s->conn_now = outer;
     s->rx_text = outer_rx; /* (the outer call's string is still anchored under it) */
     s->rx_len = outer_len;

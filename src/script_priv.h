@@ -57,6 +57,12 @@ struct wsl_script {
     unsigned defined;
     int kind_refs[2];        /* the strings "text" and "binary", pinned in the registry */
     const char *kind_str[2]; /* ... and their bytes: interned, so a string is one by identity */
+    /* The runner whose stack bottom holds on_message and the kind strings (script.c's ANCHORS),
+     * copied from there for every message; NULL when none does (the handlers changed, or the
+     * runner was cleared or dropped). Never again once the script held runner 0 itself
+     * (coroutine.running): idle, it must look as it always did, an empty thread. */
+    lua_State *anchored;
+    bool runner_seen;
     /* The text message the handler that runs now received, while its string is anchored under
      * the call: sending it back needs no second UTF-8 check (NULL: none). */
     const char *rx_text;

@@ -272,6 +272,23 @@ def test_isyieldable_is_true_only_where_coroutine_yield_works(server):
     assert ev(c, "return coroutine.isyieldable(coroutine.running())") == ["false"]
 
 
+def test_the_thread_running_handlers_is_empty_between_calls(server):
+    # coroutine.running() in a handler hands out the thread that runs handlers. Between calls it
+    # is an empty thread, as it always was, whatever the server keeps on it for speed: dead to
+    # coroutine.status, coroutine.resume and coroutine.close, and the messages after go on.
+    c = server.connect()
+    assert ev(c, "return 1") == ["1"]
+    assert ev(c, "S.runner = coroutine.running() return 2") == ["2"]
+    # The spawned function's second stretch runs from a timer, while no handler runs.
+    assert ev(c, "ws.spawn(function() ws.sleep(0.01) "
+                 "local st = coroutine.status(S.runner) "
+                 "local ok, err = coroutine.resume(S.runner) "
+                 "ws.log('runner ' .. st .. '/' .. tostring(ok) .. '/' .. tostring(err) .. '/' "
+                 ".. tostring(coroutine.close(S.runner))) end) return 3") == ["3"]
+    server.wait_for_log(r"runner dead/false/cannot resume dead coroutine/true")
+    assert ev(c, "return 4") == ["4"]
+
+
 def test_broadcast_except_and_count(server):
     a, b, c = server.connect(), server.connect(), server.connect()
     open_ids(server, 3)
