@@ -156,6 +156,7 @@ static int ws_sleep(lua_State *L)
     /* Checked before the timer starts: if the yield below failed, the timer would still
      * resume the coroutine later, in the middle of another wait or after it ended. */
     if (!lua_isyieldable(L)) return luaL_error(L, "ws.sleep: %s", WSL_CANNOT_WAIT);
+    if (s->stopped) return luaL_error(L, "ws.sleep: %s", WSL_SHUT_DOWN);
     sleeper *z = malloc(sizeof *z);
     if (!z) return luaL_error(L, "not enough memory");
     z->s = s;

@@ -1474,6 +1474,7 @@ int wsl_script_watch(wsl_script *s)
 
 void wsl_script_stop(wsl_script *s)
 {
+    s->stopped = true;
     flush_repeats(s, 0); /* a count not logged yet */
     if (s->L) {
         wsl_ltimer_stop(s, WSL_TIMERS_ALL, 0);
