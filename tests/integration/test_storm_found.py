@@ -16,3 +16,19 @@ def test_finalizer_at_exit_cannot_start_a_timer(call, name):
     with Server("gc_at_exit.lua", env={"GC_CALL": call}) as server:
         assert server.stop(signal.SIGTERM) == 0
     server.wait_for_log(rf"at exit: {call} false {re.escape(name)}: the server has shut down$")
+
+
+def test_a_handler_one_level_deep_after_one_four_levels_deep():
+    """A call four levels deep (on_close run by conn:close in nested functions ws.spawn ran from
+    on_open) made the thread for its level and left those for the levels between unset: the
+    next call one level deep (on_close run by conn:close in on_message) ran on whatever that
+    slot held, a crash (under ASan, whose new memory is never zeros; a plain build may find
+    zeros there and pass by luck)."""
+    with Server("depth_skip.lua") as server:
+        with server.connect("/close-from-spawn") as c:
+            assert c.expect_close() == (4000, "from a spawned function")
+        server.wait_for_log(r"on_close 4000$")
+        with server.connect("/") as c:
+            c.send_text("close me")
+            assert c.expect_close() == (4001, "from on_message")
+        server.wait_for_log(r"on_close 4001$")
