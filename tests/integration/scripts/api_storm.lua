@@ -29,7 +29,9 @@ local function size()
   if r <= 80 then return R(0, 200) end
   if r <= 95 then return R(0, 70000) end
   if r <= 99 then return R(0, 1100000) end
-  return R(0, 9000000) -- past --lua-memory now and then
+  -- (Not more: compressing a broadcast of 9 MB for two dozen clients blocks in C past the
+  -- time limit's grace under ASan, which ends the process as documented.)
+  return R(0, 3000000)
 end
 
 local function str()
