@@ -17,6 +17,7 @@ typedef struct pending {
     wsl_script *s;
     int fn_ref;    /* the callback, or LUA_NOREF */
     lua_State *co; /* the waiting coroutine of ws.spawn, or NULL */
+    int co_ref;    /* ... pinned (see lspawn.c's sleeper), or LUA_NOREF */
 } pending;
 
 /* Push a reply as Lua values: integers as integers, strings and status replies as strings,
@@ -127,6 +128,7 @@ static void on_reply(void *arg, const redisReply *reply, int err)
         lua_pushlightuserdata(p->co, (void *)reply);
         lua_pushinteger(p->co, err);
         wsl_lspawn_resume(s, p->co, 2);
+        luaL_unref(s->L, LUA_REGISTRYINDEX, p->co_ref);
     } else if (p->fn_ref != LUA_NOREF) {
         reply_call rc = {p, reply, err};
         wsl_protect(s, callback_body, &rc, "ws.redis callback", NULL);
@@ -171,12 +173,21 @@ static int ws_redis(lua_State *L)
      * resume the coroutine later, in the middle of another wait or after it ended. */
     if (wait && !lua_isyieldable(L))
         return luaL_error(L, "ws.redis: %s; give a callback instead", WSL_CANNOT_WAIT);
+    int co_ref = LUA_NOREF;
+    if (wait) {
+        lua_pushthread(L);
+        co_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* (may raise: before anything to undo) */
+    }
     pending *p = malloc(sizeof *p);
-    if (!p) return luaL_error(L, "not enough memory");
-    *p = (pending){.s = s, .fn_ref = LUA_NOREF, .co = wait ? L : NULL};
+    if (!p) {
+        luaL_unref(L, LUA_REGISTRYINDEX, co_ref);
+        return luaL_error(L, "not enough memory");
+    }
+    *p = (pending){.s = s, .fn_ref = LUA_NOREF, .co = wait ? L : NULL, .co_ref = co_ref};
     int r = wsl_cluster_command(cluster, (int)argc, argv, lens, on_reply, p);
     if (r < 0) { /* not sent: the outcome is known now */
         free(p);
+        luaL_unref(L, LUA_REGISTRYINDEX, co_ref);
         if (has_cb) {
             lua_pushvalue(L, 2);
             lua_pushnil(L);

@@ -20,7 +20,10 @@ static char reload_key;
 typedef struct sleeper {
     uv_timer_t t;
     wsl_script *s;
-    lua_State *co; /* kept alive by the spawned table */
+    lua_State *co; /* kept alive by co_ref */
+    /* A registry reference to co: the spawned table lets go of a coroutine the time limit
+     * stopped just as it began to wait, and this timer must not find it freed. */
+    int co_ref;
     wsl_list link;
 } sleeper;
 
@@ -85,8 +88,9 @@ static int step(wsl_script *s, lua_State *L, lua_State *co, int nargs)
 
 void wsl_lspawn_resume(wsl_script *s, lua_State *co, int nargs)
 {
-    if (lua_status(co) != LUA_YIELD) {
-        /* The script closed it (coroutine.close) while it waited: that cancels it. */
+    if (lua_status(co) != LUA_YIELD || !wsl_lspawn_owns(s->L, co)) {
+        /* The script closed it (coroutine.close) while it waited: that cancels it. Or the time
+         * limit stopped it as it began to wait (failed, logged and forgotten): it stays so. */
         lua_settop(co, 0);
         forget(s->L, co);
         return;
@@ -131,6 +135,7 @@ static int ws_spawn(lua_State *L)
 
 static void sleeper_stop(sleeper *z)
 {
+    luaL_unref(z->s->L, LUA_REGISTRYINDEX, z->co_ref);
     wsl_list_remove(&z->link);
     uv_timer_stop(&z->t);
     uv_close((uv_handle_t *)&z->t, (uv_close_cb)free);
@@ -141,8 +146,11 @@ static void on_wake(uv_timer_t *t)
     sleeper *z = (sleeper *)t;
     wsl_script *s = z->s;
     lua_State *co = z->co;
+    int ref = z->co_ref;
+    z->co_ref = LUA_NOREF; /* co stays pinned while it runs */
     sleeper_stop(z);
     wsl_lspawn_resume(s, co, 0);
+    luaL_unref(s->L, LUA_REGISTRYINDEX, ref);
 }
 
 static int ws_sleep(lua_State *L)
@@ -156,10 +164,17 @@ static int ws_sleep(lua_State *L)
     /* Checked before the timer starts: if the yield below failed, the timer would still
      * resume the coroutine later, in the middle of another wait or after it ended. */
     if (!lua_isyieldable(L)) return luaL_error(L, "ws.sleep: %s", WSL_CANNOT_WAIT);
+    if (s->stopped) return luaL_error(L, "ws.sleep: %s", WSL_SHUT_DOWN);
+    lua_pushthread(L);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX); /* (may raise: before anything to undo) */
     sleeper *z = malloc(sizeof *z);
-    if (!z) return luaL_error(L, "not enough memory");
+    if (!z) {
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        return luaL_error(L, "not enough memory");
+    }
     z->s = s;
     z->co = L;
+    z->co_ref = ref;
     wsl_list_push_back(&s->sleepers, &z->link);
     uv_timer_init(wsl_server_loop(s->srv), &z->t);
     uv_timer_start(&z->t, on_wake, (uint64_t)(secs * 1000 + 0.5), 0);

@@ -53,6 +53,7 @@ static int make_timer(lua_State *L, bool repeat)
     luaL_checktype(L, 2, LUA_TFUNCTION);
     if (!(secs >= 0) || secs > 1e9 || (repeat && secs <= 0))
         return luaL_error(L, "%s: bad interval %f", repeat ? "ws.every" : "ws.timer", secs);
+    if (s->stopped) return luaL_error(L, "%s: %s", repeat ? "ws.every" : "ws.timer", WSL_SHUT_DOWN);
     uint64_t ms = (uint64_t)(secs * 1000 + 0.5);
     if (repeat && ms == 0) ms = 1;
 

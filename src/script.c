@@ -782,7 +782,10 @@ static lua_State *runner(wsl_script *s, int d)
         refs = r ? realloc(s->runner_refs, (size_t)(d + 1) * sizeof *refs) : NULL;
         if (refs) s->runner_refs = refs;
         if (!r || !refs) return NULL;
-        r[d] = NULL;
+        /* Levels can be skipped (a function run by ws.spawn nests without a runner): every
+         * new slot is empty, not only d's. */
+        for (int i = s->nrunners; i <= d; i++)
+            r[i] = NULL;
         s->nrunners = d + 1;
     }
     if (!lua_checkstack(s->L, 2)) return NULL;
@@ -1500,6 +1503,7 @@ int wsl_script_watch(wsl_script *s)
 
 void wsl_script_stop(wsl_script *s)
 {
+    s->stopped = true;
     flush_repeats(s, 0); /* a count not logged yet */
     if (s->L) {
         wsl_ltimer_stop(s, WSL_TIMERS_ALL, 0);

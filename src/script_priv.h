@@ -48,6 +48,9 @@ struct wsl_script {
     bool waiting;       /* the running coroutine of ws.spawn yields to wait (wsl_spawn_waiting) */
     wsl_list sleepers;  /* ws.sleep timers (lspawn.c) */
     bool reloading;     /* a reload's top level runs: ws.spawn notes what it starts (lspawn.c) */
+    /* wsl_script_stop ran: the loop is ending, and a timer started now (by a finalizer, which
+     * may run until lua_close) would keep it alive, or use it once closed. */
+    bool stopped;
     wsl_registry *metrics; /* ws.metric's (lmetric.c), freed with the state */
     bool ran;              /* the call wsl_protect_handler runs found its handler */
     /* The handlers as the script defined them when it was (re)loaded (see cache_handlers): a
@@ -172,6 +175,8 @@ int wsl_lws_open(lua_State *L);
 #define WSL_CANNOT_WAIT                                                                            \
     "cannot wait inside a function called from C (a table.sort comparator, a string.gsub "         \
     "replacement, a __tostring...)"
+/* What ws.timer, ws.every and ws.sleep raise once the script is stopped (s->stopped). */
+#define WSL_SHUT_DOWN "the server has shut down"
 void wsl_lspawn_register(lua_State *L);
 bool wsl_lspawn_is_spawned(lua_State *L);
 /* Whether L is a coroutine the script made itself (coroutine.create or wrap): not the main
