@@ -324,24 +324,38 @@ static int spill_cork(wsl_conn *c)
 /* A frame for the corked connection into the cork buffer, when nothing is queued ahead of it
  * and it fits. Not over TLS (each flush is one SSL_write of the queue) nor with
  * permessage-deflate (the compressed frame is queued by queue_deflated). */
-static bool cork_msg(wsl_conn *c, const wsl_msg *m)
+/* Where a frame of n bytes for c goes in the cork, or NULL when it must take c's queue (output
+ * queued ahead of it, TLS or deflate, or no room). The room counts the whole header array
+ * beyond n: a header may be written at that fixed size, the payload then overwriting what
+ * follows the real one. */
+static inline uint8_t *cork_room(const wsl_conn *c, size_t n)
 {
-    wsl_server *srv = c->srv;
-    size_t n = m->hlen + m->len;
-    /* Room for the whole header array too: it is copied at its fixed size (a few moves instead
-     * of a call), and the payload then overwrites what follows the real header. */
+    const wsl_server *srv = c->srv;
     if (c->out.bytes || c->tls || c->deflate ||
         n + WSL_SERVER_HDR_MAX > WSL_CORK_MAX - srv->cork_len)
-        return false;
-    uint8_t *p = srv->cork + srv->cork_len;
+        return NULL;
+    return srv->cork + srv->cork_len;
+}
+
+/* The n bytes written at cork_room's place are c's. */
+static inline void cork_add(wsl_conn *c, size_t n)
+{
+    c->srv->cork_len += n;
+    c->corked_out = 1;
+}
+
+static bool cork_msg(wsl_conn *c, const wsl_msg *m)
+{
+    size_t n = m->hlen + m->len;
+    uint8_t *p = cork_room(c, n);
+    if (!p) return false;
     if (m->wire_len) {
         memcpy(p, m->wire, m->wire_len);
     } else {
-        memcpy(p, m->hdr, WSL_SERVER_HDR_MAX);
+        memcpy(p, m->hdr, WSL_SERVER_HDR_MAX); /* (a few moves instead of a call) */
         if (m->len) memcpy(p + m->hlen, m->payload, m->len);
     }
-    srv->cork_len += n;
-    c->corked_out = 1;
+    cork_add(c, n);
     return true;
 }
 
@@ -407,19 +421,14 @@ static __attribute__((noinline)) int send_frame_msg(wsl_conn *c, int opcode, con
 
 int wsl_conn_send_frame(wsl_conn *c, int opcode, const void *p, size_t len)
 {
-    wsl_server *srv = c->srv;
     /* cork_msg's case, without a wsl_msg: the header is encoded in the cork buffer itself. */
-    if (c->corked && c->state == WSL_CONN_OPEN && !c->out.bytes && !c->tls && !c->deflate &&
-        len + WSL_SERVER_HDR_MAX <= WSL_CORK_MAX - srv->cork_len) {
-        uint8_t *q = srv->cork + srv->cork_len;
-        size_t h = wsl_frame_header(q, opcode, true, len);
-        if (len) memcpy(q + h, p, len);
-        srv->cork_len += h + len;
-        c->corked_out = 1;
-        wsl_metrics.messages_sent++;
-        return 0;
-    }
-    return send_frame_msg(c, opcode, p, len);
+    uint8_t *q = c->corked && c->state == WSL_CONN_OPEN ? cork_room(c, len) : NULL;
+    if (!q) return send_frame_msg(c, opcode, p, len);
+    size_t h = wsl_frame_header(q, opcode, true, len);
+    if (len) memcpy(q + h, p, len);
+    cork_add(c, h + len);
+    wsl_metrics.messages_sent++;
+    return 0;
 }
 
 /* Output that is no broadcast (control frames, HTTP answers) is written at once when nothing is

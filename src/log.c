@@ -357,16 +357,10 @@ void wsl_log_fatal(const char *fmt, ...)
 
 /* ---- from a signal handler ------------------------------------------------------------------ */
 
-/* Appends to a fixed buffer, dropping what does not fit (the last byte is kept for '\n'). */
-typedef struct sig_line {
-    char buf[512];
-    size_t len;
-} sig_line;
-
-static void sig_put(sig_line *l, const char *s)
+/* put() of a string; its pieces here are short and fixed, so they always fit. */
+static void put_str(jw *w, const char *s)
 {
-    while (*s && l->len < sizeof l->buf - 1)
-        l->buf[l->len++] = *s++;
+    put(w, s, strlen(s));
 }
 
 void wsl_log_from_signal(wsl_log_level level, const char *msg)
@@ -375,29 +369,29 @@ void wsl_log_from_signal(wsl_log_level level, const char *msg)
     unsigned lv = (unsigned)level < 4 ? (unsigned)level : WSL_LOG_ERROR;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    char stamp[WSL_LOG_STAMP_LEN + 1];
+    char stamp[WSL_LOG_STAMP_LEN + 1], line[512];
     wsl_log_stamp(stamp, &ts);
-    sig_line l = {.len = 0};
+    jw w = {line, 0, sizeof line - 1}; /* (the last byte for the '\n') */
     if (format == WSL_LOG_JSON) {
-        sig_put(&l, "{\"ts\":\"");
-        sig_put(&l, stamp);
-        sig_put(&l, "\",\"level\":\"");
-        sig_put(&l, json_names[lv]);
+        put_str(&w, "{\"ts\":\"");
+        put_str(&w, stamp);
+        put_str(&w, "\",\"level\":\"");
+        put_str(&w, json_names[lv]);
         if (proc_raw[0]) {
-            sig_put(&l, "\",\"worker\":\"");
-            sig_put(&l, proc_raw);
+            put_str(&w, "\",\"worker\":\"");
+            put_str(&w, proc_raw);
         }
-        sig_put(&l, "\",\"msg\":\"");
-        sig_put(&l, msg);
-        sig_put(&l, "\"}");
+        put_str(&w, "\",\"msg\":\"");
+        put_str(&w, msg);
+        put_str(&w, "\"}");
     } else {
-        sig_put(&l, stamp);
-        sig_put(&l, " ");
-        sig_put(&l, names[lv]);
-        sig_put(&l, " ");
-        sig_put(&l, proc_name);
-        sig_put(&l, msg);
+        put_str(&w, stamp);
+        put_str(&w, " ");
+        put_str(&w, names[lv]);
+        put_str(&w, " ");
+        put_str(&w, proc_name);
+        put_str(&w, msg);
     }
-    l.buf[l.len++] = '\n';
-    write_line(l.buf, l.len);
+    line[w.len++] = '\n';
+    write_line(line, w.len);
 }

@@ -416,26 +416,16 @@ static void test_stamp(void)
     test_context[0] = 0;
 }
 
-/* What wsl_log_from_signal writes to stderr, read back through a pipe. */
-static size_t from_signal(wsl_log_level level, const char *msg, char *out, size_t cap)
+/* What a log call writes to stderr, read back through a pipe: wsl_log (signal false) or
+ * wsl_log_from_signal of msg at level. */
+static size_t captured(bool signal, wsl_log_level level, const char *msg, char *out, size_t cap)
 {
     int fds[2], saved = dup(STDERR_FILENO);
     CHECK(saved >= 0 && pipe(fds) == 0 && dup2(fds[1], STDERR_FILENO) >= 0);
-    wsl_log_from_signal(level, msg);
-    dup2(saved, STDERR_FILENO);
-    close(saved);
-    close(fds[1]);
-    ssize_t n = read(fds[0], out, cap);
-    close(fds[0]);
-    return n > 0 ? (size_t)n : 0;
-}
-
-/* What wsl_log writes to stderr for msg, read back through a pipe. */
-static size_t logged(const char *msg, char *out, size_t cap)
-{
-    int fds[2], saved = dup(STDERR_FILENO);
-    CHECK(saved >= 0 && pipe(fds) == 0 && dup2(fds[1], STDERR_FILENO) >= 0);
-    wsl_log(WSL_LOG_INFO, "%s", msg);
+    if (signal)
+        wsl_log_from_signal(level, msg);
+    else
+        wsl_log(level, "%s", msg);
     dup2(saved, STDERR_FILENO);
     close(saved);
     close(fds[1]);
@@ -454,13 +444,13 @@ static void test_text_cut(void)
     memset(msg, 'a', 8100);
     for (size_t i = 8100; i + 2 < sizeof msg - 1; i += 2)
         memcpy(msg + i, "\xc3\xa9", 2); /* é: a cut inside one would be ill-formed */
-    size_t n = logged(msg, line, sizeof line);
+    size_t n = captured(false, WSL_LOG_INFO, msg, line, sizeof line);
     static const char cut[] = " [cut: the line was longer than 8 KiB]\n";
     CHECK(n > sizeof cut && n <= 8192);
     CHECK(memcmp(line + n - (sizeof cut - 1), cut, sizeof cut - 1) == 0);
     CHECK(utf8_ok((const unsigned char *)line, n));
     /* A line that fits has no mark. */
-    n = logged("short", line, sizeof line);
+    n = captured(false, WSL_LOG_INFO, "short", line, sizeof line);
     CHECK(n > 6 && memcmp(line + n - 6, "short\n", 6) == 0);
 }
 
@@ -468,14 +458,14 @@ static void test_from_signal(void)
 {
     char line[1024];
     wsl_log_set_name("w7");
-    size_t n = from_signal(WSL_LOG_ERROR, "stuck: exiting", line, sizeof line);
+    size_t n = captured(true, WSL_LOG_ERROR, "stuck: exiting", line, sizeof line);
     static const char tail[] = " ERROR [w7] stuck: exiting\n";
     CHECK(n == WSL_LOG_STAMP_LEN + sizeof tail - 1);
     CHECK(n > WSL_LOG_STAMP_LEN && memcmp(line + WSL_LOG_STAMP_LEN, tail, sizeof tail - 1) == 0);
     CHECK(line[4] == '-' && line[10] == 'T' && line[WSL_LOG_STAMP_LEN - 1] == 'Z');
 
     wsl_log_set_format(WSL_LOG_JSON);
-    n = from_signal(WSL_LOG_ERROR, "stuck: exiting", line, sizeof line);
+    n = captured(true, WSL_LOG_ERROR, "stuck: exiting", line, sizeof line);
     field f[8];
     const char *why = NULL;
     int k = parse_line(line, n, f, 8, &why);
@@ -486,7 +476,7 @@ static void test_from_signal(void)
     CHECK(k == 4 && strcmp(f[3].key, "msg") == 0 && strcmp(f[3].str, "stuck: exiting") == 0);
 
     wsl_log_set_level(WSL_LOG_ERROR); /* a level not logged writes nothing */
-    CHECK_EQ(from_signal(WSL_LOG_INFO, "quiet", line, sizeof line), 0);
+    CHECK_EQ(captured(true, WSL_LOG_INFO, "quiet", line, sizeof line), 0);
     wsl_log_set_level(WSL_LOG_INFO);
     wsl_log_set_format(WSL_LOG_TEXT);
     wsl_log_set_name(NULL);
