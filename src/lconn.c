@@ -1,86 +1,137 @@
-/* The conn object scripts see: one per connection, made on first use, with methods (send,
- * close, subscribe ...), read-only fields taken from the connection while it lives and from
- * copies once it is gone, and `data` for the script's own use. */
+/* The conn object scripts see: one per connection, made on first use. It is a table, so that
+ * conn:send is one table lookup in the VM, not a call of a C __index (over a tenth of an echo):
+ * [1] the connection's slot while it lives (see conn_of), false after; "send" the method itself;
+ * "data" the script's own value once set; [2] the fields table once needed. Every other method
+ * and field comes through the metatable, from the connection while it lives and from copies
+ * once it is gone. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lhandle.h"
 #include "script_priv.h"
 #include "utf8.h"
 
-/* The box: the connection (cleared on release) and what stays readable afterwards. */
-typedef struct lconn {
-    wsl_lhandle h;     /* h.p: the wsl_conn */
-    const void *magic; /* &conn_magic: a conn box (see check_box) */
-    uint64_t id;
-    bool secure;
-} lconn;
-
-static const char conn_magic;
+enum { SLOT = 1, FIELDS = 2 }; /* the object's integer keys */
 
 /* The conn metatable, anchored in the registry for the state's life, so its address identifies
- * it (see wsl_lhandle_check). */
+ * it (see conn_slow). */
 static const void *conn_mt;
 
-/* The bytes of the interned string "send", a key of the methods table (which keeps it). */
-static const char *send_key;
+static int conn_send(lua_State *L);
+
+/* A connection's slot is its object's registry reference, and s->conns[slot] the connection:
+ * the object names its connection by a number, so nothing a script does to the table (which is
+ * its own to write) can make us follow a stale or forged pointer. A number put there by hand
+ * names some live connection or none. */
+static int slot_reserve(wsl_script *s, int ref)
+{
+    if ((unsigned)ref < s->nconns) return 0;
+    unsigned n = s->nconns ? s->nconns : 64;
+    while (n <= (unsigned)ref)
+        n *= 2;
+    struct wsl_lconn_slot *p = realloc(s->conns, n * sizeof *p);
+    if (!p) return -1;
+    memset(p + s->nconns, 0, (n - s->nconns) * sizeof *p);
+    s->conns = p;
+    s->nconns = n;
+    return 0;
+}
 
 void wsl_lconn_push(lua_State *L, wsl_conn *c)
 {
     if (c->udata) {
-        wsl_lhandle_push(L, (int)c->udata);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, (int)c->udata);
         return;
     }
-    int ref;
-    lconn *u = wsl_lhandle_new(L, sizeof *u, 1, WSL_CONN_MT, c, &ref);
-    u->magic = &conn_magic;
-    u->id = wsl_conn_id(c);
-    u->secure = c->secure;
+    wsl_script *s = wsl_script_of(L);
+    lua_createtable(L, 0, 2); /* send and the slot: one block (an array part would be another) */
+    lua_pushliteral(L, "send");
+    lua_pushcfunction(L, conn_send);
+    lua_rawset(L, -3);
+    luaL_setmetatable(L, WSL_CONN_MT);
+    lua_pushvalue(L, -1);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (slot_reserve(s, ref) != 0) {
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        luaL_error(L, "not enough memory");
+    }
+    lua_pushinteger(L, ref);
+    lua_rawseti(L, -2, SLOT);
+    s->conns[ref] = (struct wsl_lconn_slot){c, lua_topointer(L, -1)};
     c->udata = (uint32_t)ref;
 }
 
-/* Every method checks its object: by the box's size and mark, which is cheaper than fetching
- * its metatable (a light userdata has no size, so it is never read). Only Lua's own objects and
- * C modules make userdata, and no script can write the mark into one. */
-static inline lconn *check_box(lua_State *L, int i)
+/* Not a live connection's object: a closed one's (NULL), or not a conn at all (raises). */
+static __attribute__((noinline)) wsl_conn *conn_slow(lua_State *L, int i)
 {
-    lconn *u = lua_touserdata(L, i);
-    if (u && lua_rawlen(L, i) == sizeof *u && u->magic == &conn_magic) return u;
-    return wsl_lhandle_check(L, i, conn_mt, WSL_CONN_MT); /* raises */
+    if (lua_getmetatable(L, i)) {
+        bool is_conn = lua_topointer(L, -1) == conn_mt;
+        lua_pop(L, 1);
+        if (is_conn) return NULL;
+    }
+    luaL_typeerror(L, i, WSL_CONN_MT);
+    return NULL;
+}
+
+/* The connection of the object at i, without raising: NULL when there is none. */
+static inline wsl_conn *live_conn(lua_State *L, int i)
+{
+    if (lua_type(L, i) != LUA_TTABLE) return NULL;
+    const wsl_script *s = wsl_script_of(L);
+    int isnum;
+    lua_rawgeti(L, i, SLOT);
+    lua_Integer slot = lua_tointegerx(L, -1, &isnum);
+    lua_pop(L, 1);
+    return isnum && slot > 0 && (lua_Unsigned)slot < s->nconns ? s->conns[slot].c : NULL;
+}
+
+/* Every method checks its object: its connection, NULL once that is gone; not a conn raises. */
+static inline wsl_conn *conn_of(lua_State *L, int i)
+{
+    wsl_conn *c = live_conn(L, i);
+    return c ? c : conn_slow(L, i);
 }
 
 wsl_conn *wsl_lconn_check(lua_State *L, int i)
 {
-    return check_box(L, i)->h.p;
+    return conn_of(L, i);
 }
 
-/* The object's own table (user value 1, created on first use) for data and remembered fields. */
-static void push_fields(lua_State *L, int ud)
+wsl_conn *wsl_lconn_get(lua_State *L, int i)
 {
-    if (lua_getiuservalue(L, ud, 1) == LUA_TTABLE) return;
+    return live_conn(L, i);
+}
+
+/* The object's fields table (created on first use): the headers once read, and the copies of
+ * every field made when the connection goes. */
+static void push_fields(lua_State *L, int obj)
+{
+    if (lua_rawgeti(L, obj, FIELDS) == LUA_TTABLE) return;
     lua_pop(L, 1);
     lua_createtable(L, 0, 2);
     lua_pushvalue(L, -1);
-    lua_setiuservalue(L, ud, 1);
+    lua_rawseti(L, obj, FIELDS);
 }
 
 bool wsl_lconn_ident(lua_State *L, int i, uint64_t *id, char *remote, size_t cap)
 {
-    if (lua_type(L, i) != LUA_TUSERDATA || !lua_getmetatable(L, i)) return false;
+    if (lua_type(L, i) != LUA_TTABLE || !lua_getmetatable(L, i)) return false;
     bool is_conn = lua_topointer(L, -1) == conn_mt;
     lua_pop(L, 1);
     if (!is_conn) return false;
-    lconn *u = lua_touserdata(L, i);
-    *id = u->id;
-    wsl_conn *c = u->h.p;
+    wsl_conn *c = live_conn(L, i);
     if (c) {
+        *id = wsl_conn_id(c);
         snprintf(remote, cap, "%s", wsl_conn_remote(c));
         return true;
     }
-    push_fields(L, lua_absindex(L, i)); /* closed: the address it had, if it was ever read */
-    lua_getfield(L, -1, "remote");
+    push_fields(L, lua_absindex(L, i)); /* closed: the copies */
+    lua_getfield(L, -1, "id");
+    *id = (uint64_t)lua_tointeger(L, -1);
+    lua_getfield(L, -2, "remote");
     snprintf(remote, cap, "%s", lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?");
-    lua_pop(L, 2);
+    lua_pop(L, 3);
     return true;
 }
 
@@ -88,10 +139,10 @@ void wsl_lconn_set_data(lua_State *L, wsl_conn *c, int value)
 {
     value = lua_absindex(L, value);
     wsl_lconn_push(L, c);
-    push_fields(L, lua_gettop(L));
+    lua_pushliteral(L, "data");
     lua_pushvalue(L, value);
-    lua_setfield(L, -2, "data");
-    lua_pop(L, 2);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
 }
 
 void wsl_lconn_add_header(lua_State *L, const char *name, size_t nlen, const char *value,
@@ -143,89 +194,68 @@ static bool push_live_field(lua_State *L, const wsl_conn *c, const char *k)
     return false;
 }
 
-static int conn_send(lua_State *L);
-static int conn_index_other(lua_State *L);
-
 static int conn_index(lua_State *L)
 {
-    /* Methods first, and before any check: conn:send is looked up for every message (by the
-     * identity of the interned key before any table lookup), and the method itself checks its
-     * argument. Any other key: conn_index_other, whose frame this case does not pay for. */
-    if (lua_tostring(L, 2) == send_key) { /* (a number key becomes a string: no method either) */
-        lua_pushcfunction(L, conn_send);  /* the value methods.send holds */
-        return 1;
-    }
-    return conn_index_other(L);
-}
-
-static __attribute__((noinline)) int conn_index_other(lua_State *L)
-{
     lua_pushvalue(L, 2);
-    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1; /* a method */
     lua_pop(L, 1);
-    lconn *u = check_box(L, 1);
-    wsl_conn *c = u->h.p;
+    wsl_conn *c = conn_of(L, 1);
     const char *k = luaL_checkstring(L, 2);
-    if (strcmp(k, "id") == 0) {
-        lua_pushinteger(L, (lua_Integer)u->id);
+    if (strcmp(k, "data") == 0) { /* not set yet: an empty table to fill */
+        lua_newtable(L);
+        lua_pushliteral(L, "data");
+        lua_pushvalue(L, -2);
+        lua_rawset(L, 1);
         return 1;
     }
-    if (strcmp(k, "secure") == 0) {
-        lua_pushboolean(L, u->secure);
-        return 1;
-    }
-    if (strcmp(k, "data") == 0 || strcmp(k, "headers") == 0) {
+    if (!c) { /* closed: the copies kept by wsl_lconn_release */
         push_fields(L, 1);
-        if (lua_getfield(L, -1, k) != LUA_TNIL) return 1;
-        lua_pop(L, 1);
-        if (k[0] == 'h' && c)
-            push_headers(L, c);
-        else
-            lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, -3, k);
+        lua_getfield(L, -1, k);
         return 1;
     }
-    if (c && strcmp(k, "compressed") == 0) { /* permessage-deflate agreed */
+    if (strcmp(k, "id") == 0) {
+        lua_pushinteger(L, (lua_Integer)wsl_conn_id(c));
+    } else if (strcmp(k, "secure") == 0) {
+        lua_pushboolean(L, c->secure);
+    } else if (strcmp(k, "compressed") == 0) { /* permessage-deflate agreed */
         lua_pushboolean(L, wsl_conn_compressed(c));
-        return 1;
+    } else if (strcmp(k, "headers") == 0) { /* made once, on first read */
+        push_fields(L, 1);
+        if (lua_getfield(L, -1, "headers") != LUA_TNIL) return 1;
+        push_headers(L, c);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -4, "headers");
+    } else if (!push_live_field(L, c, k)) {
+        lua_pushnil(L);
     }
-    if (c) {
-        if (!push_live_field(L, c, k)) lua_pushnil(L);
-        return 1;
-    }
-    push_fields(L, 1); /* closed: the copies kept by wsl_lconn_release */
-    lua_getfield(L, -1, k);
     return 1;
 }
 
 static int conn_newindex(lua_State *L)
 {
-    check_box(L, 1);
     const char *k = luaL_checkstring(L, 2);
-    if (strcmp(k, "data") != 0) {
-        lua_pushvalue(L, 2);
-        if (lua_gettable(L, 1) != LUA_TNIL) return luaL_error(L, "conn.%s is read-only", k);
-        return luaL_error(L, "conn.%s: a conn has no such field (keep your own in conn.data)", k);
+    if (strcmp(k, "data") == 0) {
+        lua_settop(L, 3);
+        lua_rawset(L, 1);
+        return 0;
     }
-    push_fields(L, 1);
-    lua_pushvalue(L, 3);
-    lua_setfield(L, -2, "data");
-    return 0;
+    lua_pushvalue(L, 2);
+    if (lua_gettable(L, 1) != LUA_TNIL) return luaL_error(L, "conn.%s is read-only", k);
+    return luaL_error(L, "conn.%s: a conn has no such field (keep your own in conn.data)", k);
 }
 
 static int conn_tostring(lua_State *L)
 {
-    lconn *u = check_box(L, 1);
-    wsl_conn *c = u->h.p;
+    wsl_conn *c = conn_of(L, 1);
     if (c) {
         /* "closed" as soon as is_open() is false: in on_close the socket is still there. */
         lua_pushfstring(L, wsl_conn_is_open(c) ? "conn#%I (%s)" : "conn#%I (%s, closed)",
-                        (lua_Integer)u->id, wsl_conn_remote(c));
+                        (lua_Integer)wsl_conn_id(c), wsl_conn_remote(c));
     } else {
         push_fields(L, 1);
-        lua_getfield(L, -1, "remote");
-        lua_pushfstring(L, "conn#%I (%s, closed)", (lua_Integer)u->id,
+        lua_getfield(L, -1, "id");
+        lua_getfield(L, -2, "remote");
+        lua_pushfstring(L, "conn#%I (%s, closed)", lua_tointeger(L, -2),
                         lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
     }
     return 1;
@@ -294,7 +324,10 @@ int wsl_lresult(lua_State *L, int r)
 
 static int conn_send(lua_State *L)
 {
-    wsl_conn *c = wsl_lconn_check(L, 1);
+    /* Most sends answer the connection whose handler runs: known by the object's address. */
+    const wsl_script *s = wsl_script_of(L);
+    wsl_conn *c = s->conn_now;
+    if (!c || !c->udata || lua_topointer(L, 1) != s->conns[c->udata].obj) c = conn_of(L, 1);
     size_t len;
     int op;
     const char *p = check_msg(L, 2, &len, &op, "conn:send");
@@ -375,9 +408,10 @@ void wsl_lconn_open(lua_State *L)
     };
     conn_mt =
         wsl_lhandle_class(L, WSL_CONN_MT, conn_methods, conn_index, conn_newindex, conn_tostring);
-    /* The methods table holds "send" as a key: the interned string lives as long as the state. */
-    lua_pushliteral(L, "send");
-    send_key = lua_tostring(L, -1);
+    /* Scripts get the name, not the metatable: an object keeps its fields and methods. */
+    luaL_getmetatable(L, WSL_CONN_MT);
+    lua_pushliteral(L, WSL_CONN_MT);
+    lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);
 }
 
@@ -387,11 +421,18 @@ static int release_body(lua_State *L)
 {
     wsl_conn *c = lua_touserdata(L, 1);
     wsl_lconn_push(L, c);
-    push_fields(L, lua_gettop(L));
+    int obj = lua_gettop(L);
+    lua_pushboolean(L, 0); /* first: the slot is about to name another connection */
+    lua_rawseti(L, obj, SLOT);
+    push_fields(L, obj);
     for (size_t i = 0; i < sizeof live_fields / sizeof live_fields[0]; i++) {
         push_live_field(L, c, live_fields[i].name);
         lua_setfield(L, -2, live_fields[i].name);
     }
+    lua_pushinteger(L, (lua_Integer)wsl_conn_id(c));
+    lua_setfield(L, -2, "id");
+    lua_pushboolean(L, c->secure);
+    lua_setfield(L, -2, "secure");
     lua_pushboolean(L, wsl_conn_compressed(c));
     lua_setfield(L, -2, "compressed");
     if (lua_getfield(L, -1, "headers") == LUA_TNIL) {
@@ -404,9 +445,10 @@ static int release_body(lua_State *L)
 void wsl_lconn_release(wsl_script *s, wsl_conn *c)
 {
     if (!c->udata || !s->L) return;
-    /* Keep copies of the fields for code that still holds the object; if Lua is out of memory
-     * for them, the object at least never keeps a dangling pointer. */
+    /* Keep copies of the fields for code that still holds the object. Whatever happens to them
+     * (Lua out of memory), the slot stops naming c here. */
     wsl_protect(s, release_body, c, "release", c);
-    wsl_lhandle_release(s->L, (int)c->udata);
+    s->conns[c->udata] = (struct wsl_lconn_slot){0};
+    luaL_unref(s->L, LUA_REGISTRYINDEX, (int)c->udata);
     c->udata = 0;
 }

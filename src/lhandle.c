@@ -1,5 +1,6 @@
 /* Boxes for C objects seen from Lua: creation with a registry pin, release that clears the
- * pointer, and the fast type check. Shared by conn objects and timers. */
+ * pointer, and the fast type check. Shared by timers and req objects;
+ * conn objects (lconn.c) are tables and use only the class. */
 #include "lhandle.h"
 
 #include <lauxlib.h>

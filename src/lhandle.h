@@ -1,4 +1,4 @@
-/* The life of a Lua object that stands for a C object the server owns (a connection, a timer):
+/* The life of a Lua object that stands for a C object the server owns (a timer, a request):
  * a userdata box that starts with the C pointer, pinned by a registry reference while the C
  * object lives, and cleared (never freed by Lua) when it goes. Every method checks the pointer,
  * as liolib does for closed files. Part of the Lua binding. */

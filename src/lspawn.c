@@ -54,8 +54,11 @@ static wsl_conn *owner(lua_State *L, lua_State *co)
     lua_pushthread(co);
     lua_xmove(co, L, 1);
     lua_rawget(L, -2);
-    wsl_lhandle *h = lua_type(L, -1) == LUA_TUSERDATA ? lua_touserdata(L, -1) : NULL;
-    wsl_conn *c = h ? h->p : NULL;
+    wsl_conn *c = NULL;
+    if (lua_type(L, -1) == LUA_TUSERDATA) /* a req object's */
+        c = ((wsl_lhandle *)lua_touserdata(L, -1))->p;
+    else
+        c = wsl_lconn_get(L, -1);
     lua_pop(L, 2);
     return c;
 }

@@ -635,7 +635,7 @@ static void replace_functions(lua_State *L)
 /* Lua allocates and frees small blocks all the time (every message is a string, every call
  * may make closures and tables) and frees them in batches when the collector runs, which
  * overflows glibc's per-thread cache into its slower bins. Blocks of up to WSL_SMALL_MAX bytes
- * therefore come from free lists of our own, one per 16-byte class, holding at most
+ * therefore come from free lists of our own, one per class (see small_class), holding at most
  * SMALL_POOL_BYTES in all; the rest goes to malloc. Drained where a failed call gives memory
  * back (failed) and when the state closes. The memory cap counts the sizes Lua asked for, as
  * before. Not under AddressSanitizer, which must see every block. */
@@ -655,15 +655,17 @@ static void replace_functions(lua_State *L)
 
 /* A block's class, by the size Lua asked for (1..WSL_SMALL_MAX), and the class's block size.
  * Every block of a class is at least that large, so any of them serves any request of the
- * class. */
+ * class. Classes are 24, 40, ... 136 bytes: glibc's chunks are 16-byte multiples with an 8-byte
+ * header, so a block of 16k + 8 bytes fills its chunk, where one of 16k would leave 8 bytes
+ * unused and make a request of 16k - 8 (a table's 56) take a chunk 16 bytes larger. */
 static inline unsigned small_class(size_t n)
 {
-    return (unsigned)((n - 1) >> 4);
+    return (unsigned)((n + 7) >> 4) - (n > 8);
 }
 
 static inline size_t class_size(unsigned c)
 {
-    return (size_t)(c + 1) << 4;
+    return 16 * (size_t)c + 24;
 }
 
 static inline bool is_small(size_t n)
@@ -1546,6 +1548,7 @@ void wsl_script_free(wsl_script *s)
     running = NULL;
     free(s->runners);
     free(s->runner_refs);
+    free(s->conns);
     free(s->path);
     free(s);
 }

@@ -44,10 +44,17 @@ struct wsl_script {
     uv_timer_t debounce;
     bool watching;
     wsl_conn *conn_now; /* whose handler runs now (NULL: none, or a timer) */
-    int req_now;        /* the req object of the on_request that runs now (a registry ref; 0) */
-    bool waiting;       /* the running coroutine of ws.spawn yields to wait (wsl_spawn_waiting) */
-    wsl_list sleepers;  /* ws.sleep timers (lspawn.c) */
-    bool reloading;     /* a reload's top level runs: ws.spawn notes what it starts (lspawn.c) */
+    /* The connections that have a conn object, by its slot (lconn.c): the connection (NULL
+     * where none) and the object's address. */
+    struct wsl_lconn_slot {
+        wsl_conn *c;
+        const void *obj;
+    } * conns;
+    unsigned nconns;
+    int req_now;       /* the req object of the on_request that runs now (a registry ref; 0) */
+    bool waiting;      /* the running coroutine of ws.spawn yields to wait (wsl_spawn_waiting) */
+    wsl_list sleepers; /* ws.sleep timers (lspawn.c) */
+    bool reloading;    /* a reload's top level runs: ws.spawn notes what it starts (lspawn.c) */
     /* wsl_script_stop ran: the loop is ending, and a timer started now (by a finalizer, which
      * may run until lua_close) would keep it alive, or use it once closed. */
     bool stopped;
@@ -133,6 +140,7 @@ void wsl_push_last_error(lua_State *L);
 void wsl_lconn_open(lua_State *L);              /* the metatable */
 void wsl_lconn_push(lua_State *L, wsl_conn *c); /* creates it on first use */
 wsl_conn *wsl_lconn_check(lua_State *L, int i); /* NULL once the connection is gone */
+wsl_conn *wsl_lconn_get(lua_State *L, int i);   /* the same, NULL for anything else too */
 /* The value at i is a conn object: its id and remote address (for ws.log); no error otherwise. */
 bool wsl_lconn_ident(lua_State *L, int i, uint64_t *id, char *remote, size_t cap);
 void wsl_lconn_set_data(lua_State *L, wsl_conn *c, int value);

@@ -444,7 +444,13 @@ HOSTILE_STOPPED = {
     "getregistry": "local r = debug.getregistry() for k, v in pairs(r) do "
                    "if type(v) == 'thread' then r[k] = nil end end collectgarbage()",
     "setupvalue-c": "debug.setupvalue(ws.connections(), 1, 42)",
-    "setmetatable-userdata": "debug.setmetatable(conn, getmetatable(ws.timer(1, print)))",
+    "setmetatable-userdata": "debug.setmetatable(ws.timer(1, print), {})",
+    # a conn is a table, whose metatable the script may change: the server's functions check
+    # what they are given all the same (a timer's method on a conn, a conn's on a forged table)
+    "conn-as-timer": "debug.setmetatable(conn, debug.getmetatable(ws.timer(1, print))) "
+                     "conn:stop()",
+    "forged-conn": "local send = conn.send send(setmetatable({1e9}, "
+                   "debug.getmetatable(conn)), 'x') send({}, 'x')",
     "setuservalue": "debug.setuservalue(conn, 42, 1)",
     "deep-recursion": "local function f() return f() + 1 end f()",
     "c-stack-recursion": "local function f() coroutine.wrap(f)() end f()",

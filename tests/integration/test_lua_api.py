@@ -71,11 +71,50 @@ def test_conn_data_persists_across_messages(server):
 
 def test_conn_fields_are_read_only_but_data(server):
     c = server.connect()
-    for k in ["id", "remote", "path", "secure", "headers", "send"]:
+    for k in ["id", "remote", "path", "query", "secure", "compressed", "headers", "close",
+              "subscribe"]:
         assert f"conn.{k} is read-only" in ev_err(c, f"conn.{k} = 1"), k
     assert "conn.nick: a conn has no such field (keep your own in conn.data)" in \
         ev_err(c, "conn.nick = 'ann'")
     assert ev1(c, "conn.data = {nick = 'ann'} return conn.data.nick") == "ann"
+    assert ev1(c, "conn.data = nil return next(conn.data) == nil") == "true"
+
+
+def test_conn_is_a_table_with_send_of_its_own(server):
+    # So that conn:send is one table lookup, send is an entry of the conn table itself; the
+    # metatable (hidden from getmetatable) answers for everything else, and for send too once
+    # the script removed its entry.
+    c = server.connect()
+    assert ev(c, "return type(conn), rawget(conn, 'send') == conn.send, getmetatable(conn)") \
+        == ["table", "true", "wsluad.conn"]
+    c.send_text("conn.send = nil return rawget(conn, 'send') == nil, conn:send('x')")
+    assert c.recv_text() == "x"
+    assert c.recv_text() == "ok true\ttrue"
+    assert "cannot change a protected metatable" in ev_err(c, "setmetatable(conn, nil)")
+
+
+def test_closed_conn_object_never_reaches_a_later_connection(server):
+    # A conn object names its connection by a slot (its first entry) that a later connection
+    # reuses once the first is gone: the old object must answer "closed" and keep its own
+    # fields, and never reach the connection that took its slot.
+    keep = server.connect()
+    a = server.connect()
+    aid, slot = ev(a, "S.old = conn return conn.id, rawget(conn, 1)")
+    a.close_handshake()
+    a.shutdown()
+    later = []
+    for _ in range(50):  # until a later connection took the slot (the next or so after a went)
+        later.append(server.connect())
+        if ev1(later[-1], "return rawget(conn, 1)") == slot:
+            break
+    else:
+        pytest.fail(f"no later connection took slot {slot}")
+    assert ev(keep, f"local ok, err = S.old:send('stray') return ok, err, S.old.id == {aid}, "
+                    "S.old:is_open(), tostring(S.old):find('closed') ~= nil") == \
+        ["nil", "closed", "true", "false", "true"]
+    ev(keep, "ws.broadcast('marker', 'text', conn)")
+    for c in later:
+        assert c.recv_text() == "marker"
 
 
 def test_conn_tostring(server):
