@@ -655,17 +655,17 @@ static void replace_functions(lua_State *L)
 
 /* A block's class, by the size Lua asked for (1..WSL_SMALL_MAX), and the class's block size.
  * Every block of a class is at least that large, so any of them serves any request of the
- * class. Classes are 24, 40, ... 136 bytes: glibc's chunks are 16-byte multiples with an 8-byte
- * header, so a block of 16k + 8 bytes fills its chunk, where one of 16k would leave 8 bytes
- * unused and make a request of 16k - 8 (a table's 56) take a chunk 16 bytes larger. */
+ * class. Classes are 8, 24, 40 ... 136 bytes: glibc's chunks are 16-byte multiples with an
+ * 8-byte header, so a block of 16k + 8 bytes fills its chunk, where one of 16k would leave 8
+ * bytes unused and make a request of 16k - 8 (a table's 56) take a chunk 16 bytes larger. */
 static inline unsigned small_class(size_t n)
 {
-    return (unsigned)((n + 7) >> 4) - (n > 8);
+    return (unsigned)((n + 7) >> 4);
 }
 
 static inline size_t class_size(unsigned c)
 {
-    return 16 * (size_t)c + 24;
+    return 16 * (size_t)c + 8;
 }
 
 static inline bool is_small(size_t n)
@@ -698,7 +698,7 @@ static inline void small_put(wsl_script *s, void *p, size_t n)
 /* Give the free lists back to malloc. */
 static void small_drain(wsl_script *s)
 {
-    for (unsigned c = 0; c < WSL_SMALL_MAX / 16; c++) {
+    for (unsigned c = 0; c < WSL_SMALL_CLASSES; c++) {
         while (s->small[c]) {
             void *p = s->small[c];
             s->small[c] = *(void **)p;

@@ -21,9 +21,10 @@
 #define WSL_TIMER_MT   "wsluad.timer"
 #define WSL_REQUEST_MT "wsluad.request"
 
-/* Lua's blocks of up to WSL_SMALL_MAX bytes come from free lists, one per 16-byte class
- * (script.c's lalloc). */
-#define WSL_SMALL_MAX 128
+/* Lua's blocks of up to WSL_SMALL_MAX bytes come from free lists, one per class of 8, 24, 40 ...
+ * bytes (script.c's lalloc). */
+#define WSL_SMALL_MAX     128
+#define WSL_SMALL_CLASSES ((WSL_SMALL_MAX + 7) / 16 + 1)
 
 /* Owned by main: created by wsl_script_new, freed by wsl_script_free after the loop ended. */
 struct wsl_script {
@@ -31,8 +32,8 @@ struct wsl_script {
     wsl_server *srv;
     char *path; /* the script file */
     size_t mem, mem_limit;
-    void *small[WSL_SMALL_MAX / 16]; /* the free lists (each block's first word: the next) */
-    size_t small_bytes;              /* in them */
+    void *small[WSL_SMALL_CLASSES]; /* the free lists (each block's first word: the next) */
+    size_t small_bytes;             /* in them */
     size_t peak;         /* the highest mem during the current protected call (see wsl_protect) */
     int depth;           /* nested protected calls in progress (index into runners) */
     lua_State **runners; /* runners[d]: the thread that runs calls at depth d (see script.c) */
