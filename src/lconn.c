@@ -86,10 +86,15 @@ static inline wsl_conn *live_conn(lua_State *L, int i)
     return isnum && slot > 0 && (lua_Unsigned)slot < s->nconns ? s->conns[slot].c : NULL;
 }
 
-/* Every method checks its object: its connection, NULL once that is gone; not a conn raises. */
+/* Every method checks its object: its connection, NULL once that is gone; not a conn raises.
+ * Most calls are about the connection whose handler runs (conn:send answering a message, the
+ * sender left out of ws.broadcast): that one is known by the object's address. */
 static inline wsl_conn *conn_of(lua_State *L, int i)
 {
-    wsl_conn *c = live_conn(L, i);
+    const wsl_script *s = wsl_script_of(L);
+    wsl_conn *c = s->conn_now;
+    if (c && c->udata && lua_topointer(L, i) == s->conns[c->udata].obj) return c;
+    c = live_conn(L, i);
     return c ? c : conn_slow(L, i);
 }
 
@@ -324,10 +329,7 @@ int wsl_lresult(lua_State *L, int r)
 
 static int conn_send(lua_State *L)
 {
-    /* Most sends answer the connection whose handler runs: known by the object's address. */
-    const wsl_script *s = wsl_script_of(L);
-    wsl_conn *c = s->conn_now;
-    if (!c || !c->udata || lua_topointer(L, 1) != s->conns[c->udata].obj) c = conn_of(L, 1);
+    wsl_conn *c = conn_of(L, 1);
     size_t len;
     int op;
     const char *p = check_msg(L, 2, &len, &op, "conn:send");
