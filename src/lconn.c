@@ -448,7 +448,8 @@ void wsl_lconn_release(wsl_script *s, wsl_conn *c)
 {
     if (!c->udata || !s->L) return;
     /* Keep copies of the fields for code that still holds the object. Whatever happens to them
-     * (Lua out of memory), the slot stops naming c here. */
+     * (Lua out of memory), the slot stops naming c here: at worst the object keeps a number a
+     * later connection takes, never a freed connection. */
     wsl_protect(s, release_body, c, "release", c);
     s->conns[c->udata] = (struct wsl_lconn_slot){0};
     luaL_unref(s->L, LUA_REGISTRYINDEX, (int)c->udata);
