@@ -1,13 +1,13 @@
 /* TLS through one loop-wide BIO of our own. OpenSSL reads ciphertext with read(2) straight into
  * its record buffer (read-ahead: one system call per ~16 KiB), only while the poll says the
- * socket is readable; what it writes lands in a loop-wide buffer that leaves in one write(2)
- * after each call, the rest kept per connection until the kernel takes it. So a connection's
- * queued frames are coalesced and encrypted by one SSL_write, OpenSSL's own buffers are released
- * between calls (SSL_MODE_RELEASE_BUFFERS), and an idle connection holds nothing but its SSL. */
+ * socket is readable; what it writes leaves in one write(2) per call (a lone record straight
+ * from OpenSSL's buffer, several gathered in a loop-wide one), the rest kept per connection
+ * until the kernel takes it. So a connection's queued frames are coalesced and encrypted by one
+ * SSL_write, OpenSSL's own buffers are released between calls (SSL_MODE_RELEASE_BUFFERS), and an
+ * idle connection holds nothing but its SSL. */
 #include "tls.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +34,7 @@ static BIO *bio;
 static wsl_tls *cur;
 static uint8_t *cbuf; /* ciphertext the call in progress made */
 static size_t clen, ccap;
+static bool direct;   /* the SSL_write in progress makes one record, with nothing kept ahead */
 static uint8_t *pbuf; /* WSL_TLS_BATCH bytes: queued frames gathered for one SSL_write */
 static char errbuf[256];
 
@@ -62,7 +63,7 @@ static char errbuf[256];
 static uint8_t *arena; /* RECBUF_N blocks; mapped once, for the life of the process */
 static void *stack[RECBUF_N];
 static int depth;
-static pthread_t owner; /* the loop's thread: the only one that takes from the stack */
+static _Thread_local bool owner; /* on the loop's thread: the only one that takes from the stack */
 
 static bool in_arena(const void *p)
 {
@@ -73,14 +74,14 @@ static bool in_arena(const void *p)
 static void *ossl_malloc(size_t n, const char *file, int line)
 {
     (void)file, (void)line;
-    if (n > RECBUF_MIN && n <= RECBUF_SIZE && depth && pthread_equal(pthread_self(), owner))
-        return stack[--depth];
+    if (n > RECBUF_MIN && n <= RECBUF_SIZE && depth && owner) return stack[--depth];
     return malloc(n);
 }
 
 static void ossl_free(void *p, const char *file, int line)
 {
     (void)file, (void)line;
+    if (!p) return; /* OpenSSL frees many NULLs: each would cost a call into libc */
     if (in_arena(p))
         stack[depth++] = p;
     else
@@ -106,7 +107,7 @@ void wsl_tls_global_init(void)
     void *m = mmap(NULL, (size_t)RECBUF_N * RECBUF_SIZE, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) return;
-    owner = pthread_self();
+    owner = true;
     /* Refused once OpenSSL has allocated anything: then malloc it is, as before. */
     if (!CRYPTO_set_mem_functions(ossl_malloc, ossl_realloc, ossl_free)) {
         munmap(m, (size_t)RECBUF_N * RECBUF_SIZE);
@@ -123,6 +124,17 @@ static int bio_write(BIO *b, const char *p, int n)
 {
     (void)b;
     if (n <= 0) return 0;
+    /* A lone record goes to the kernel from OpenSSL's buffer, not copied first; what the kernel
+     * does not take, or an error, is left to emit after the call, as for the rest. */
+    if (direct && !clen) {
+        ssize_t w = write(cur->fd, p, (size_t)n);
+        if (w > 0) {
+            wsl_metrics.bytes_sent += (size_t)w;
+            if (w == n) return n;
+            p += w;
+            n -= (int)w;
+        }
+    }
     if (clen + (size_t)n > ccap) {
         size_t cap = ccap ? ccap : 32768;
         while (cap < clen + (size_t)n)
@@ -486,7 +498,11 @@ int wsl_tls_write(wsl_tls *t, const void *p, size_t n)
     cur = t;
     while (n > 0) {
         size_t len = n < WSL_TLS_BATCH ? n : WSL_TLS_BATCH, w = 0;
-        if (SSL_write_ex(t->ssl, s, len, &w) != 1) {
+        /* Larger writes make several records, gathered into one write(2) by emit. */
+        direct = len <= SSL3_RT_MAX_PLAIN_LENGTH && !wsl_tls_pending(t);
+        int ok = SSL_write_ex(t->ssl, s, len, &w);
+        direct = false;
+        if (ok != 1) {
             clen = 0;
             ssl_reason("cannot encrypt");
             t->failed = 1;
