@@ -82,14 +82,45 @@ static void stack_fill(void)
     lowest = RECBUF_N;
 }
 
+/* Every record OpenSSL writes builds its header and body with a WPACKET, which takes a 40-byte
+ * block from malloc for each level of nesting and frees it before the write returns: four
+ * malloc/free pairs per record, about 450 instructions. Those blocks, and only those (they are
+ * known by the file OpenSSL names, crypto/packet.c, whose blocks never outlive the call), come
+ * from a small stack of their own; long-lived blocks of the same size would drain it. */
+#define SMALL_SIZE 64
+#define SMALL_N    64
+static _Alignas(16) uint8_t small[SMALL_N][SMALL_SIZE];
+static void *small_stack[SMALL_N];
+static int small_depth;
+static const char *packet_file; /* OpenSSL's name for crypto/packet.c, once seen */
+
+static bool in_small(const void *p)
+{
+    const uint8_t *b = p, *s = (const uint8_t *)small;
+    return b >= s && b < s + sizeof small;
+}
+
+/* Whether file is crypto/packet.c: a string compared once, its address after that. */
+static bool is_packet(const char *file)
+{
+    if (file == packet_file) return file != NULL;
+    if (packet_file || !file) return false;
+    size_t n = strlen(file);
+    if (n < 9 || strcmp(file + n - 9, "/packet.c") != 0) return false;
+    packet_file = file;
+    return true;
+}
+
 static void *ossl_malloc(size_t n, const char *file, int line)
 {
-    (void)file, (void)line;
+    (void)line;
     if (n > RECBUF_MIN && n <= RECBUF_SIZE && depth && owner) {
         void *b = stack[--depth];
         if (depth < lowest) lowest = depth;
         return b;
     }
+    if (n <= SMALL_SIZE && small_depth && owner && is_packet(file))
+        return small_stack[--small_depth];
     return malloc(n);
 }
 
@@ -97,7 +128,9 @@ static void ossl_free(void *p, const char *file, int line)
 {
     (void)file, (void)line;
     if (!p) return; /* OpenSSL frees many NULLs: each would cost a call into libc */
-    if (in_arena(p))
+    if (in_small(p))
+        small_stack[small_depth++] = p;
+    else if (in_arena(p))
         stack[depth++] = p;
     else
         free(p);
@@ -106,12 +139,13 @@ static void ossl_free(void *p, const char *file, int line)
 static void *ossl_realloc(void *p, size_t n, const char *file, int line)
 {
     (void)file, (void)line;
-    if (!in_arena(p)) return realloc(p, n);
-    if (n <= RECBUF_SIZE) return p;
+    size_t have = in_small(p) ? SMALL_SIZE : in_arena(p) ? RECBUF_SIZE : 0;
+    if (!have) return realloc(p, n);
+    if (n <= have) return p;
     void *q = malloc(n);
     if (q) {
-        memcpy(q, p, RECBUF_SIZE);
-        stack[depth++] = p;
+        memcpy(q, p, have);
+        ossl_free(p, file, line);
     }
     return q;
 }
@@ -130,6 +164,8 @@ void wsl_tls_global_init(void)
     }
     arena = m;
     stack_fill();
+    for (small_depth = 0; small_depth < SMALL_N; small_depth++)
+        small_stack[small_depth] = small[small_depth];
 }
 
 /* Once every block is back after busy connections took more than the first RECBUF_KEEP, the
