@@ -64,7 +64,6 @@ static void on_sweep(uv_timer_t *t)
 {
     wsl_server *s = t->data;
     uint64_t now = uv_now(s->loop);
-    wsl_tls_sweep(); /* nothing to do without busy TLS connections */
     for (int i = WSL_LIST_HANDSHAKE; i < WSL_LIST_COUNT; i++) {
         /* Expiring moves or removes the head, so this ends; bound it anyway against a
          * connection that re-arms itself with a deadline already past. */

@@ -3,8 +3,8 @@
  * socket is readable; what it writes leaves in one write(2) per call (a lone record straight
  * from OpenSSL's buffer, several gathered in a loop-wide one), the rest kept per connection
  * until the kernel takes it. So a connection's queued frames are coalesced and encrypted by one
- * SSL_write, OpenSSL's own buffers are released between calls (SSL_MODE_RELEASE_BUFFERS) but by
- * busy connections, and an idle connection holds nothing but its SSL. */
+ * SSL_write, OpenSSL's own buffers are released between calls (SSL_MODE_RELEASE_BUFFERS), and an
+ * idle connection holds nothing but its SSL. */
 #include "tls.h"
 
 #include <errno.h>
@@ -45,7 +45,10 @@ static char errbuf[256];
  * echoed message. A stack of such blocks kept by the loop makes each a pop and a push. The
  * blocks live in one mapping, so a free knows them by their address (pages are touched, and so
  * resident, only as deep as the stack was ever used); other sizes, other threads and a stack
- * run dry go to malloc as before. Not under AddressSanitizer, which must see every buffer. */
+ * run dry go to malloc as before. Not under AddressSanitizer, which must see every buffer.
+ * Letting busy connections keep their buffers instead saves OpenSSL about 340 instructions per
+ * echo, but was no faster in interleaved runs at 100 connections (0.1-0.3 us more CPU per echo):
+ * each connection's buffers are out of the cache, where the stack's top block always is. */
 #if defined(__SANITIZE_ADDRESS__)
 #define RECBUF_POOL 0
 #elif defined(__has_feature)
@@ -58,28 +61,17 @@ static char errbuf[256];
 #endif
 #define RECBUF_MIN  16384       /* smaller requests are not record buffers */
 #define RECBUF_SIZE (18 * 1024) /* OpenSSL asks for 16 KiB of plaintext plus its overhead */
-#define WARM_MAX    256 /* connections keeping their record buffers (see "busy connections") */
-#define RECBUF_KEEP 32  /* blocks whose pages stay once touched */
-#define RECBUF_N    (RECBUF_KEEP + 2 * WARM_MAX)
+#define RECBUF_N    32
 
 static uint8_t *arena; /* RECBUF_N blocks; mapped once, for the life of the process */
 static void *stack[RECBUF_N];
 static int depth;
-static int lowest = RECBUF_N;    /* the lowest depth since the pages were last given back */
 static _Thread_local bool owner; /* on the loop's thread: the only one that takes from the stack */
 
 static bool in_arena(const void *p)
 {
     const uint8_t *b = p;
     return arena && b >= arena && b < arena + (size_t)RECBUF_N * RECBUF_SIZE;
-}
-
-/* All blocks on the stack, the first ones popped first. */
-static void stack_fill(void)
-{
-    for (depth = 0; depth < RECBUF_N; depth++)
-        stack[depth] = arena + (size_t)(RECBUF_N - 1 - depth) * RECBUF_SIZE;
-    lowest = RECBUF_N;
 }
 
 /* Every record OpenSSL writes builds its header and body with a WPACKET, which takes a 40-byte
@@ -114,11 +106,7 @@ static bool is_packet(const char *file)
 static void *ossl_malloc(size_t n, const char *file, int line)
 {
     (void)line;
-    if (n > RECBUF_MIN && n <= RECBUF_SIZE && depth && owner) {
-        void *b = stack[--depth];
-        if (depth < lowest) lowest = depth;
-        return b;
-    }
+    if (n > RECBUF_MIN && n <= RECBUF_SIZE && depth && owner) return stack[--depth];
     if (n <= SMALL_SIZE && small_depth && owner && is_packet(file))
         return small_stack[--small_depth];
     return malloc(n);
@@ -163,81 +151,10 @@ void wsl_tls_global_init(void)
         return;
     }
     arena = m;
-    stack_fill();
+    for (depth = 0; depth < RECBUF_N; depth++)
+        stack[depth] = arena + (size_t)(RECBUF_N - 1 - depth) * RECBUF_SIZE;
     for (small_depth = 0; small_depth < SMALL_N; small_depth++)
         small_stack[small_depth] = small[small_depth];
-}
-
-/* Once every block is back after busy connections took more than the first RECBUF_KEEP, the
- * pages of the others go back to the kernel, so that the process's memory when idle does not
- * keep the peak of its busy times. */
-static void arena_trim(void)
-{
-    if (!arena || depth != RECBUF_N || lowest >= RECBUF_N - RECBUF_KEEP) return;
-    stack_fill();
-    madvise(arena + (size_t)RECBUF_KEEP * RECBUF_SIZE,
-            (size_t)(RECBUF_N - RECBUF_KEEP) * RECBUF_SIZE, MADV_DONTNEED);
-}
-
-/* ---- busy connections --------------------------------------------------------------------------
- * Even from the stack, taking and releasing both record buffers around every read and write
- * costs OpenSSL about 350 instructions per echoed message (uWebSockets keeps them, with every
- * connection's). So a connection that is busy, WARM_OPS reads and writes of data within a sweep
- * tick, keeps its buffers (the mode is cleared on its SSL) until a tick passes without one; at
- * most WARM_MAX connections at a time, whose buffers the stack has room for. An idle connection,
- * or one that speaks now and then, still keeps none. */
-#define WARM_OPS 8
-
-static wsl_tls *warm[WARM_MAX];
-static uint32_t nwarm;
-static uint16_t tick;
-
-static void warm_up(wsl_tls *t)
-{
-    if (nwarm == WARM_MAX) return;
-    SSL_clear_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
-    t->warm = t->used = 1;
-    t->warm_at = nwarm;
-    warm[nwarm++] = t;
-}
-
-/* t did a read or a write of data. */
-static inline void touch(wsl_tls *t)
-{
-    if (t->warm) {
-        t->used = 1;
-        return;
-    }
-    if (t->tick != tick) {
-        t->tick = tick;
-        t->ops = 0;
-    }
-    if (++t->ops >= WARM_OPS) warm_up(t);
-}
-
-static void warm_remove(wsl_tls *t)
-{
-    warm[t->warm_at] = warm[--nwarm];
-    warm[t->warm_at]->warm_at = t->warm_at;
-    t->warm = 0;
-}
-
-void wsl_tls_sweep(void)
-{
-    tick++;
-    for (uint32_t i = 0; i < nwarm;) {
-        wsl_tls *t = warm[i];
-        if (t->used) {
-            t->used = 0;
-            i++;
-        } else if (SSL_free_buffers(t->ssl)) { /* fails while records read ahead wait */
-            SSL_set_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
-            warm_remove(t); /* the last one takes its place: i again */
-        } else {
-            i++;
-        }
-    }
-    arena_trim();
 }
 
 /* ---- the BIO ------------------------------------------------------------------------------ */
@@ -493,7 +410,6 @@ int wsl_tls_init(wsl_tls *t, wsl_tls_ctx *ctx, int fd)
 
 void wsl_tls_free(wsl_tls *t)
 {
-    if (t->warm) warm_remove(t);
     cur = t;
     SSL_free(t->ssl);
     free(t->out);
@@ -599,11 +515,10 @@ ssize_t wsl_tls_read(wsl_tls *t, void *buf, size_t cap)
     t->readable = 0;
     /* OpenSSL releases its read buffer after application data only: one that a handshake
      * record, or a read that found nothing, left empty goes now. */
-    if (!got && !t->warm && !SSL_has_pending(t->ssl)) SSL_free_buffers(t->ssl);
+    if (!got && !SSL_has_pending(t->ssl)) SSL_free_buffers(t->ssl);
     int w = emit(t);      /* the handshake's answers, alerts */
     t->full = got == cap; /* stopped by the caller's buffer: OpenSSL may hold more */
     if (got) {
-        touch(t);
         if (r != -EAGAIN) t->ended = 1; /* reported by the next read */
         return (ssize_t)got;
     }
@@ -620,7 +535,6 @@ int wsl_tls_write(wsl_tls *t, const void *p, size_t n)
 {
     const uint8_t *s = p;
     cur = t;
-    touch(t);
     while (n > 0) {
         size_t len = n < WSL_TLS_BATCH ? n : WSL_TLS_BATCH, w = 0;
         /* Larger writes make several records, gathered into one write(2) by emit. */

@@ -46,11 +46,7 @@ typedef struct wsl_tls {
     unsigned full : 1;     /* the last read filled the caller's buffer: OpenSSL may hold more */
     unsigned failed : 1;   /* TLS broke: no close_notify */
     unsigned done_hs : 1;  /* the handshake was over once (OpenSSL forgets it on an error) */
-    unsigned warm : 1;     /* busy: keeps its record buffers (see tls.c) */
-    unsigned used : 1;     /* warm, and used since the last sweep tick */
     int err;               /* errno of a failed socket read, 0 when none */
-    uint32_t warm_at;      /* warm: its place in tls.c's list */
-    uint16_t tick, ops;    /* not warm: reads and writes of data in sweep tick `tick` */
 } wsl_tls;
 
 /* 0, or WSL_ENOMEM. The socket is the connection's: wsl_tls_free does not close it. */
@@ -101,10 +97,6 @@ static inline size_t wsl_tls_pending(const wsl_tls *t)
 
 /* Why the last -EPROTO happened (OpenSSL's reason, e.g. "wrong version number"). */
 const char *wsl_tls_error(void);
-
-/* Every sweep tick (a few times a second): a busy connection that was not used since the last
- * one gives its record buffers back. */
-void wsl_tls_sweep(void);
 
 /* Free the loop-wide BIO and scratch buffers (at exit, so leak checkers see a clean heap). */
 void wsl_tls_cleanup(void);
