@@ -322,17 +322,16 @@ static int spill_cork(wsl_conn *c)
 }
 
 /* A frame for the corked connection into the cork buffer, when nothing is queued ahead of it
- * and it fits. Not over TLS (each flush is one SSL_write of the queue) nor with
- * permessage-deflate (the compressed frame is queued by queue_deflated). */
-/* Where a frame of n bytes for c goes in the cork, or NULL when it must take c's queue (output
- * queued ahead of it, TLS or deflate, or no room). The room counts the whole header array
- * beyond n: a header may be written at that fixed size, the payload then overwriting what
- * follows the real one. */
+ * and it fits. Not with permessage-deflate (the compressed frame is queued by queue_deflated).
+ * Over TLS the uncork encrypts the whole cork with one SSL_write, as the flush does the queue.
+ * Where a frame of n bytes for c goes in the cork, or NULL when it must take c's queue (output
+ * queued ahead of it, ciphertext still waiting for the kernel, deflate, or no room). The room
+ * counts the whole header array beyond n: a header may be written at that fixed size, the
+ * payload then overwriting what follows the real one. */
 static inline uint8_t *cork_room(const wsl_conn *c, size_t n)
 {
     const wsl_server *srv = c->srv;
-    if (c->out.bytes || c->tls || c->deflate ||
-        n + WSL_SERVER_HDR_MAX > WSL_CORK_MAX - srv->cork_len)
+    if (queued(c) || c->deflate || n + WSL_SERVER_HDR_MAX > WSL_CORK_MAX - srv->cork_len)
         return NULL;
     return srv->cork + srv->cork_len;
 }
@@ -449,16 +448,19 @@ static int write_or_queue(wsl_conn *c, const void *p, size_t n)
     return wsl_queue_copy(&c->out, (const uint8_t *)p + done, n - done, NULL, 0) ? WSL_ENOMEM : 0;
 }
 
+/* Over TLS with nothing waiting: encrypted at once, what the kernel does not take kept as
+ * ciphertext. Behind ciphertext still waiting for the kernel, it queues like the rest (and so
+ * does what a failed encryption was given: the flush then finds the stream broken). */
+static int tls_write_or_queue(wsl_conn *c, const void *p, size_t n)
+{
+    if (queued(c) == 0 && wsl_tls_write(conn_tls(c), p, n) == 0) return 0;
+    return write_or_queue(c, p, n);
+}
+
 static int send_now(wsl_conn *c, const void *p, size_t n)
 {
     if (spill_cork(c)) return WSL_ENOMEM;
-    int r;
-    /* Over TLS with nothing waiting: encrypted at once, what the kernel does not take kept as
-     * ciphertext. Behind ciphertext still waiting for the kernel, it queues like the rest. */
-    if (c->tls && queued(c) == 0)
-        r = wsl_tls_write(conn_tls(c), p, n) == 0 ? 0 : write_or_queue(c, p, n);
-    else
-        r = write_or_queue(c, p, n);
+    int r = c->tls ? tls_write_or_queue(c, p, n) : write_or_queue(c, p, n);
     wsl_server_mark_dirty(c->srv, c);
     return r;
 }
@@ -1509,13 +1511,14 @@ static void uncork(wsl_conn *c)
     srv->cork_len = 0;
     if (c->state == WSL_CONN_DEAD) return;
     if (n) { /* nothing is queued ahead of the cork: see cork_msg */
-        if (write_or_queue(c, srv->cork, n) != 0) {
+        /* Over TLS, encrypted at once; on failure the flush below reports the broken stream. */
+        if ((c->tls ? tls_write_or_queue(c, srv->cork, n) : write_or_queue(c, srv->cork, n)) != 0) {
             wsl_conn_log(c, WSL_LOG_ERROR, "out of memory queueing output");
             wsl_conn_destroy(c);
             return;
         }
         /* All of it went, and the flush would find nothing to do (the common echo). */
-        if (!c->out.bytes && c->state == WSL_CONN_OPEN && !c->drain_armed &&
+        if (!queued(c) && c->state == WSL_CONN_OPEN && !c->drain_armed &&
             !(c->events & UV_WRITABLE))
             return;
     }

@@ -345,6 +345,45 @@ static void test_pipelined_requests(void)
     PUMP_UNTIL(seen.releases == 1);
 }
 
+/* Replies to the connection being handled go through the cork, encrypted at once: each echo
+ * arrives whole, and the echoes of three frames that came in one record leave in one record. */
+static void test_echo_through_the_cork(void)
+{
+    memset(&seen, 0, sizeof seen);
+    seen.echo = true;
+    connect_and_upgrade(0);
+    for (int i = 0; i < 60; i++) {
+        char text[16];
+        int n = snprintf(text, sizeof text, "echo %02d", i);
+        send_frame(WSL_OP_TEXT, text, (size_t)n);
+        uint8_t got[2 + sizeof text];
+        client_read_exact(got, 2 + (size_t)n);
+        CHECK(got[0] == 0x81 && got[1] == n && memcmp(got + 2, text, (size_t)n) == 0);
+    }
+    uint8_t three[3 * (WSL_FRAME_HDR_MAX + 5)];
+    size_t len = 0;
+    for (int i = 0; i < 3; i++) {
+        size_t h = wsl_frame_header_masked(three + len, WSL_OP_TEXT, true, 5, MASK);
+        memcpy(three + len + h, i == 1 ? "three" : "one++", 5);
+        wsl_frame_mask(three + len + h, 5, MASK, 0);
+        len += h + 5;
+    }
+    client_write(three, len);
+    size_t payload = 0;
+    int records = 0;
+    for (int i = 0; i < 20000 && !records; i++) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        records = peek_records(23, &payload); /* application_data */
+    }
+    CHECK_EQ(records, 1);
+    CHECK_EQ(payload, 3 * (2 + 5) + 17);
+    uint8_t got[3 * 7];
+    client_read_exact(got, sizeof got);
+    CHECK(memcmp(got + 7, "\x81\x05three", 7) == 0);
+    CHECK_EQ(seen.messages, 63);
+    disconnect();
+}
+
 static void test_close_notify_before_fin(void)
 {
     memset(&seen, 0, sizeof seen);
@@ -391,6 +430,7 @@ int main(void)
     test_read_ahead_input_is_delivered();
     test_pipelined_requests();
     test_close_notify_before_fin();
+    test_echo_through_the_cork();
 
     for (int i = 0; i < 10; i++) /* the close callbacks that free the connections */
         uv_run(loop, UV_RUN_NOWAIT);
