@@ -225,6 +225,18 @@ static int peek_records(int type, size_t *payload)
     return count;
 }
 
+/* Run the loop until application data reaches the client: how many records are waiting, and
+ * in *payload what they carry (the frames, plus a content type and a tag each). */
+static int pump_until_records(size_t *payload)
+{
+    int records = 0;
+    for (int i = 0; i < 20000 && !records; i++) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        records = peek_records(23, payload); /* application_data */
+    }
+    return records;
+}
+
 static void test_one_record_per_flush(void)
 {
     memset(&seen, 0, sizeof seen);
@@ -241,12 +253,7 @@ static void test_one_record_per_flush(void)
         wsl_msg_release(&m);
     }
     size_t payload = 0;
-    int records = 0;
-    for (int i = 0; i < 20000 && !records; i++) {
-        uv_run(loop, UV_RUN_NOWAIT);
-        records = peek_records(23, &payload); /* application_data */
-    }
-    CHECK_EQ(records, 1);
+    CHECK_EQ(pump_until_records(&payload), 1);
     CHECK_EQ(payload, 50 * (2 + 8) + 17); /* the frames, the content type and the AEAD tag */
     uint8_t got[50 * 10];
     client_read_exact(got, sizeof got);
@@ -370,12 +377,7 @@ static void test_echo_through_the_cork(void)
     }
     client_write(three, len);
     size_t payload = 0;
-    int records = 0;
-    for (int i = 0; i < 20000 && !records; i++) {
-        uv_run(loop, UV_RUN_NOWAIT);
-        records = peek_records(23, &payload); /* application_data */
-    }
-    CHECK_EQ(records, 1);
+    CHECK_EQ(pump_until_records(&payload), 1);
     CHECK_EQ(payload, 3 * (2 + 5) + 17);
     uint8_t got[3 * 7];
     client_read_exact(got, sizeof got);
