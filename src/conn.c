@@ -457,10 +457,16 @@ static int tls_write_or_queue(wsl_conn *c, const void *p, size_t n)
     return write_or_queue(c, p, n);
 }
 
+/* Bytes for c's stream, plain or encrypted as c is. */
+static int stream_or_queue(wsl_conn *c, const void *p, size_t n)
+{
+    return c->tls ? tls_write_or_queue(c, p, n) : write_or_queue(c, p, n);
+}
+
 static int send_now(wsl_conn *c, const void *p, size_t n)
 {
     if (spill_cork(c)) return WSL_ENOMEM;
-    int r = c->tls ? tls_write_or_queue(c, p, n) : write_or_queue(c, p, n);
+    int r = stream_or_queue(c, p, n);
     wsl_server_mark_dirty(c->srv, c);
     return r;
 }
@@ -1512,7 +1518,7 @@ static void uncork(wsl_conn *c)
     if (c->state == WSL_CONN_DEAD) return;
     if (n) { /* nothing is queued ahead of the cork: see cork_msg */
         /* Over TLS, encrypted at once; on failure the flush below reports the broken stream. */
-        if ((c->tls ? tls_write_or_queue(c, srv->cork, n) : write_or_queue(c, srv->cork, n)) != 0) {
+        if (stream_or_queue(c, srv->cork, n) != 0) {
             wsl_conn_log(c, WSL_LOG_ERROR, "out of memory queueing output");
             wsl_conn_destroy(c);
             return;

@@ -53,6 +53,15 @@ def reload_rx(path):
     return rf"(?i)reload.*{name}|{name}.*reload"
 
 
+def hup(s, script=None, text=None):
+    """Rewrite the script with text (when given) and send SIGHUP: the log mark from before."""
+    if text is not None:
+        write(script, text)
+    mark = s.mark()
+    s.signal(signal.SIGHUP)
+    return mark
+
+
 def say(c, text):
     c.send_frame(1, text)
     return c.recv_text()
@@ -77,9 +86,7 @@ def test_sighup_reload_with_50_clients(script):
         assert sorted(int(n[1:]) for n in names.values()) == sorted(ids)
         s.wait_for_log(r"tick v1")
 
-        write(script, VERSION.format(v="v2"))
-        mark = s.mark()
-        s.signal(signal.SIGHUP)
+        mark = hup(s, script, VERSION.format(v="v2"))
         i, m = s.wait_for_line(reload_rx(script), after=mark)
         assert not re.search(r" (ERROR|WARN) ", m.string), m.string
 
@@ -108,15 +115,11 @@ def test_reload_syntax_error_keeps_old_behaviour(script):
     with Server(script) as s:
         c = s.connect()
         assert say(c, "a").startswith("v1:")
-        write(script, SYNTAX_ERROR)
-        mark = s.mark()
-        s.signal(signal.SIGHUP)
+        mark = hup(s, script, SYNTAX_ERROR)
         i, m = s.wait_for_line(r"ERROR.*room\.lua", after=mark)
         assert say(c, "b").startswith("v1:")
         # Fixed again, the next reload takes.
-        write(script, VERSION.format(v="v2"))
-        mark = s.mark()
-        s.signal(signal.SIGHUP)
+        mark = hup(s, script, VERSION.format(v="v2"))
         s.wait_for_line(reload_rx(script), after=mark)
         s.wait_for_log(r"tick v2", after=mark)
         assert say(c, "c").startswith("v2:")
@@ -125,9 +128,7 @@ def test_reload_syntax_error_keeps_old_behaviour(script):
 def test_reload_syntax_error_keeps_old_timers(script):
     with Server(script) as s:
         s.wait_for_log(r"tick v1")
-        write(script, SYNTAX_ERROR)
-        mark = s.mark()
-        s.signal(signal.SIGHUP)
+        mark = hup(s, script, SYNTAX_ERROR)
         i, _ = s.wait_for_line(r"ERROR.*room\.lua", after=mark)
         s.wait_for_logs(r"tick v1", 2, after=i)
 
@@ -136,9 +137,7 @@ def test_reload_toplevel_error_keeps_old_handlers(script):
     with Server(script) as s:
         c = s.connect()
         assert say(c, "a").startswith("v1:")
-        write(script, TOPLEVEL_ERROR)
-        mark = s.mark()
-        s.signal(signal.SIGHUP)
+        mark = hup(s, script, TOPLEVEL_ERROR)
         i, _ = s.wait_for_line(r"ERROR.*the new top level raises", after=mark)
         # The new top level defined on_message before raising: the old one must still serve.
         assert say(c, "b").startswith("v1:")
@@ -156,9 +155,7 @@ def test_reload_toplevel_error_cancels_what_it_spawned(script):
     # with ws.spawn must not go on (they would run once more after every failed reload).
     with Server(script) as s:
         s.wait_for_log(r"tick v1")
-        write(script, TOPLEVEL_ERROR_AFTER_SPAWN)
-        mark = s.mark()
-        s.signal(signal.SIGHUP)
+        mark = hup(s, script, TOPLEVEL_ERROR_AFTER_SPAWN)
         i, _ = s.wait_for_line(r"ERROR.*the new top level raises", after=mark)
         # The waiting one is closed: its pending __close handlers run.
         s.wait_for_log(r"closed v-raised", after=mark)
@@ -228,8 +225,7 @@ def test_handler_assigned_later_is_seen_at_the_next_reload(tmp_path):
         assert say(c, "swap") == "swapped"
         # The global changed, the handler did not: it was taken when the script was loaded.
         assert say(c, "b") == "old:b"
-        mark = s.mark()
-        s.signal(signal.SIGHUP)
+        mark = hup(s)
         s.wait_for_line(reload_rx(script), after=mark)
         assert say(c, "c") == "new:c"
 
@@ -252,9 +248,7 @@ def test_handler_that_is_not_a_function_fails_the_load(script, tmp_path):
     with Server(script) as s:
         c = s.connect()
         assert say(c, "a").startswith("v1:")
-        write(script, NOT_A_FUNCTION)
-        mark = s.mark()
-        s.signal(signal.SIGHUP)
+        mark = hup(s, script, NOT_A_FUNCTION)
         s.wait_for_line(r"ERROR.*on_close must be a function \(or nil\), got table", after=mark)
         s.wait_for_line(r"reload of .* failed: keeping the running handlers", after=mark)
         assert say(c, "b").startswith("v1:")

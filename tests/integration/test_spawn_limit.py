@@ -23,9 +23,11 @@ def server():
         yield s
 
 
-def one_error_logged(server, mark, regex, count):
-    """The client's "count" was answered with `count` (on_error's calls); once its log line is
-    there, everything before it is logged: exactly one ERROR line since mark, matching regex."""
+def one_error_logged(server, c, mark, regex, count):
+    """c's "count" is answered with `count` (on_error's calls); once its log line is there,
+    everything before it is logged: exactly one ERROR line since mark, matching regex."""
+    c.send_text("count")
+    assert c.recv_text() == f"on_error calls: {count}"
     server.wait_for_log(rf"counted {count}$", after=mark)
     errors = [m.string for m in server.find_logs(r" ERROR ", after=mark)]
     assert len(errors) == 1, errors
@@ -40,9 +42,7 @@ def test_first_stretch_over_the_limit_is_one_failure(server, how):
     assert c.recv_text() == f"on_error 1 in {LOOP_FN}: {TIMEOUT_TEXT}"
     # The connection is still open, and on_error ran once: a second call would have sent its
     # reply before this one.
-    c.send_text("count")
-    assert c.recv_text() == "on_error calls: 1"
-    one_error_logged(server, mark, rf"ERROR Lua error in a function run by ws\.spawn "
+    one_error_logged(server, c, mark, rf"ERROR Lua error in a function run by ws\.spawn "
                      rf"\(conn#{cid} [^)]*\): {TIMEOUT}$", 1)
 
 
@@ -53,9 +53,7 @@ def test_on_close_run_inside_a_handler_over_the_limit_is_one_failure(server):
     a.send_text(f"close {bid}")
     assert b.expect_close() == (4000, "loop")
     assert a.recv_text() == f"on_error 1 in on_close: {TIMEOUT_TEXT}"
-    a.send_text("count")
-    assert a.recv_text() == "on_error calls: 1"
-    one_error_logged(server, mark, rf"ERROR Lua error in on_close \(conn#{bid} [^)]*\): "
+    one_error_logged(server, a, mark, rf"ERROR Lua error in on_close \(conn#{bid} [^)]*\): "
                      rf"{TIMEOUT}$", 1)
 
 
@@ -65,9 +63,7 @@ def test_spawned_from_a_timer_is_logged_once(server):
     c.send_text("timer")
     server.wait_for_log(rf"ERROR Lua error in a function run by ws\.spawn: {TIMEOUT}$",
                         after=mark)
-    c.send_text("count")
-    assert c.recv_text() == "on_error calls: 0"
-    one_error_logged(server, mark, r"in a function run by ws\.spawn", 0)
+    one_error_logged(server, c, mark, r"in a function run by ws\.spawn", 0)
     # The callback stopped at ws.spawn: its code after it never ran.
     assert not server.find_logs(r"timer went on", after=mark)
 
@@ -77,7 +73,5 @@ def test_spawned_from_on_request_answers_500_once(server):
     mark = server.mark()
     status, _, _ = server.get("/spawn")
     assert status == 500
-    c.send_text("count")
-    assert c.recv_text() == "on_error calls: 0"
-    one_error_logged(server, mark, rf"ERROR Lua error in a function run by ws\.spawn: {TIMEOUT}$",
+    one_error_logged(server, c, mark, rf"ERROR Lua error in a function run by ws\.spawn: {TIMEOUT}$",
                      0)
