@@ -133,6 +133,24 @@ int wsl_queue_copy(wsl_queue *q, const void *hdr, size_t hlen, const void *paylo
     return 0;
 }
 
+int wsl_queue_prepend(wsl_queue *q, const void *p, size_t n)
+{
+    if (!q->head) return wsl_queue_copy(q, p, n, NULL, 0);
+    wsl_buf *b = wsl_buf_new(n);
+    if (!b) return WSL_ENOMEM;
+    wsl_seg *s = seg_new(b, 0); /* not the tail: nothing is ever appended to it */
+    if (!s) {
+        wsl_buf_unref(b);
+        return WSL_ENOMEM;
+    }
+    memcpy(b->data, p, n);
+    b->len = (uint32_t)n;
+    s->next = q->head;
+    q->head = s;
+    q->bytes += n;
+    return 0;
+}
+
 int wsl_queue_share(wsl_queue *q, wsl_buf *b)
 {
     wsl_seg *s = seg_new(wsl_buf_ref(b), 0);

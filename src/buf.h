@@ -61,6 +61,8 @@ static inline int wsl_queue_append(wsl_queue *q, const void *p, size_t n)
     return wsl_queue_copy(q, p, n, NULL, 0);
 }
 
+/* Put n bytes, copied, ahead of everything queued. 0 or WSL_ENOMEM (nothing was queued). */
+int wsl_queue_prepend(wsl_queue *q, const void *p, size_t n);
 /* Append all of b by reference (takes a new reference). 0 or WSL_ENOMEM. */
 int wsl_queue_share(wsl_queue *q, wsl_buf *b);
 /* Fill up to max iovecs with the queued bytes, oldest first; returns the count. */

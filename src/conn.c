@@ -25,6 +25,7 @@
 #include "metrics.h"
 #include "proxy.h"
 #include "server.h"
+#include "uring.h"
 #include "utf8.h"
 
 #define MAX_IOV           64
@@ -71,7 +72,8 @@ static inline size_t file_left(const wsl_conn *c);
 
 size_t wsl_conn_buffered(const wsl_conn *c)
 {
-    return queued(c) + (c->corked ? c->srv->cork_len : 0) + file_left(c);
+    return queued(c) + (c->corked ? c->srv->cork_len : 0) + file_left(c) +
+           (c->inflight ? wsl_uring_bytes_of(c->srv->uring, c) : 0);
 }
 
 /* Input OpenSSL holds, which the poll will never announce (while lingering nothing is
@@ -331,7 +333,8 @@ static int spill_cork(wsl_conn *c)
 static inline uint8_t *cork_room(const wsl_conn *c, size_t n)
 {
     const wsl_server *srv = c->srv;
-    if (queued(c) || c->deflate || n + WSL_SERVER_HDR_MAX > WSL_CORK_MAX - srv->cork_len)
+    if (queued(c) || c->inflight || c->deflate ||
+        n + WSL_SERVER_HDR_MAX > WSL_CORK_MAX - srv->cork_len)
         return NULL;
     return srv->cork + srv->cork_len;
 }
@@ -439,7 +442,7 @@ int wsl_conn_send_frame(wsl_conn *c, int opcode, const void *p, size_t len)
 static int write_or_queue(wsl_conn *c, const void *p, size_t n)
 {
     size_t done = 0;
-    if (!c->tls && c->out.bytes == 0) {
+    if (!c->tls && c->out.bytes == 0 && !c->inflight) {
         ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
         if (w > 0) done = (size_t)w; /* an error shows again when the flush writes the rest */
         wsl_metrics.bytes_sent += done;
@@ -627,6 +630,7 @@ static void fail(wsl_conn *c, unsigned code, const char *why)
 void wsl_conn_destroy(wsl_conn *c)
 {
     if (c->state == WSL_CONN_DEAD) return;
+    if (c->inflight) wsl_server_submit(c->srv); /* before its socket is closed */
     report_close(c, 1006, "", 0);
     wsl_server *srv = c->srv;
     bool waiting = wsl_conn_request_pending(c);
@@ -747,6 +751,7 @@ static bool read_file(wsl_conn *c)
 static inline __attribute__((always_inline)) void flush(wsl_conn *c)
 {
     if (c->state == WSL_CONN_DEAD) return;
+    if (c->inflight) wsl_server_submit(c->srv); /* what the batch holds goes first */
     size_t before = queued(c) + file_left(c);
     do { /* once, or while a file being sent has more for a socket that takes it */
         if (file_left(c) && !read_file(c)) return;
@@ -1504,6 +1509,49 @@ static void read_frames(wsl_conn *c)
     parse_frames(c, buf, have + (size_t)r);
 }
 
+/* The cork's n bytes to c's stream: with io_uring, into the server's write batch (over TLS, the
+ * record they make), to be written with the other connections' at the end of the iteration
+ * (wsl_conn_sent reports how that went); without, written now. What cannot go is queued. 0 or
+ * WSL_ENOMEM. */
+#define TLS_RECORD_EXTRA 64 /* a record's header, padding and tag, with room to spare */
+
+static int uncork_write(wsl_conn *c, const uint8_t *p, size_t n)
+{
+    wsl_uring *u = c->srv->uring;
+    if (!u) return stream_or_queue(c, p, n);
+    if (!wsl_uring_reserve(u, n + TLS_RECORD_EXTRA)) wsl_server_submit(c->srv); /* make room */
+    if (c->tls) {
+        int r = queued(c) == 0 ? wsl_tls_write_batched(conn_tls(c), p, n, u, c) : -1;
+        c->inflight = conn_tls(c)->inflight; /* even after a failure, for a record batched */
+        return r == 0 ? 0 : write_or_queue(c, p, n);
+    }
+    uint8_t *q = wsl_uring_reserve(u, n);
+    if (!q) return write_or_queue(c, p, n);
+    memcpy(q, p, n);
+    wsl_uring_commit(u, c->fd, n, c);
+    c->inflight = 1;
+    return 0;
+}
+
+void wsl_conn_sent(void *owner, const uint8_t *p, size_t n, int res)
+{
+    wsl_conn *c = owner;
+    c->inflight = 0;
+    if (c->tls) conn_tls(c)->inflight = 0;
+    size_t done = res > 0 ? (size_t)res : 0;
+    wsl_metrics.bytes_sent += done;
+    if (done == n) return;
+    /* The rest goes ahead of whatever was queued meanwhile; the flush writes it, or meets the
+     * socket's error again and ends the connection there (not here, inside someone's write). */
+    if (c->tls ? wsl_tls_unsent(conn_tls(c), p + done, n - done)
+               : wsl_queue_prepend(&c->out, p + done, n - done)) {
+        wsl_conn_log(c, WSL_LOG_ERROR, "out of memory queueing output");
+        shutdown(c->fd, SHUT_RDWR); /* its next read ends it */
+        return;
+    }
+    wsl_server_mark_dirty(c->srv, c);
+}
+
 /* c's input has been handled: write what it was sent meanwhile (the cork buffer, then whatever
  * had to queue) and apply the state's next step, as the end-of-iteration flush would. */
 static void uncork(wsl_conn *c)
@@ -1518,7 +1566,7 @@ static void uncork(wsl_conn *c)
     if (c->state == WSL_CONN_DEAD) return;
     if (n) { /* nothing is queued ahead of the cork: see cork_msg */
         /* Over TLS, encrypted at once; on failure the flush below reports the broken stream. */
-        if (stream_or_queue(c, srv->cork, n) != 0) {
+        if (uncork_write(c, srv->cork, n) != 0) {
             wsl_conn_log(c, WSL_LOG_ERROR, "out of memory queueing output");
             wsl_conn_destroy(c);
             return;

@@ -140,6 +140,7 @@ struct wsl_conn {
     unsigned ztakeover : 1; /* the client keeps its context: c->inflater keeps its window */
     unsigned zbits : 4;     /* the client's window (client_max_window_bits), with ztakeover */
     unsigned tls : 1;       /* accepted on a TLS listener: its wsl_tls follows it (conn.c) */
+    unsigned inflight : 1;  /* bytes wait in the server's write batch: everything else after */
     uint64_t deadline;      /* loop time (ms) when this state's timeout fires */
     wsl_queue out;
     wsl_rx rx; /* its flags first */
@@ -240,6 +241,8 @@ uint32_t *wsl_conn_request_slot(wsl_conn *c);
  * with input OpenSSL held back, which runs their events. Check wsl_conn_is_dead afterwards
  * before touching anything but its state. */
 void wsl_conn_flush(wsl_conn *c);
+/* The server's write batch reports one of c's writes (a wsl_uring_done). */
+void wsl_conn_sent(void *c, const uint8_t *p, size_t n, int res);
 
 /* A state timeout passed (the server's sweep calls this for expired connections). May run the
  * close event and destroy c. */
@@ -270,8 +273,8 @@ static inline uint64_t wsl_conn_id(const wsl_conn *c)
 size_t wsl_conn_tls_pending(const wsl_conn *c);
 
 /* Bytes queued and not yet handed to the kernel (what back-pressure counts): the frames in the
- * server's cork buffer while c's input is handled, and over TLS, the frames not encrypted yet and
- * the ciphertext the kernel has not taken. */
+ * server's cork buffer while c's input is handled, then in its write batch until the iteration
+ * ends, and over TLS, the frames not encrypted yet and the ciphertext the kernel has not taken. */
 size_t wsl_conn_buffered(const wsl_conn *c);
 
 /* The topics c subscribes to: walk them with wsl_sub_next / wsl_sub_topic (topic.h). */

@@ -52,6 +52,8 @@ static const char usage[] =
     "      --log-queries            log query strings, which may hold tokens (default: the\n"
     "                               path only)\n"
     "      --log-format FORMAT      text (default) or json: one JSON object per line\n"
+    "      --no-io-uring            write to each socket with its own send(2) rather than\n"
+    "                               all of an iteration's with one io_uring_enter(2)\n"
     "      --check                  load the script, report errors and exit\n"
     "      --workers N              serve with N worker processes sharing the port; 'auto':\n"
     "                               one per online core (default 1; above 1 needs --redis)\n"
@@ -90,6 +92,7 @@ enum {
     OPT_RELOAD,
     OPT_LOG_QUERIES,
     OPT_LOG_FORMAT,
+    OPT_NO_IO_URING,
     OPT_CHECK,
     OPT_WORKERS,
     OPT_REDIS,
@@ -119,6 +122,7 @@ static const struct option longopts[] = {
     {"reload", no_argument, NULL, OPT_RELOAD},
     {"log-queries", no_argument, NULL, OPT_LOG_QUERIES},
     {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
+    {"no-io-uring", no_argument, NULL, OPT_NO_IO_URING},
     {"check", no_argument, NULL, OPT_CHECK},
     {"workers", required_argument, NULL, OPT_WORKERS},
     {"redis", required_argument, NULL, OPT_REDIS},
@@ -312,6 +316,9 @@ int wsl_options_parse(wsl_options *o, int argc, char **argv)
         case OPT_MAX_BACKPRESSURE:
             if (!wsl_parse_size(optarg, &o->max_backpressure) || o->max_backpressure == 0)
                 return bad("--max-backpressure", optarg);
+            break;
+        case OPT_NO_IO_URING:
+            o->no_io_uring = true;
             break;
         case OPT_DEFLATE:
             o->deflate = true;

@@ -37,6 +37,7 @@ typedef struct wsl_options {
     double handler_timeout;   /* seconds; 0: handlers may run forever */
     unsigned max_connections; /* 0: derive from the open-file limit */
     bool check;
+    bool no_io_uring; /* write with send(2) per socket, not batched (see uring.h) */
     bool reload;
     bool log_queries; /* --log-queries: query strings may reach the log (they often hold tokens) */
     bool log_json;    /* --log-format json */

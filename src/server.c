@@ -20,6 +20,7 @@
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
+#include "uring.h"
 
 #define ACCEPT_BATCH 64   /* accepts per wakeup, so a connection storm cannot starve the rest */
 #define FD_HEADROOM  64   /* descriptors left for the script, logs and static files */
@@ -89,8 +90,14 @@ void wsl_server_mark_dirty(wsl_server *s, wsl_conn *c)
     s->dirty = c;
 }
 
+void wsl_server_submit(wsl_server *s)
+{
+    wsl_uring_submit(s->uring);
+}
+
 static void flush_all(wsl_server *s)
 {
+    if (s->uring) wsl_uring_submit(s->uring); /* first: it holds the oldest bytes */
     wsl_conn *c;
     while ((c = s->dirty)) {
         s->dirty = c->dirty_next;
@@ -466,6 +473,10 @@ int wsl_server_init(wsl_server *s, uv_loop_t *loop, const wsl_options *opt)
     s->topics = wsl_topics_new();
     if (!s->rbuf || !s->cork || !s->topics) return WSL_ENOMEM;
     if (opt->deflate && !(s->deflate = wsl_deflate_new())) return WSL_ENOMEM;
+    if (!opt->no_io_uring &&
+        !(s->uring = wsl_uring_new(WSL_BATCH_WRITES, WSL_BATCH_BYTES, wsl_conn_sent)))
+        wsl_log(WSL_LOG_DEBUG, "io_uring is not available (%s): one send(2) per write",
+                strerror(errno));
     s->handshake_ms = timeout_ms(opt->handshake_timeout);
     s->idle_ms = timeout_ms(opt->idle_timeout);
     s->keepalive_ms = s->idle_ms ? s->idle_ms : s->handshake_ms;
@@ -622,4 +633,5 @@ void wsl_server_free(wsl_server *s)
     free(s->by_id);
     free(s->rbuf);
     free(s->cork);
+    wsl_uring_free(s->uring);
 }

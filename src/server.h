@@ -19,6 +19,8 @@
 
 #define WSL_READ_BUF            (64 * 1024)
 #define WSL_CORK_MAX            (16 * 1024) /* the cork buffer (see wsl_server.corked) */
+#define WSL_BATCH_WRITES        64          /* writes in one io_uring_enter (wsl_server.uring) */
+#define WSL_BATCH_BYTES         (64 * 1024) /* and their bytes; at least WSL_CORK_MAX */
 #define WSL_CLOSE_TIMEOUT_MS    2000        /* wait for the peer's close reply, or its FIN */
 #define WSL_SHUTDOWN_TIMEOUT_MS 3000        /* graceful shutdown gives clients this long */
 
@@ -86,6 +88,10 @@ struct wsl_server {
     wsl_conn *corked;
     uint8_t *cork; /* WSL_CORK_MAX bytes */
     size_t cork_len;
+    /* The cork's bytes, once the input is handled, wait here with other connections' for one
+     * io_uring_enter at the end of the iteration (or sooner, when it is full); NULL without
+     * io_uring (then each is a send). */
+    struct wsl_uring *uring;
     wsl_conn **by_id; /* open connections by id: open addressing, linear probing */
     size_t by_id_cap; /* a power of two, or 0 */
     size_t nconns;    /* every accepted socket not yet closed */
@@ -123,6 +129,8 @@ void wsl_server_track(wsl_server *s, wsl_conn *c, int which, uint64_t ms);
 /* c has output (or a state step) for the flush: the end of this iteration's I/O, or right after
  * its own input when c is the corked connection. */
 void wsl_server_mark_dirty(wsl_server *s, wsl_conn *c);
+/* Write what waits in the write batch now (before anything else reaches those sockets). */
+void wsl_server_submit(wsl_server *s);
 
 /* Join the cluster through the Redis at url (see cluster.h): from now on publish, broadcast and
  * send reach the other nodes too, and connection ids carry this node's number. 0 or a negative

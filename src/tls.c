@@ -23,6 +23,7 @@
 
 #include "error.h"
 #include "metrics.h"
+#include "uring.h"
 
 #define MAX_IOV 64
 
@@ -34,7 +35,9 @@ static BIO *bio;
 static wsl_tls *cur;
 static uint8_t *cbuf; /* ciphertext the call in progress made */
 static size_t clen, ccap;
-static bool direct;   /* the SSL_write in progress makes one record, with nothing kept ahead */
+static bool direct;      /* the SSL_write in progress makes one record, with nothing kept ahead */
+static wsl_uring *batch; /* wsl_tls_write_batched: where a direct record goes, and for whom */
+static void *batch_owner;
 static uint8_t *pbuf; /* WSL_TLS_BATCH bytes: queued frames gathered for one SSL_write */
 static char errbuf[256];
 
@@ -165,6 +168,15 @@ static int bio_write(BIO *b, const char *p, int n)
     if (n <= 0) return 0;
     /* A lone record goes to the kernel from OpenSSL's buffer, not copied first; what the kernel
      * does not take, or an error, is left to emit after the call, as for the rest. */
+    if (direct && !clen && batch) {
+        uint8_t *q = wsl_uring_reserve(batch, (size_t)n);
+        if (q) {
+            memcpy(q, p, (size_t)n);
+            wsl_uring_commit(batch, cur->fd, (size_t)n, batch_owner);
+            cur->inflight = 1;
+            return n;
+        }
+    }
     if (direct && !clen) {
         ssize_t w = write(cur->fd, p, (size_t)n);
         if (w > 0) {
@@ -467,7 +479,7 @@ static int emit(wsl_tls *t)
     size_t n = clen, done = 0;
     clen = 0;
     if (!n) return 0;
-    if (!wsl_tls_pending(t)) {
+    if (!wsl_tls_pending(t) && !t->inflight) {
         ssize_t w = write(t->fd, cbuf, n);
         if (w > 0) {
             done = (size_t)w;
@@ -538,7 +550,7 @@ int wsl_tls_write(wsl_tls *t, const void *p, size_t n)
     while (n > 0) {
         size_t len = n < WSL_TLS_BATCH ? n : WSL_TLS_BATCH, w = 0;
         /* Larger writes make several records, gathered into one write(2) by emit. */
-        direct = len <= SSL3_RT_MAX_PLAIN_LENGTH && !wsl_tls_pending(t);
+        direct = len <= SSL3_RT_MAX_PLAIN_LENGTH && !wsl_tls_pending(t) && !t->inflight;
         int ok = SSL_write_ex(t->ssl, s, len, &w);
         direct = false;
         if (ok != 1) {
@@ -556,6 +568,30 @@ int wsl_tls_write(wsl_tls *t, const void *p, size_t n)
             return r;
         }
     }
+    return 0;
+}
+
+int wsl_tls_write_batched(wsl_tls *t, const void *p, size_t n, wsl_uring *u, void *for_whom)
+{
+    batch = u;
+    batch_owner = for_whom;
+    int r = wsl_tls_write(t, p, n);
+    batch = NULL;
+    return r;
+}
+
+int wsl_tls_unsent(wsl_tls *t, const uint8_t *p, size_t n)
+{
+    size_t have = wsl_tls_pending(t);
+    if (have + n > UINT32_MAX) return WSL_ENOMEM;
+    uint8_t *nb = malloc(have + n);
+    if (!nb) return WSL_ENOMEM;
+    memcpy(nb, p, n);
+    if (have) memcpy(nb + n, t->out + t->out_off, have);
+    free(t->out);
+    t->out = nb;
+    t->out_off = 0;
+    t->out_len = (uint32_t)(have + n);
     return 0;
 }
 

@@ -46,6 +46,7 @@ typedef struct wsl_tls {
     unsigned full : 1;     /* the last read filled the caller's buffer: OpenSSL may hold more */
     unsigned failed : 1;   /* TLS broke: no close_notify */
     unsigned done_hs : 1;  /* the handshake was over once (OpenSSL forgets it on an error) */
+    unsigned inflight : 1; /* a record waits in a write batch: what follows is kept behind it */
     int err;               /* errno of a failed socket read, 0 when none */
 } wsl_tls;
 
@@ -74,6 +75,15 @@ bool wsl_tls_more(const wsl_tls *t);
 /* Encrypt p[0..n) and hand the records to the kernel (what it does not take is kept). 0, or a
  * negative code (WSL_ENOMEM, -EPROTO, a write error). */
 int wsl_tls_write(wsl_tls *t, const void *p, size_t n);
+
+/* wsl_tls_write, but a lone record with nothing kept ahead of it goes to batch u (for owner)
+ * rather than to its own write(2): then t->inflight is set until the batch reports it (the
+ * reader clears it). */
+struct wsl_uring;
+int wsl_tls_write_batched(wsl_tls *t, const void *p, size_t n, struct wsl_uring *u, void *owner);
+/* The batch wrote t's record but for p[0..n): that goes back ahead of the ciphertext kept
+ * since. 0 or WSL_ENOMEM. */
+int wsl_tls_unsent(wsl_tls *t, const uint8_t *p, size_t n);
 
 /* Write the ciphertext kept, then encrypt what q holds (coalesced: one SSL_write per
  * WSL_TLS_BATCH bytes, however many frames) and write it: one write(2) per batch, and no new

@@ -1,6 +1,6 @@
 /* Output queues (src/buf.c): copies coalesce into private chunks, shared buffers are queued by
  * reference and released once written, iovecs cover exactly the unwritten bytes in order, and
- * consume/truncate/clear keep the byte count right. */
+ * prepend/consume/truncate/clear keep the byte count right. */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -109,6 +109,26 @@ static void test_partial_consume(void)
     wsl_queue_clear(&q);
 }
 
+/* What a write left over goes back ahead of what was queued meanwhile; later copies still go to
+ * the end. */
+static void test_prepend(void)
+{
+    wsl_queue q = {0};
+    CHECK_EQ(wsl_queue_prepend(&q, "lo ", 3), 0); /* into an empty queue */
+    CHECK_EQ(wsl_queue_append(&q, "world", 5), 0);
+    CHECK_EQ(wsl_queue_prepend(&q, "hel", 3), 0);
+    CHECK_EQ(wsl_queue_append(&q, "!", 1), 0);
+    CHECK_EQ(q.bytes, 12);
+    uint8_t out[16];
+    size_t n = gather(&q, out, sizeof out);
+    CHECK_MEM(out, n, "hello world!");
+    wsl_queue_consume(&q, 5);
+    n = gather(&q, out, sizeof out);
+    CHECK_MEM(out, n, " world!");
+    wsl_queue_clear(&q);
+    CHECK_EQ(q.bytes, 0);
+}
+
 static void test_truncate_keeps_the_first_segment(void)
 {
     wsl_queue q = {0};
@@ -167,6 +187,7 @@ int main(void)
 {
     test_copies_coalesce();
     test_chunks_grow_and_keep_order();
+    test_prepend();
     test_shared_buffers();
     test_partial_consume();
     test_truncate_keeps_the_first_segment();

@@ -31,6 +31,8 @@ static struct {
     int pair_fd[2];
     wsl_conn *first;
     int readable_at_second;
+    size_t first_buffered; /* wsl_conn_buffered of the first, when the second is handled */
+    bool relay;            /* test_batch_order: pair[1]'s message goes to pair[0] */
 } seen;
 
 static void reset_seen(void)
@@ -62,9 +64,15 @@ static void ev_message(void *ud, wsl_conn *c, const uint8_t *data, size_t len, b
         int other = seen.first == seen.pair[0] ? seen.pair_fd[0] : seen.pair_fd[1];
         uint8_t b;
         seen.readable_at_second = (int)recv(other, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 1;
+        seen.first_buffered = wsl_conn_buffered(seen.first);
     }
     if (seen.messages == 1) seen.first = c;
-    if (seen.echo) {
+    if (seen.relay && c == seen.pair[1]) {
+        wsl_msg m;
+        wsl_msg_init(&m, WSL_OP_TEXT, data, len);
+        CHECK_EQ(wsl_conn_send(seen.pair[0], &m), 0);
+        wsl_msg_release(&m);
+    } else if (seen.echo) {
         wsl_msg m;
         wsl_msg_init(&m, binary ? WSL_OP_BINARY : WSL_OP_TEXT, data, len);
         CHECK_EQ(wsl_conn_send(c, &m), 0);
@@ -260,25 +268,33 @@ static void test_backpressure_and_drain(void)
     PUMP_UNTIL(seen.releases == 1);
 }
 
-/* What a handler sends a connection is written as soon as that connection's input is handled,
- * not after the other ready sockets of the loop iteration were read too (at a thousand
- * connections, waiting for those evicts the first one's state from the caches). Two clients
- * send at once, so both sockets are ready in the same iteration. */
-static void test_reply_before_next_input(void)
+static void connect_pair(void)
 {
-    reset_seen();
-    seen.echo = true;
     for (int i = 0; i < 2; i++) {
         seen.opens = 0;
         connect_and_upgrade();
         seen.pair[i] = seen.conn;
         seen.pair_fd[i] = client;
     }
+}
+
+/* The answers to the input of one loop iteration leave together: with io_uring in one call at the
+ * end of the iteration (the first answer waits, and counts as buffered, while the second input
+ * is handled); without, each as soon as its connection's input is handled, not after the other
+ * ready sockets were read too (at a thousand connections, waiting for those evicts the first
+ * one's state from the caches). Two clients send at once, so both sockets are ready in the same
+ * iteration. */
+static void test_reply_before_next_input(void)
+{
+    reset_seen();
+    seen.echo = true;
+    connect_pair();
     send_frame(WSL_OP_TEXT, "b", 1); /* client is the second one's */
     client = seen.pair_fd[0];
     send_frame(WSL_OP_TEXT, "a", 1);
     PUMP_UNTIL(seen.messages == 2);
-    CHECK(seen.readable_at_second);
+    CHECK_EQ(seen.readable_at_second, srv.uring == NULL);
+    CHECK_EQ(seen.first_buffered, srv.uring ? 3 : 0);
     uint8_t f[16];
     for (int i = 0; i < 2; i++) { /* both answers, whole */
         client = seen.pair_fd[i];
@@ -286,6 +302,44 @@ static void test_reply_before_next_input(void)
         CHECK_EQ(f[0], 0x81);
         CHECK_EQ(f[2], i ? 'b' : 'a');
     }
+    close(seen.pair_fd[0]);
+    close(seen.pair_fd[1]);
+    PUMP_UNTIL(seen.releases == 2);
+    seen.pair[0] = seen.pair[1] = NULL;
+}
+
+/* An answer the socket has no room for keeps its place ahead of what was queued for the same
+ * connection after it, in the same iteration (with io_uring: while it waited in the batch). The
+ * first client's socket is full; it sends, then the second client, whose message is relayed to
+ * the first. */
+static void test_batch_order(void)
+{
+    reset_seen();
+    seen.echo = seen.relay = true;
+    connect_pair();
+    static const uint8_t filler[1024] = {0};
+    size_t filled = 0;
+    for (ssize_t w; (w = send(seen.pair[0]->fd, filler, sizeof filler, MSG_DONTWAIT)) > 0;)
+        filled += (size_t)w;
+    client = seen.pair_fd[0];
+    send_frame(WSL_OP_TEXT, "a", 1);
+    client = seen.pair_fd[1];
+    send_frame(WSL_OP_TEXT, "b", 1);
+    PUMP_UNTIL(seen.messages == 2);
+    CHECK(seen.first == seen.pair[0]); /* handled in the order sent: the case meant */
+    static uint8_t got[1 << 20];
+    size_t have = 0;
+    for (int i = 0; i < 100000 && have < filled + 6; i++) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        ssize_t r = read(seen.pair_fd[0], got + have, sizeof got - have);
+        if (r > 0) have += (size_t)r;
+    }
+    CHECK_EQ(have, filled + 6);
+    CHECK_MEM(got + filled, 6,
+              "\x81\x01"
+              "a"
+              "\x81\x01"
+              "b");
     close(seen.pair_fd[0]);
     close(seen.pair_fd[1]);
     PUMP_UNTIL(seen.releases == 2);
@@ -543,11 +597,20 @@ static void test_deflate(void)
         uv_run(loop, UV_RUN_NOWAIT);
 }
 
-int main(void)
+/* With --no-io-uring (a second ctest test): the same, writing with send(2). */
+int main(int argc, char **argv)
 {
-    char *argv[] = {"wsluad", "--max-backpressure", "256K", "--quiet", "--deflate", "x.lua", NULL};
+    bool send_only = argc > 1 && strcmp(argv[1], "--no-io-uring") == 0;
+    char *args[] = {"wsluad",
+                    "--max-backpressure",
+                    "256K",
+                    "--quiet",
+                    "x.lua",
+                    "--deflate",
+                    send_only ? "--no-io-uring" : NULL,
+                    NULL};
     optind = 0;
-    if (wsl_options_parse(&opt, 6, argv) != WSL_OPTIONS_RUN) return 1;
+    if (wsl_options_parse(&opt, send_only ? 7 : 6, args) != WSL_OPTIONS_RUN) return 1;
     wsl_log_set_level(WSL_LOG_WARN);
     signal(SIGPIPE, SIG_IGN); /* as the server does: a write to a closed peer is an error */
     loop = uv_default_loop();
@@ -557,6 +620,7 @@ int main(void)
     test_echo_and_close_handshake();
     test_backpressure_and_drain();
     test_reply_before_next_input();
+    test_batch_order();
     test_answer_order();
     test_idle_ping_follows_input();
     test_protocol_error();

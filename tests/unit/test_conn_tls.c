@@ -26,6 +26,10 @@ static struct {
     size_t bytes;
     wsl_conn *conn;
     bool echo;
+    wsl_conn *relay_from, *relay_to; /* test_batch_order: also send from's messages to to, */
+    const uint8_t *answer;           /* and answer to's with this, */
+    size_t answer_len;               /* not with an echo */
+    wsl_conn *first;                 /* whose message came first */
 } seen;
 
 static void ev_open(void *ud, wsl_conn *c)
@@ -40,6 +44,18 @@ static void ev_message(void *ud, wsl_conn *c, const uint8_t *data, size_t len, b
     (void)ud;
     seen.messages++;
     seen.bytes += len;
+    if (!seen.first) seen.first = c;
+    if (c == seen.relay_from) {
+        wsl_msg m;
+        wsl_msg_init(&m, WSL_OP_TEXT, data, len);
+        CHECK_EQ(wsl_conn_send(seen.relay_to, &m), 0);
+        wsl_msg_release(&m);
+    }
+    if (c == seen.relay_to && seen.answer) {
+        data = seen.answer;
+        len = seen.answer_len;
+        binary = true;
+    }
     if (seen.echo) {
         wsl_msg m;
         wsl_msg_init(&m, binary ? WSL_OP_BINARY : WSL_OP_TEXT, data, len);
@@ -386,6 +402,57 @@ static void test_echo_through_the_cork(void)
     disconnect();
 }
 
+/* Two connections' input in one loop iteration: both answers (one record each) wait in the
+ * write batch for one io_uring_enter. The first connection's socket is small and its answer
+ * large: its record goes in part, the rest is kept, and what the second connection relays to it
+ * in the same iteration follows that rest. */
+static void test_batch_order(void)
+{
+    memset(&seen, 0, sizeof seen);
+    seen.echo = true;
+    connect_and_upgrade(4096);
+    SSL *ca = client;
+    int fa = client_fd;
+    wsl_conn *a = seen.conn;
+    seen.opens = 0;
+    connect_and_upgrade(0);
+    SSL *cb = client;
+    int fb = client_fd;
+    seen.relay_from = seen.conn;
+    seen.relay_to = a;
+    static uint8_t big[12000], got[sizeof big + 4];
+    memset(big, 't', sizeof big);
+    seen.answer = big;
+    seen.answer_len = sizeof big;
+    /* An idle iteration: epoll forgets the sockets it last reported (level-triggered, it keeps
+     * them listed until a wait finds them not ready), so it reports them in the order sent. */
+    uv_run(loop, UV_RUN_NOWAIT);
+    client = ca, client_fd = fa;
+    send_frame(WSL_OP_TEXT, "a", 1);
+    client = cb, client_fd = fb;
+    send_frame(WSL_OP_TEXT, "b", 1);
+    PUMP_UNTIL(seen.messages == 2);
+    CHECK(seen.first == a); /* handled in the order sent: the case meant */
+    client_read_exact(got, 3);
+    CHECK(memcmp(got,
+                 "\x81\x01"
+                 "b",
+                 3) == 0);
+    client = ca, client_fd = fa;
+    client_read_exact(got, sizeof got);
+    CHECK(got[0] == 0x82 && got[1] == 126 && (got[2] << 8 | got[3]) == sizeof big);
+    CHECK(memcmp(got + 4, big, sizeof big) == 0);
+    client_read_exact(got, 3);
+    CHECK(memcmp(got,
+                 "\x81\x01"
+                 "b",
+                 3) == 0);
+    disconnect();
+    seen.releases = 0;
+    client = cb, client_fd = fb;
+    disconnect();
+}
+
 static void test_close_notify_before_fin(void)
 {
     memset(&seen, 0, sizeof seen);
@@ -433,6 +500,7 @@ int main(void)
     test_pipelined_requests();
     test_close_notify_before_fin();
     test_echo_through_the_cork();
+    test_batch_order();
 
     for (int i = 0; i < 10; i++) /* the close callbacks that free the connections */
         uv_run(loop, UV_RUN_NOWAIT);

@@ -1,0 +1,225 @@
+/* The write batch (uring.h) over io_uring's raw interface (io_uring_setup(2), io_uring_enter(2)):
+ * the kernel headers are all it needs. Each write is an IORING_OP_SEND with MSG_DONTWAIT, so the
+ * kernel completes it inside the enter call, taking what the socket has room for, and the arena
+ * is free again when the call returns. */
+#include "uring.h"
+
+#include <errno.h>
+#include <linux/io_uring.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+typedef struct entry {
+    void *owner;
+    uint32_t off, len; /* in the arena */
+    int fd;
+} entry;
+
+struct wsl_uring {
+    int fd;            /* the ring; -1 once it failed (writes then go through send) */
+    unsigned *sq_tail; /* shared with the kernel */
+    unsigned *sq_head;
+    unsigned sq_mask;
+    struct io_uring_sqe *sqes;
+    unsigned *cq_head, *cq_tail;
+    unsigned cq_mask;
+    struct io_uring_cqe *cqes;
+    void *rings;
+    size_t rings_len, sqes_len;
+
+    wsl_uring_done done;
+    unsigned depth, n; /* n entries committed */
+    size_t cap, used;  /* arena bytes */
+    uint8_t *arena;
+    entry ent[]; /* depth of them */
+};
+
+static int setup(unsigned entries, struct io_uring_params *p)
+{
+    /* The flags only spare work (no interrupting task work, one submitter); kernels before 6.0
+     * refuse some of them, and then get none. */
+    p->flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER;
+    int fd = (int)syscall(__NR_io_uring_setup, entries, p);
+    if (fd < 0 && errno == EINVAL) {
+        memset(p, 0, sizeof *p);
+        fd = (int)syscall(__NR_io_uring_setup, entries, p);
+    }
+    return fd;
+}
+
+wsl_uring *wsl_uring_new(unsigned depth, size_t arena, wsl_uring_done done)
+{
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    int fd = setup(depth, &p);
+    if (fd < 0) return NULL;
+    if (!(p.features & IORING_FEAT_SINGLE_MMAP) || !(p.features & IORING_FEAT_NODROP)) {
+        close(fd); /* kernels before 5.5: not worth a second code path */
+        errno = ENOSYS;
+        return NULL;
+    }
+    wsl_uring *u = calloc(1, sizeof *u + depth * sizeof(entry));
+    uint8_t *a = malloc(arena);
+    size_t sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    size_t cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+    size_t rlen = sq_len > cq_len ? sq_len : cq_len;
+    size_t slen = p.sq_entries * sizeof(struct io_uring_sqe);
+    void *r = MAP_FAILED, *s = MAP_FAILED;
+    if (u && a) {
+        r = mmap(NULL, rlen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
+                 IORING_OFF_SQ_RING);
+        s = mmap(NULL, slen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
+                 IORING_OFF_SQES);
+    }
+    if (r == MAP_FAILED || s == MAP_FAILED) {
+        int e = u && a ? errno : ENOMEM;
+        if (r != MAP_FAILED) munmap(r, rlen);
+        if (s != MAP_FAILED) munmap(s, slen);
+        free(u);
+        free(a);
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    uint8_t *rb = r;
+    u->fd = fd;
+    u->rings = r;
+    u->rings_len = rlen;
+    u->sqes = s;
+    u->sqes_len = slen;
+    u->sq_head = (unsigned *)(rb + p.sq_off.head);
+    u->sq_tail = (unsigned *)(rb + p.sq_off.tail);
+    u->sq_mask = *(unsigned *)(rb + p.sq_off.ring_mask);
+    u->cq_head = (unsigned *)(rb + p.cq_off.head);
+    u->cq_tail = (unsigned *)(rb + p.cq_off.tail);
+    u->cq_mask = *(unsigned *)(rb + p.cq_off.ring_mask);
+    u->cqes = (struct io_uring_cqe *)(rb + p.cq_off.cqes);
+    unsigned *array = (unsigned *)(rb + p.sq_off.array);
+    for (unsigned i = 0; i < p.sq_entries; i++) /* slot i of the ring is always sqes[i] */
+        array[i] = i;
+    u->done = done;
+    u->depth = depth < p.sq_entries ? depth : p.sq_entries;
+    u->cap = arena;
+    u->arena = a;
+    return u;
+}
+
+void wsl_uring_free(wsl_uring *u)
+{
+    if (!u) return;
+    munmap(u->sqes, u->sqes_len);
+    munmap(u->rings, u->rings_len);
+    if (u->fd >= 0) close(u->fd);
+    free(u->arena);
+    free(u);
+}
+
+uint8_t *wsl_uring_reserve(wsl_uring *u, size_t n)
+{
+    if (u->n == u->depth || n > u->cap - u->used) return NULL;
+    return u->arena + u->used;
+}
+
+void wsl_uring_commit(wsl_uring *u, int fd, size_t n, void *owner)
+{
+    u->ent[u->n++] =
+        (entry){.owner = owner, .off = (uint32_t)u->used, .len = (uint32_t)n, .fd = fd};
+    u->used += n;
+}
+
+unsigned wsl_uring_queued(const wsl_uring *u)
+{
+    return u->n;
+}
+
+size_t wsl_uring_bytes_of(const wsl_uring *u, const void *owner)
+{
+    size_t n = 0;
+    for (unsigned i = 0; i < u->n; i++)
+        if (u->ent[i].owner == owner) n += u->ent[i].len;
+    return n;
+}
+
+/* The writes one by one: a lone one, or all once the ring failed (it should not). */
+static void send_each(wsl_uring *u, unsigned from)
+{
+    for (unsigned i = from; i < u->n; i++) {
+        const entry *e = &u->ent[i];
+        ssize_t w;
+        do
+            w = send(e->fd, u->arena + e->off, e->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        while (w < 0 && errno == EINTR);
+        u->done(e->owner, u->arena + e->off, e->len, w < 0 ? -errno : (int)w);
+    }
+}
+
+/* Completions until `want` have come; each reported to done. */
+static unsigned reap(wsl_uring *u, unsigned want)
+{
+    unsigned got = 0;
+    while (got < want) {
+        unsigned head = *u->cq_head;
+        unsigned tail = atomic_load_explicit((_Atomic unsigned *)u->cq_tail, memory_order_acquire);
+        if (head == tail) {
+            /* Not posted yet (a kernel that defers completions to task work): wait for them. */
+            int r = (int)syscall(__NR_io_uring_enter, u->fd, 0, want - got, IORING_ENTER_GETEVENTS,
+                                 NULL, 0);
+            if (r < 0 && errno != EINTR) break;
+            continue;
+        }
+        for (; head != tail; head++, got++) {
+            const struct io_uring_cqe *cqe = &u->cqes[head & u->cq_mask];
+            const entry *e = &u->ent[cqe->user_data];
+            u->done(e->owner, u->arena + e->off, e->len, cqe->res);
+        }
+        atomic_store_explicit((_Atomic unsigned *)u->cq_head, head, memory_order_release);
+    }
+    return got;
+}
+
+unsigned wsl_uring_submit(wsl_uring *u)
+{
+    unsigned n = u->n;
+    if (!n) return 0;
+    if (u->fd < 0 || n == 1) { /* a lone write costs less as a send */
+        send_each(u, 0);
+    } else {
+        unsigned tail = *u->sq_tail;
+        for (unsigned i = 0; i < n; i++) {
+            const entry *e = &u->ent[i];
+            struct io_uring_sqe *q = &u->sqes[(tail + i) & u->sq_mask];
+            memset(q, 0, sizeof *q);
+            q->opcode = IORING_OP_SEND;
+            q->fd = e->fd;
+            q->addr = (uint64_t)(uintptr_t)(u->arena + e->off);
+            q->len = e->len;
+            q->msg_flags = MSG_NOSIGNAL | MSG_DONTWAIT; /* complete now; never wait for room */
+            q->user_data = i;
+        }
+        atomic_store_explicit((_Atomic unsigned *)u->sq_tail, tail + n, memory_order_release);
+        int r;
+        do
+            r = (int)syscall(__NR_io_uring_enter, u->fd, n, 0, 0, NULL, 0);
+        while (r < 0 && errno == EINTR);
+        unsigned taken = r > 0 ? (unsigned)r : 0;
+        if (taken < n) {
+            /* What the kernel did not take is withdrawn (it reads the tail only when entered)
+             * and written the old way; the ring is not used again. */
+            *u->sq_tail = tail + taken;
+            reap(u, taken);
+            close(u->fd);
+            u->fd = -1;
+            send_each(u, taken);
+        } else {
+            reap(u, n);
+        }
+    }
+    u->n = 0;
+    u->used = 0;
+    return n;
+}
