@@ -1513,22 +1513,16 @@ static void read_frames(wsl_conn *c)
  * record they make), to be written with the other connections' at the end of the iteration
  * (wsl_conn_sent reports how that went); without, written now. What cannot go is queued. 0 or
  * WSL_ENOMEM. */
-#define TLS_RECORD_EXTRA 64 /* a record's header, padding and tag, with room to spare */
-
 static int uncork_write(wsl_conn *c, const uint8_t *p, size_t n)
 {
     wsl_uring *u = c->srv->uring;
     if (!u) return stream_or_queue(c, p, n);
-    if (!wsl_uring_reserve(u, n + TLS_RECORD_EXTRA)) wsl_server_submit(c->srv); /* make room */
     if (c->tls) {
         int r = queued(c) == 0 ? wsl_tls_write_batched(conn_tls(c), p, n, u, c) : -1;
         c->inflight = conn_tls(c)->inflight; /* even after a failure, for a record batched */
         return r == 0 ? 0 : write_or_queue(c, p, n);
     }
-    uint8_t *q = wsl_uring_reserve(u, n);
-    if (!q) return write_or_queue(c, p, n);
-    memcpy(q, p, n);
-    wsl_uring_commit(u, c->fd, n, c);
+    if (!wsl_uring_add(u, c->fd, p, n, c)) return write_or_queue(c, p, n);
     c->inflight = 1;
     return 0;
 }

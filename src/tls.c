@@ -166,16 +166,12 @@ static int bio_write(BIO *b, const char *p, int n)
 {
     (void)b;
     if (n <= 0) return 0;
-    /* A lone record goes to the kernel from OpenSSL's buffer, not copied first; what the kernel
-     * does not take, or an error, is left to emit after the call, as for the rest. */
-    if (direct && !clen && batch) {
-        uint8_t *q = wsl_uring_reserve(batch, (size_t)n);
-        if (q) {
-            memcpy(q, p, (size_t)n);
-            wsl_uring_commit(batch, cur->fd, (size_t)n, batch_owner);
-            cur->inflight = 1;
-            return n;
-        }
+    /* A lone record joins the write batch (wsl_tls_write_batched), or goes to the kernel from
+     * OpenSSL's buffer, not copied first; what the kernel does not take, or an error, is left to
+     * emit after the call, as for the rest. */
+    if (direct && !clen && batch && wsl_uring_add(batch, cur->fd, p, (size_t)n, batch_owner)) {
+        cur->inflight = 1;
+        return n;
     }
     if (direct && !clen) {
         ssize_t w = write(cur->fd, p, (size_t)n);

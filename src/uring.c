@@ -14,31 +14,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-typedef struct entry {
-    void *owner;
-    uint32_t off, len; /* in the arena */
-    int fd;
-} entry;
-
-struct wsl_uring {
-    int fd;            /* the ring; -1 once it failed (writes then go through send) */
-    unsigned *sq_tail; /* shared with the kernel */
-    unsigned *sq_head;
-    unsigned sq_mask;
-    struct io_uring_sqe *sqes;
-    unsigned *cq_head, *cq_tail;
-    unsigned cq_mask;
-    struct io_uring_cqe *cqes;
-    void *rings;
-    size_t rings_len, sqes_len;
-
-    wsl_uring_done done;
-    unsigned depth, n; /* n entries committed */
-    size_t cap, used;  /* arena bytes */
-    uint8_t *arena;
-    entry ent[]; /* depth of them */
-};
-
 static int setup(unsigned entries, struct io_uring_params *p)
 {
     /* The flags only spare work (no interrupting task work, one submitter); kernels before 6.0
@@ -63,7 +38,7 @@ wsl_uring *wsl_uring_new(unsigned depth, size_t arena, wsl_uring_done done)
         errno = ENOSYS;
         return NULL;
     }
-    wsl_uring *u = calloc(1, sizeof *u + depth * sizeof(entry));
+    wsl_uring *u = calloc(1, sizeof *u + depth * sizeof(void *));
     uint8_t *a = malloc(arena);
     size_t sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
     size_t cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
@@ -92,16 +67,23 @@ wsl_uring *wsl_uring_new(unsigned depth, size_t arena, wsl_uring_done done)
     u->rings_len = rlen;
     u->sqes = s;
     u->sqes_len = slen;
-    u->sq_head = (unsigned *)(rb + p.sq_off.head);
     u->sq_tail = (unsigned *)(rb + p.sq_off.tail);
+    u->tail = *u->sq_tail;
     u->sq_mask = *(unsigned *)(rb + p.sq_off.ring_mask);
     u->cq_head = (unsigned *)(rb + p.cq_off.head);
     u->cq_tail = (unsigned *)(rb + p.cq_off.tail);
     u->cq_mask = *(unsigned *)(rb + p.cq_off.ring_mask);
     u->cqes = (struct io_uring_cqe *)(rb + p.cq_off.cqes);
     unsigned *array = (unsigned *)(rb + p.sq_off.array);
-    for (unsigned i = 0; i < p.sq_entries; i++) /* slot i of the ring is always sqes[i] */
-        array[i] = i;
+    struct io_uring_sqe *q = s;
+    for (unsigned i = 0; i < p.sq_entries; i++) {
+        array[i] = i; /* slot i of the ring is always sqes[i] */
+        /* The kernel only reads them: what every write has in common is written once. Each is
+         * completed at once, never waiting for room. */
+        memset(&q[i], 0, sizeof q[i]);
+        q[i].opcode = IORING_OP_SEND;
+        q[i].msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+    }
     u->done = done;
     u->depth = depth < p.sq_entries ? depth : p.sq_entries;
     u->cap = arena;
@@ -119,17 +101,16 @@ void wsl_uring_free(wsl_uring *u)
     free(u);
 }
 
-uint8_t *wsl_uring_reserve(wsl_uring *u, size_t n)
+static inline struct io_uring_sqe *sqe(const wsl_uring *u, unsigned i)
 {
-    if (u->n == u->depth || n > u->cap - u->used) return NULL;
-    return u->arena + u->used;
+    return &u->sqes[(u->tail + i) & u->sq_mask];
 }
 
-void wsl_uring_commit(wsl_uring *u, int fd, size_t n, void *owner)
+bool wsl_uring_add_slow(wsl_uring *u, int fd, const void *p, size_t n, void *owner)
 {
-    u->ent[u->n++] =
-        (entry){.owner = owner, .off = (uint32_t)u->used, .len = (uint32_t)n, .fd = fd};
-    u->used += n;
+    if (n > u->cap) return false;
+    wsl_uring_submit(u);
+    return wsl_uring_add(u, fd, p, n, owner);
 }
 
 unsigned wsl_uring_queued(const wsl_uring *u)
@@ -141,25 +122,31 @@ size_t wsl_uring_bytes_of(const wsl_uring *u, const void *owner)
 {
     size_t n = 0;
     for (unsigned i = 0; i < u->n; i++)
-        if (u->ent[i].owner == owner) n += u->ent[i].len;
+        if (u->owner[i] == owner) n += sqe(u, i)->len;
     return n;
 }
 
-/* The writes one by one: a lone one, or all once the ring failed (it should not). */
-static void send_each(wsl_uring *u, unsigned from)
+static inline void report(wsl_uring *u, unsigned i, int res)
 {
-    for (unsigned i = from; i < u->n; i++) {
-        const entry *e = &u->ent[i];
-        ssize_t w;
+    const struct io_uring_sqe *q = sqe(u, i);
+    u->done(u->owner[i], (const uint8_t *)(uintptr_t)q->addr, q->len, res);
+}
+
+/* The writes from i on, one by one: a lone one, or all once the ring failed (it should not). */
+static void each(wsl_uring *u, unsigned i)
+{
+    for (; i < u->n; i++) {
+        const struct io_uring_sqe *q = sqe(u, i);
+        ssize_t r;
         do
-            w = send(e->fd, u->arena + e->off, e->len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        while (w < 0 && errno == EINTR);
-        u->done(e->owner, u->arena + e->off, e->len, w < 0 ? -errno : (int)w);
+            r = send(q->fd, (void *)(uintptr_t)q->addr, q->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        while (r < 0 && errno == EINTR);
+        report(u, i, r < 0 ? -errno : (int)r);
     }
 }
 
-/* Completions until `want` have come; each reported to done. */
-static unsigned reap(wsl_uring *u, unsigned want)
+/* Completions until `want` have come; each reported. */
+static void reap(wsl_uring *u, unsigned want)
 {
     unsigned got = 0;
     while (got < want) {
@@ -174,34 +161,19 @@ static unsigned reap(wsl_uring *u, unsigned want)
         }
         for (; head != tail; head++, got++) {
             const struct io_uring_cqe *cqe = &u->cqes[head & u->cq_mask];
-            const entry *e = &u->ent[cqe->user_data];
-            u->done(e->owner, u->arena + e->off, e->len, cqe->res);
+            report(u, (unsigned)cqe->user_data, cqe->res);
         }
         atomic_store_explicit((_Atomic unsigned *)u->cq_head, head, memory_order_release);
     }
-    return got;
 }
 
 unsigned wsl_uring_submit(wsl_uring *u)
 {
     unsigned n = u->n;
-    if (!n) return 0;
-    if (u->fd < 0 || n == 1) { /* a lone write costs less as a send */
-        send_each(u, 0);
+    if (u->fd < 0 || n <= 1) { /* a lone write costs less as a send */
+        each(u, 0);
     } else {
-        unsigned tail = *u->sq_tail;
-        for (unsigned i = 0; i < n; i++) {
-            const entry *e = &u->ent[i];
-            struct io_uring_sqe *q = &u->sqes[(tail + i) & u->sq_mask];
-            memset(q, 0, sizeof *q);
-            q->opcode = IORING_OP_SEND;
-            q->fd = e->fd;
-            q->addr = (uint64_t)(uintptr_t)(u->arena + e->off);
-            q->len = e->len;
-            q->msg_flags = MSG_NOSIGNAL | MSG_DONTWAIT; /* complete now; never wait for room */
-            q->user_data = i;
-        }
-        atomic_store_explicit((_Atomic unsigned *)u->sq_tail, tail + n, memory_order_release);
+        atomic_store_explicit((_Atomic unsigned *)u->sq_tail, u->tail + n, memory_order_release);
         int r;
         do
             r = (int)syscall(__NR_io_uring_enter, u->fd, n, 0, 0, NULL, 0);
@@ -209,15 +181,16 @@ unsigned wsl_uring_submit(wsl_uring *u)
         unsigned taken = r > 0 ? (unsigned)r : 0;
         if (taken < n) {
             /* What the kernel did not take is withdrawn (it reads the tail only when entered)
-             * and written the old way; the ring is not used again. */
-            *u->sq_tail = tail + taken;
+             * and done the old way; the ring is not used again. */
+            *u->sq_tail = u->tail + taken;
             reap(u, taken);
             close(u->fd);
             u->fd = -1;
-            send_each(u, taken);
+            each(u, taken);
         } else {
             reap(u, n);
         }
+        u->tail += n;
     }
     u->n = 0;
     u->used = 0;

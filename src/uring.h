@@ -4,10 +4,12 @@
 #ifndef WSL_URING_H
 #define WSL_URING_H
 
+#include <linux/io_uring.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
-/* Owned by the server; wsl_uring_free releases the ring and the arena. */
 typedef struct wsl_uring wsl_uring;
 
 /* What one write did: res is the bytes the socket took (0..n) or a negative errno (-EAGAIN when
@@ -19,17 +21,55 @@ typedef void (*wsl_uring_done)(void *owner, const uint8_t *p, size_t n, int res)
 wsl_uring *wsl_uring_new(unsigned depth, size_t arena, wsl_uring_done done);
 void wsl_uring_free(wsl_uring *u);
 
-/* Where n bytes for the next write go, or NULL when the batch has no room for them (submit, then
- * ask again; NULL then means n is larger than the arena). */
-uint8_t *wsl_uring_reserve(wsl_uring *u, size_t n);
-/* The n bytes at the last reserve's place go to fd; owner is handed back to `done`. */
-void wsl_uring_commit(wsl_uring *u, int fd, size_t n, void *owner);
+/* One more write: p[0..n), copied, to fd for owner (handed back to `done`). A full batch is
+ * submitted first. False when n is larger than the arena. */
+static inline bool wsl_uring_add(wsl_uring *u, int fd, const void *p, size_t n, void *owner);
 /* Writes waiting for wsl_uring_submit. */
 unsigned wsl_uring_queued(const wsl_uring *u);
 /* Bytes waiting for wsl_uring_submit on owner's behalf. */
 size_t wsl_uring_bytes_of(const wsl_uring *u, const void *owner);
-/* Hand every waiting write to the kernel and report each to `done`, in the order committed.
- * Returns the count of writes done. Never blocks on a socket. */
+/* Hand every waiting write to the kernel and report each to `done`, in the order added (a lone
+ * one is a plain send). `done` must not add writes. Returns the count of writes. Never blocks on
+ * a socket. */
 unsigned wsl_uring_submit(wsl_uring *u);
+
+/* Owned by the server (wsl_uring_new, wsl_uring_free: the ring, the arena); in the open only so
+ * that adding an entry is inlined. */
+struct wsl_uring {
+    int fd;            /* the ring; -1 once it failed (then plain calls, the SQEs as our notes) */
+    unsigned *sq_tail; /* shared with the kernel */
+    unsigned tail;     /* ours: where the batch's first SQE is */
+    unsigned sq_mask;
+    struct io_uring_sqe *sqes; /* entry i of the batch is sqes[(tail + i) & sq_mask] */
+    unsigned *cq_head, *cq_tail;
+    unsigned cq_mask;
+    struct io_uring_cqe *cqes;
+    void *rings;
+    size_t rings_len, sqes_len;
+
+    wsl_uring_done done;
+    unsigned depth, n; /* n writes added */
+    size_t cap, used;  /* arena bytes */
+    uint8_t *arena;
+    void *owner[]; /* depth of them: write i's */
+};
+
+bool wsl_uring_add_slow(wsl_uring *u, int fd, const void *p, size_t n, void *owner);
+
+static inline bool wsl_uring_add(wsl_uring *u, int fd, const void *p, size_t n, void *owner)
+{
+    if (u->n == u->depth || n > u->cap - u->used) return wsl_uring_add_slow(u, fd, p, n, owner);
+    uint8_t *at = u->arena + u->used;
+    memcpy(at, p, n);
+    /* Its opcode and flags were written once (wsl_uring_new). */
+    struct io_uring_sqe *q = &u->sqes[(u->tail + u->n) & u->sq_mask];
+    q->fd = fd;
+    q->addr = (uint64_t)(uintptr_t)at;
+    q->len = (uint32_t)n;
+    q->user_data = u->n;
+    u->owner[u->n++] = owner;
+    u->used += n;
+    return true;
+}
 
 #endif

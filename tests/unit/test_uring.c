@@ -1,6 +1,7 @@
 /* The write batch (src/uring.c) on its own, over socketpairs: writes reach their sockets and are
- * reported in the order committed, the batch's limits hold, a full socket says -EAGAIN, a nearly
- * full one takes part, and when the ring itself fails the same writes go out one by one. */
+ * reported in the order added, a full batch is written before the next write joins it, a full
+ * socket says -EAGAIN, a nearly full one takes part, and when the ring itself fails the same
+ * writes go out one by one. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -37,11 +38,7 @@ static void pair(int sv[2], int sndbuf)
 
 static void put(wsl_uring *u, int fd, const char *s, void *owner)
 {
-    uint8_t *p = wsl_uring_reserve(u, strlen(s));
-    CHECK(p != NULL);
-    if (!p) return;
-    memcpy(p, s, strlen(s));
-    wsl_uring_commit(u, fd, strlen(s), owner);
+    CHECK(wsl_uring_add(u, fd, s, strlen(s), owner));
 }
 
 static void expect_read(int fd, const char *s)
@@ -74,20 +71,28 @@ static void test_writes_in_order(wsl_uring *u)
         close(a[i]), close(b[i]);
 }
 
-/* Depth 4 and 64 bytes (see main). */
+/* Depth 4 and 64 bytes (see main): a full batch is written before the next entry joins it. */
 static void test_limits(wsl_uring *u)
 {
     int a[2];
     pair(a, 0);
-    CHECK(wsl_uring_reserve(u, 65) == NULL); /* larger than the arena, even when empty */
+    seen.n = 0;
+    CHECK(!wsl_uring_add(u, a[0], "", 65, &a)); /* larger than the arena */
     for (int i = 0; i < 4; i++)
-        put(u, a[0], "x", NULL);
-    CHECK(wsl_uring_reserve(u, 1) == NULL); /* every entry taken */
-    CHECK_EQ(wsl_uring_submit(u), 4);
-    put(u, a[0], "0123456789012345678901234567890123456789012345678901234567890", NULL);
-    CHECK(wsl_uring_reserve(u, 4) == NULL); /* 61 of 64 bytes taken */
-    CHECK(wsl_uring_reserve(u, 3) != NULL);
+        put(u, a[0], "x", &a);
+    CHECK_EQ(seen.n, 0);
+    put(u, a[0], "y", &a); /* every entry was taken */
+    CHECK_EQ(seen.n, 4);
+    CHECK_EQ(wsl_uring_queued(u), 1);
+    put(u, a[0], "0123456789012345678901234567890123456789012345678901234567890", &a);
+    CHECK_EQ(wsl_uring_queued(u), 2); /* 62 of 64 bytes */
+    put(u, a[0], "012", &a);
+    CHECK_EQ(seen.n, 6);
+    CHECK_EQ(wsl_uring_queued(u), 1);
     CHECK_EQ(wsl_uring_submit(u), 1);
+    char got[80] = {0};
+    CHECK_EQ(read(a[1], got, sizeof got - 1), 4 + 1 + 61 + 3);
+    CHECK_STR(got, "xxxxy0123456789012345678901234567890123456789012345678901234567890012");
     close(a[0]);
     close(a[1]);
 }
@@ -103,10 +108,9 @@ static void test_full_and_partial(void)
     pair(a, 4096);
     pair(b, 0);
     static uint8_t big[32768];
+    memset(big, 'b', sizeof big);
     seen.n = 0;
-    uint8_t *p = wsl_uring_reserve(u, sizeof big);
-    memset(p, 'b', sizeof big);
-    wsl_uring_commit(u, a[0], sizeof big, &a);
+    CHECK(wsl_uring_add(u, a[0], big, sizeof big, &a));
     put(u, b[0], "x", &b);
     CHECK_EQ(wsl_uring_submit(u), 2);
     CHECK_EQ(seen.n, 2);
