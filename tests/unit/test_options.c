@@ -93,6 +93,11 @@ static void test_defaults_and_values(void)
     CHECK_EQ(parse(&o, z0), WSL_OPTIONS_RUN);
     CHECK_EQ(o.deflate_min, 0);
 
+    CHECK(!o.no_io_uring); /* replies are batched through io_uring unless refused */
+    char *nu[] = {"wsluad", "--no-io-uring", "x.lua", NULL};
+    CHECK_EQ(parse(&o, nu), WSL_OPTIONS_RUN);
+    CHECK(o.no_io_uring);
+
     char *set[] = {"wsluad",         "--max-message", "64K", "--lua-memory", "1G", "-l",
                    "127.0.0.1:9001", "x.lua",         NULL};
     CHECK_EQ(parse(&o, set), WSL_OPTIONS_RUN);
