@@ -630,7 +630,7 @@ static void fail(wsl_conn *c, unsigned code, const char *why)
 void wsl_conn_destroy(wsl_conn *c)
 {
     if (c->state == WSL_CONN_DEAD) return;
-    if (c->inflight) wsl_server_submit(c->srv); /* before its socket is closed */
+    if (c->inflight) wsl_uring_submit(c->srv->uring); /* before its socket is closed */
     report_close(c, 1006, "", 0);
     wsl_server *srv = c->srv;
     bool waiting = wsl_conn_request_pending(c);
@@ -751,7 +751,7 @@ static bool read_file(wsl_conn *c)
 static inline __attribute__((always_inline)) void flush(wsl_conn *c)
 {
     if (c->state == WSL_CONN_DEAD) return;
-    if (c->inflight) wsl_server_submit(c->srv); /* what the batch holds goes first */
+    if (c->inflight) wsl_uring_submit(c->srv->uring); /* what the batch holds goes first */
     size_t before = queued(c) + file_left(c);
     do { /* once, or while a file being sent has more for a socket that takes it */
         if (file_left(c) && !read_file(c)) return;

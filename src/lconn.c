@@ -62,15 +62,19 @@ void wsl_lconn_push(lua_State *L, wsl_conn *c)
     c->udata = (uint32_t)ref;
 }
 
+/* Whether the value at i is a conn object, live or closed: by its metatable. */
+static bool is_conn(lua_State *L, int i)
+{
+    if (lua_type(L, i) != LUA_TTABLE || !lua_getmetatable(L, i)) return false;
+    bool yes = lua_topointer(L, -1) == conn_mt;
+    lua_pop(L, 1);
+    return yes;
+}
+
 /* Not a live connection's object: a closed one's (NULL), or not a conn at all (raises). */
 static __attribute__((noinline)) wsl_conn *conn_slow(lua_State *L, int i)
 {
-    if (lua_getmetatable(L, i)) {
-        bool is_conn = lua_topointer(L, -1) == conn_mt;
-        lua_pop(L, 1);
-        if (is_conn) return NULL;
-    }
-    luaL_typeerror(L, i, WSL_CONN_MT);
+    if (!is_conn(L, i)) luaL_typeerror(L, i, WSL_CONN_MT);
     return NULL;
 }
 
@@ -121,10 +125,7 @@ static void push_fields(lua_State *L, int obj)
 
 bool wsl_lconn_ident(lua_State *L, int i, uint64_t *id, char *remote, size_t cap)
 {
-    if (lua_type(L, i) != LUA_TTABLE || !lua_getmetatable(L, i)) return false;
-    bool is_conn = lua_topointer(L, -1) == conn_mt;
-    lua_pop(L, 1);
-    if (!is_conn) return false;
+    if (!is_conn(L, i)) return false;
     wsl_conn *c = live_conn(L, i);
     if (c) {
         *id = wsl_conn_id(c);

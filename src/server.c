@@ -90,11 +90,6 @@ void wsl_server_mark_dirty(wsl_server *s, wsl_conn *c)
     s->dirty = c;
 }
 
-void wsl_server_submit(wsl_server *s)
-{
-    wsl_uring_submit(s->uring);
-}
-
 static void flush_all(wsl_server *s)
 {
     if (s->uring) wsl_uring_submit(s->uring); /* first: it holds the oldest bytes */

@@ -129,8 +129,6 @@ void wsl_server_track(wsl_server *s, wsl_conn *c, int which, uint64_t ms);
 /* c has output (or a state step) for the flush: the end of this iteration's I/O, or right after
  * its own input when c is the corked connection. */
 void wsl_server_mark_dirty(wsl_server *s, wsl_conn *c);
-/* Write what waits in the write batch now (before anything else reaches those sockets). */
-void wsl_server_submit(wsl_server *s);
 
 /* Join the cluster through the Redis at url (see cluster.h): from now on publish, broadcast and
  * send reach the other nodes too, and connection ids carry this node's number. 0 or a negative

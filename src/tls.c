@@ -431,8 +431,8 @@ bool wsl_tls_established(const wsl_tls *t)
     return t->done_hs || SSL_is_init_finished(t->ssl);
 }
 
-/* Keep n bytes of ciphertext after what is kept already. */
-static int keep(wsl_tls *t, const uint8_t *p, size_t n)
+/* Keep n bytes of ciphertext after what is kept already, or, ahead, before it. */
+static int keep(wsl_tls *t, const uint8_t *p, size_t n, bool ahead)
 {
     size_t have = wsl_tls_pending(t);
     if (have + n > UINT32_MAX) return WSL_ENOMEM;
@@ -443,7 +443,8 @@ static int keep(wsl_tls *t, const uint8_t *p, size_t n)
     }
     uint8_t *nb = realloc(t->out, have + n);
     if (!nb) return WSL_ENOMEM;
-    memcpy(nb + have, p, n);
+    if (ahead) memmove(nb + n, nb, have);
+    memcpy(ahead ? nb : nb + have, p, n);
     t->out = nb;
     t->out_len = (uint32_t)(have + n);
     return 0;
@@ -484,7 +485,7 @@ static int emit(wsl_tls *t)
             return -errno;
         }
     }
-    return done < n ? keep(t, cbuf + done, n - done) : 0;
+    return done < n ? keep(t, cbuf + done, n - done, false) : 0;
 }
 
 ssize_t wsl_tls_read(wsl_tls *t, void *buf, size_t cap)
@@ -578,17 +579,7 @@ int wsl_tls_write_batched(wsl_tls *t, const void *p, size_t n, wsl_uring *u, voi
 
 int wsl_tls_unsent(wsl_tls *t, const uint8_t *p, size_t n)
 {
-    size_t have = wsl_tls_pending(t);
-    if (have + n > UINT32_MAX) return WSL_ENOMEM;
-    uint8_t *nb = malloc(have + n);
-    if (!nb) return WSL_ENOMEM;
-    memcpy(nb, p, n);
-    if (have) memcpy(nb + n, t->out + t->out_off, have);
-    free(t->out);
-    t->out = nb;
-    t->out_off = 0;
-    t->out_len = (uint32_t)(have + n);
-    return 0;
+    return keep(t, p, n, true);
 }
 
 int wsl_tls_send(wsl_tls *t, wsl_queue *q)
