@@ -627,10 +627,21 @@ static void fail(wsl_conn *c, unsigned code, const char *why)
     report_close(c, code, why, strlen(why));
 }
 
+/* c's handle is closed: c goes, unless the dirty list still holds it (a connection that died
+ * in the I/O phase, before the next flush: see wsl_conn_flush). */
+static void on_closed(uv_handle_t *h)
+{
+    wsl_conn *c = (wsl_conn *)h;
+    if (c->dirty)
+        c->freed = 1;
+    else
+        free(c);
+}
+
 void wsl_conn_destroy(wsl_conn *c)
 {
     if (c->state == WSL_CONN_DEAD) return;
-    if (c->inflight) wsl_uring_submit(c->srv->uring); /* before its socket is closed */
+    if (c->inflight) wsl_conn_submit(c->srv); /* before its socket is closed */
     report_close(c, 1006, "", 0);
     wsl_server *srv = c->srv;
     bool waiting = wsl_conn_request_pending(c);
@@ -651,7 +662,7 @@ void wsl_conn_destroy(wsl_conn *c)
     c->http = NULL;
     c->inflater = NULL;
     if (c->tls) wsl_tls_free(conn_tls(c));
-    uv_close((uv_handle_t *)&c->poll, (uv_close_cb)free);
+    uv_close((uv_handle_t *)&c->poll, on_closed);
     close(c->fd); /* uv_close stopped polling it */
     wsl_server_conn_gone(srv);
 }
@@ -751,7 +762,7 @@ static bool read_file(wsl_conn *c)
 static inline __attribute__((always_inline)) void flush(wsl_conn *c)
 {
     if (c->state == WSL_CONN_DEAD) return;
-    if (c->inflight) wsl_uring_submit(c->srv->uring); /* what the batch holds goes first */
+    if (c->inflight) wsl_conn_submit(c->srv); /* what the batch holds goes first */
     size_t before = queued(c) + file_left(c);
     do { /* once, or while a file being sent has more for a socket that takes it */
         if (file_left(c) && !read_file(c)) return;
@@ -817,6 +828,10 @@ static inline __attribute__((always_inline)) void flush(wsl_conn *c)
 
 void wsl_conn_flush(wsl_conn *c)
 {
+    if (c->freed) {
+        free(c);
+        return;
+    }
     flush(c);
     /* What OpenSSL read ahead, or plaintext a full buffer left with it: the poll will not
      * announce it, so it is read here (OpenSSL's buffers only, not the socket). */
@@ -1517,6 +1532,8 @@ static int uncork_write(wsl_conn *c, const uint8_t *p, size_t n)
 {
     wsl_uring *u = c->srv->uring;
     if (!u) return stream_or_queue(c, p, n);
+    /* A full batch goes first (over TLS, room for the record's header and tag too). */
+    if (!wsl_uring_fits(u, n + WSL_TLS_RECORD_EXTRA)) wsl_conn_submit(c->srv);
     if (c->tls) {
         int r = queued(c) == 0 ? wsl_tls_write_batched(conn_tls(c), p, n, u, c) : -1;
         c->inflight = conn_tls(c)->inflight; /* even after a failure, for a record batched */
@@ -1527,14 +1544,22 @@ static int uncork_write(wsl_conn *c, const uint8_t *p, size_t n)
     return 0;
 }
 
+void wsl_conn_submit(wsl_server *srv)
+{
+    wsl_uring *u = srv->uring;
+    for (unsigned i = 0, n = wsl_uring_queued(u); i < n; i++) {
+        wsl_conn *c = wsl_uring_owner(u, i);
+        c->inflight = 0;
+        if (c->tls) conn_tls(c)->inflight = 0;
+    }
+    wsl_metrics.bytes_sent += wsl_uring_submit(u);
+}
+
 void wsl_conn_sent(void *owner, const uint8_t *p, size_t n, int res)
 {
     wsl_conn *c = owner;
-    c->inflight = 0;
-    if (c->tls) conn_tls(c)->inflight = 0;
     size_t done = res > 0 ? (size_t)res : 0;
     wsl_metrics.bytes_sent += done;
-    if (done == n) return;
     /* The rest goes ahead of whatever was queued meanwhile; the flush writes it, or meets the
      * socket's error again and ends the connection there (not here, inside someone's write). */
     if (c->tls ? wsl_tls_unsent(conn_tls(c), p + done, n - done)

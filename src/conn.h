@@ -141,6 +141,7 @@ struct wsl_conn {
     unsigned zbits : 4;     /* the client's window (client_max_window_bits), with ztakeover */
     unsigned tls : 1;       /* accepted on a TLS listener: its wsl_tls follows it (conn.c) */
     unsigned inflight : 1;  /* bytes wait in the server's write batch: everything else after */
+    unsigned freed : 1;     /* gone, but still on the dirty list: its walk frees it */
     uint64_t deadline;      /* loop time (ms) when this state's timeout fires */
     wsl_queue out;
     wsl_rx rx; /* its flags first */
@@ -241,7 +242,9 @@ uint32_t *wsl_conn_request_slot(wsl_conn *c);
  * with input OpenSSL held back, which runs their events. Check wsl_conn_is_dead afterwards
  * before touching anything but its state. */
 void wsl_conn_flush(wsl_conn *c);
-/* The server's write batch reports one of c's writes (a wsl_uring_done). */
+/* Hand the server's write batch to the kernel: afterwards no connection's bytes wait in it. */
+void wsl_conn_submit(wsl_server *srv);
+/* The batch's socket did not take one of c's writes whole (a wsl_uring_done). */
 void wsl_conn_sent(void *c, const uint8_t *p, size_t n, int res);
 
 /* A state timeout passed (the server's sweep calls this for expired connections). May run the

@@ -92,7 +92,7 @@ void wsl_server_mark_dirty(wsl_server *s, wsl_conn *c)
 
 static void flush_all(wsl_server *s)
 {
-    if (s->uring) wsl_uring_submit(s->uring); /* first: it holds the oldest bytes */
+    if (s->uring) wsl_conn_submit(s); /* first: it holds the oldest bytes */
     wsl_conn *c;
     while ((c = s->dirty)) {
         s->dirty = c->dirty_next;
@@ -101,11 +101,9 @@ static void flush_all(wsl_server *s)
     }
 }
 
-static void on_check(uv_check_t *h)
-{
-    flush_all(h->data);
-}
-
+/* The one flush of an iteration: right before the loop polls, after the I/O callbacks of the
+ * last iteration and the timers of this one, so whatever either wrote leaves in one write per
+ * connection. */
 static void on_prepare(uv_prepare_t *h)
 {
     flush_all(h->data);
@@ -478,14 +476,12 @@ int wsl_server_init(wsl_server *s, uv_loop_t *loop, const wsl_options *opt)
     s->request_ms = timeout_ms(opt->request_timeout);
     s->max_conns = opt->max_connections ? opt->max_connections : default_max_conns();
 
-    uv_check_init(loop, &s->flush_check);
     uv_prepare_init(loop, &s->flush_prep);
     uv_timer_init(loop, &s->sweep);
     uv_timer_init(loop, &s->accept_pause);
     uv_timer_init(loop, &s->shutdown_timer);
-    s->flush_check.data = s->flush_prep.data = s;
+    s->flush_prep.data = s;
     s->sweep.data = s->accept_pause.data = s->shutdown_timer.data = s;
-    uv_check_start(&s->flush_check, on_check);
     uv_prepare_start(&s->flush_prep, on_prepare);
 
     /* Sweep often enough that the shortest timeout fires within an eighth of itself. */
@@ -570,7 +566,6 @@ static void on_shutdown_timeout(uv_timer_t *t)
 static void finish(wsl_server *s)
 {
     wsl_server_leave(s);
-    uv_close((uv_handle_t *)&s->flush_check, NULL);
     uv_close((uv_handle_t *)&s->flush_prep, NULL);
     uv_close((uv_handle_t *)&s->sweep, NULL);
     uv_close((uv_handle_t *)&s->accept_pause, NULL);
@@ -619,6 +614,12 @@ void wsl_server_shutdown(wsl_server *s)
 
 void wsl_server_free(wsl_server *s)
 {
+    /* Connections that died after the last flush are still on its list (see wsl_conn_flush). */
+    for (wsl_conn *c; (c = s->dirty);) {
+        s->dirty = c->dirty_next;
+        c->dirty = 0;
+        wsl_conn_flush(c);
+    }
     if (s->has_files) wsl_static_close(&s->files);
     if (s->spare_fd >= 0) close(s->spare_fd);
     wsl_tls_ctx_free(s->tls);

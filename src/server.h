@@ -68,8 +68,7 @@ struct wsl_server {
     wsl_tls_ctx *tls; /* the context new TLS connections take (wsl_server_set_tls), or NULL */
     int spare_fd;     /* kept open to be released when accept fails with EMFILE */
     uv_timer_t accept_pause; /* resumes accepting after a descriptor shortage */
-    uv_check_t flush_check;  /* writes after the I/O callbacks of an iteration */
-    uv_prepare_t flush_prep; /* writes what timers queued, before the loop blocks */
+    uv_prepare_t flush_prep; /* writes what the last iteration queued, before the loop polls */
     uv_timer_t sweep;        /* timeouts */
     uv_timer_t shutdown_timer;
     char addr[128]; /* "host:port" the first listener actually bound */

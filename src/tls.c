@@ -568,6 +568,8 @@ int wsl_tls_write(wsl_tls *t, const void *p, size_t n)
     return 0;
 }
 
+_Static_assert(WSL_TLS_RECORD_EXTRA == SSL3_RT_MAX_ENCRYPTED_OVERHEAD, "see tls.h");
+
 int wsl_tls_write_batched(wsl_tls *t, const void *p, size_t n, wsl_uring *u, void *for_whom)
 {
     batch = u;

@@ -80,6 +80,7 @@ int wsl_tls_write(wsl_tls *t, const void *p, size_t n);
  * rather than to its own write(2): then t->inflight is set until the batch reports it (the
  * reader clears it). */
 struct wsl_uring;
+#define WSL_TLS_RECORD_EXTRA 320 /* what a record adds to its bytes, at most (header, MAC, pad) */
 int wsl_tls_write_batched(wsl_tls *t, const void *p, size_t n, struct wsl_uring *u, void *owner);
 /* The batch wrote t's record but for p[0..n): that goes back ahead of the ciphertext kept
  * since. 0 or WSL_ENOMEM. */

@@ -106,18 +106,6 @@ static inline struct io_uring_sqe *sqe(const wsl_uring *u, unsigned i)
     return &u->sqes[(u->tail + i) & u->sq_mask];
 }
 
-bool wsl_uring_add_slow(wsl_uring *u, int fd, const void *p, size_t n, void *owner)
-{
-    if (n > u->cap) return false;
-    wsl_uring_submit(u);
-    return wsl_uring_add(u, fd, p, n, owner);
-}
-
-unsigned wsl_uring_queued(const wsl_uring *u)
-{
-    return u->n;
-}
-
 size_t wsl_uring_bytes_of(const wsl_uring *u, const void *owner)
 {
     size_t n = 0;
@@ -132,22 +120,29 @@ static inline void report(wsl_uring *u, unsigned i, int res)
     u->done(u->owner[i], (const uint8_t *)(uintptr_t)q->addr, q->len, res);
 }
 
-/* The writes from i on, one by one: a lone one, or all once the ring failed (it should not). */
-static void each(wsl_uring *u, unsigned i)
+/* The writes from i on, one by one: a lone one, or all once the ring failed (it should not).
+ * The bytes of those taken whole. */
+static size_t each(wsl_uring *u, unsigned i)
 {
+    size_t whole = 0;
     for (; i < u->n; i++) {
         const struct io_uring_sqe *q = sqe(u, i);
         ssize_t r;
         do
             r = send(q->fd, (void *)(uintptr_t)q->addr, q->len, MSG_NOSIGNAL | MSG_DONTWAIT);
         while (r < 0 && errno == EINTR);
-        report(u, i, r < 0 ? -errno : (int)r);
+        if (r == (ssize_t)q->len)
+            whole += q->len;
+        else
+            report(u, i, r < 0 ? -errno : (int)r);
     }
+    return whole;
 }
 
-/* Completions until `want` have come; each reported. */
-static void reap(wsl_uring *u, unsigned want)
+/* Completions until `want` have come; those not taken whole reported. The bytes of the others. */
+static size_t reap(wsl_uring *u, unsigned want)
 {
+    size_t whole = 0;
     unsigned got = 0;
     while (got < want) {
         unsigned head = *u->cq_head;
@@ -161,17 +156,23 @@ static void reap(wsl_uring *u, unsigned want)
         }
         for (; head != tail; head++, got++) {
             const struct io_uring_cqe *cqe = &u->cqes[head & u->cq_mask];
-            report(u, (unsigned)cqe->user_data, cqe->res);
+            uint32_t len = (uint32_t)(cqe->user_data >> 32); /* see wsl_uring_add */
+            if (cqe->res >= 0 && (uint32_t)cqe->res == len)
+                whole += len;
+            else
+                report(u, (uint32_t)cqe->user_data, cqe->res);
         }
         atomic_store_explicit((_Atomic unsigned *)u->cq_head, head, memory_order_release);
     }
+    return whole;
 }
 
-unsigned wsl_uring_submit(wsl_uring *u)
+size_t wsl_uring_submit(wsl_uring *u)
 {
     unsigned n = u->n;
+    size_t whole;
     if (u->fd < 0 || n <= 1) { /* a lone write costs less as a send */
-        each(u, 0);
+        whole = each(u, 0);
     } else {
         atomic_store_explicit((_Atomic unsigned *)u->sq_tail, u->tail + n, memory_order_release);
         int r;
@@ -183,16 +184,16 @@ unsigned wsl_uring_submit(wsl_uring *u)
             /* What the kernel did not take is withdrawn (it reads the tail only when entered)
              * and done the old way; the ring is not used again. */
             *u->sq_tail = u->tail + taken;
-            reap(u, taken);
+            whole = reap(u, taken);
             close(u->fd);
             u->fd = -1;
-            each(u, taken);
+            whole += each(u, taken);
         } else {
-            reap(u, n);
+            whole = reap(u, n);
         }
         u->tail += n;
     }
     u->n = 0;
     u->used = 0;
-    return n;
+    return whole;
 }

@@ -1,6 +1,7 @@
 /* A batch of socket writes handed to the kernel with one io_uring_enter(2) instead of one
  * send(2) each. Writes are copied into the batch's arena and never wait: a socket that takes
- * less than all reports how much it took, exactly as a non-blocking send would. */
+ * less than all reports how much it took, exactly as a non-blocking send would. The batch never
+ * writes on its own: its owner submits it, and so knows when nothing waits in it any more. */
 #ifndef WSL_URING_H
 #define WSL_URING_H
 
@@ -12,8 +13,9 @@
 
 typedef struct wsl_uring wsl_uring;
 
-/* What one write did: res is the bytes the socket took (0..n) or a negative errno (-EAGAIN when
- * it took nothing). p and n are the bytes that were to be written (valid during the call). */
+/* A write its socket did not take whole: res is the bytes it took (0..n-1) or a negative errno
+ * (-EAGAIN when it took nothing). p and n are the bytes that were to be written (valid during
+ * the call). Writes taken whole are not reported: the common case costs no call. */
 typedef void (*wsl_uring_done)(void *owner, const uint8_t *p, size_t n, int res);
 
 /* A batch of up to `depth` writes and `arena` bytes, or NULL with errno set (io_uring is absent
@@ -21,17 +23,20 @@ typedef void (*wsl_uring_done)(void *owner, const uint8_t *p, size_t n, int res)
 wsl_uring *wsl_uring_new(unsigned depth, size_t arena, wsl_uring_done done);
 void wsl_uring_free(wsl_uring *u);
 
-/* One more write: p[0..n), copied, to fd for owner (handed back to `done`). A full batch is
- * submitted first. False when n is larger than the arena. */
+/* One more write: p[0..n), copied, to fd for owner (handed back to `done`). False when the
+ * batch has no room for it (wsl_uring_fits). */
 static inline bool wsl_uring_add(wsl_uring *u, int fd, const void *p, size_t n, void *owner);
-/* Writes waiting for wsl_uring_submit. */
-unsigned wsl_uring_queued(const wsl_uring *u);
+/* Whether a write of n bytes would join the batch now. */
+static inline bool wsl_uring_fits(const wsl_uring *u, size_t n);
+/* Writes waiting for wsl_uring_submit, and the owner of write i of them. */
+static inline unsigned wsl_uring_queued(const wsl_uring *u);
+static inline void *wsl_uring_owner(const wsl_uring *u, unsigned i);
 /* Bytes waiting for wsl_uring_submit on owner's behalf. */
 size_t wsl_uring_bytes_of(const wsl_uring *u, const void *owner);
-/* Hand every waiting write to the kernel and report each to `done`, in the order added (a lone
- * one is a plain send). `done` must not add writes. Returns the count of writes. Never blocks on
- * a socket. */
-unsigned wsl_uring_submit(wsl_uring *u);
+/* Hand every waiting write to the kernel (a lone one is a plain send), report those not taken
+ * whole to `done` in the order added, and empty the batch. `done` must not add writes. Returns
+ * the bytes of the writes taken whole. Never blocks on a socket. */
+size_t wsl_uring_submit(wsl_uring *u);
 
 /* Owned by the server (wsl_uring_new, wsl_uring_free: the ring, the arena); in the open only so
  * that adding an entry is inlined. */
@@ -54,11 +59,24 @@ struct wsl_uring {
     void *owner[]; /* depth of them: write i's */
 };
 
-bool wsl_uring_add_slow(wsl_uring *u, int fd, const void *p, size_t n, void *owner);
+static inline bool wsl_uring_fits(const wsl_uring *u, size_t n)
+{
+    return u->n < u->depth && n <= u->cap - u->used;
+}
+
+static inline unsigned wsl_uring_queued(const wsl_uring *u)
+{
+    return u->n;
+}
+
+static inline void *wsl_uring_owner(const wsl_uring *u, unsigned i)
+{
+    return u->owner[i];
+}
 
 static inline bool wsl_uring_add(wsl_uring *u, int fd, const void *p, size_t n, void *owner)
 {
-    if (u->n == u->depth || n > u->cap - u->used) return wsl_uring_add_slow(u, fd, p, n, owner);
+    if (!wsl_uring_fits(u, n)) return false;
     uint8_t *at = u->arena + u->used;
     memcpy(at, p, n);
     /* Its opcode and flags were written once (wsl_uring_new). */
@@ -66,7 +84,7 @@ static inline bool wsl_uring_add(wsl_uring *u, int fd, const void *p, size_t n, 
     q->fd = fd;
     q->addr = (uint64_t)(uintptr_t)at;
     q->len = (uint32_t)n;
-    q->user_data = u->n;
+    q->user_data = (uint64_t)n << 32 | u->n; /* its length: a whole write is told at a glance */
     u->owner[u->n++] = owner;
     u->used += n;
     return true;

@@ -33,6 +33,7 @@ static struct {
     int readable_at_second;
     size_t first_buffered; /* wsl_conn_buffered of the first, when the second is handled */
     bool relay;            /* test_batch_order: pair[1]'s message goes to pair[0] */
+    bool relay_then_end;   /* test_gone_while_dirty: and pair[0] is destroyed right after */
 } seen;
 
 static void reset_seen(void)
@@ -72,6 +73,7 @@ static void ev_message(void *ud, wsl_conn *c, const uint8_t *data, size_t len, b
         wsl_msg_init(&m, WSL_OP_TEXT, data, len);
         CHECK_EQ(wsl_conn_send(seen.pair[0], &m), 0);
         wsl_msg_release(&m);
+        if (seen.relay_then_end) wsl_conn_destroy(seen.pair[0]);
     } else if (seen.echo) {
         wsl_msg m;
         wsl_msg_init(&m, binary ? WSL_OP_BINARY : WSL_OP_TEXT, data, len);
@@ -340,6 +342,28 @@ static void test_batch_order(void)
               "a"
               "\x81\x01"
               "b");
+    close(seen.pair_fd[0]);
+    close(seen.pair_fd[1]);
+    PUMP_UNTIL(seen.releases == 2);
+    seen.pair[0] = seen.pair[1] = NULL;
+}
+
+/* A connection destroyed while output waits for it (on the dirty list) is freed by the next
+ * flush, which takes it off the list, not when its handle is closed before that flush (the
+ * closing phase ends the iteration; the flush starts the next). */
+static void test_gone_while_dirty(void)
+{
+    reset_seen();
+    seen.relay = seen.relay_then_end = true;
+    connect_pair();
+    client = seen.pair_fd[1];
+    send_frame(WSL_OP_TEXT, "b", 1);
+    PUMP_UNTIL(seen.messages == 1 && seen.releases == 1);
+    wsl_conn *gone = seen.pair[0];
+    CHECK(gone->dirty && gone->freed); /* still allocated (ASan says so) */
+    CHECK(srv.dirty == gone);
+    uv_run(loop, UV_RUN_NOWAIT); /* the flush */
+    CHECK(srv.dirty == NULL);
     close(seen.pair_fd[0]);
     close(seen.pair_fd[1]);
     PUMP_UNTIL(seen.releases == 2);
@@ -621,6 +645,7 @@ int main(int argc, char **argv)
     test_backpressure_and_drain();
     test_reply_before_next_input();
     test_batch_order();
+    test_gone_while_dirty();
     test_answer_order();
     test_idle_ping_follows_input();
     test_protocol_error();

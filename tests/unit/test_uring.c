@@ -1,7 +1,7 @@
-/* The write batch (src/uring.c) on its own, over socketpairs: writes reach their sockets and are
- * reported in the order added, a full batch is written before the next write joins it, a full
- * socket says -EAGAIN, a nearly full one takes part, and when the ring itself fails the same
- * writes go out one by one. */
+/* The write batch (src/uring.c) on its own, over socketpairs: writes reach their sockets in the
+ * order added and only those not taken whole are reported, a full batch refuses the next write,
+ * a full socket says -EAGAIN, a nearly full one takes part, and when the ring itself fails the
+ * same writes go out one by one. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -58,12 +58,12 @@ static void test_writes_in_order(wsl_uring *u)
     put(u, b[0], "abc", &b);
     put(u, a[0], "!", &a);
     CHECK_EQ(wsl_uring_queued(u), 3);
+    CHECK(wsl_uring_owner(u, 0) == &a && wsl_uring_owner(u, 1) == &b);
+    CHECK_EQ(wsl_uring_bytes_of(u, &a), 6);
     CHECK_EQ(read(a[1], (char[8]){0}, 8), -1); /* nothing is written before the submit */
-    CHECK_EQ(wsl_uring_submit(u), 3);
+    CHECK_EQ(wsl_uring_submit(u), 9);          /* the bytes taken whole */
     CHECK_EQ(wsl_uring_queued(u), 0);
-    CHECK_EQ(seen.n, 3);
-    CHECK(seen.owner[0] == &a && seen.owner[1] == &b && seen.owner[2] == &a);
-    CHECK(seen.res[0] == 5 && seen.res[1] == 3 && seen.res[2] == 1);
+    CHECK_EQ(seen.n, 0); /* all of them taken whole: nothing to report */
     expect_read(a[1], "hello!");
     expect_read(b[1], "abc");
     CHECK_EQ(wsl_uring_submit(u), 0); /* nothing waits: no call */
@@ -71,25 +71,29 @@ static void test_writes_in_order(wsl_uring *u)
         close(a[i]), close(b[i]);
 }
 
-/* Depth 4 and 64 bytes (see main): a full batch is written before the next entry joins it. */
+/* Depth 4 and 64 bytes (see main): a full batch refuses the next write until it is submitted. */
 static void test_limits(wsl_uring *u)
 {
     int a[2];
     pair(a, 0);
     seen.n = 0;
-    CHECK(!wsl_uring_add(u, a[0], "", 65, &a)); /* larger than the arena */
+    CHECK(!wsl_uring_fits(u, 65)); /* larger than the arena */
+    CHECK(!wsl_uring_add(u, a[0], "", 65, &a));
     for (int i = 0; i < 4; i++)
         put(u, a[0], "x", &a);
-    CHECK_EQ(seen.n, 0);
-    put(u, a[0], "y", &a); /* every entry was taken */
-    CHECK_EQ(seen.n, 4);
-    CHECK_EQ(wsl_uring_queued(u), 1);
+    CHECK(!wsl_uring_fits(u, 1)); /* every entry was taken */
+    CHECK(!wsl_uring_add(u, a[0], "y", 1, &a));
+    CHECK_EQ(wsl_uring_queued(u), 4);
+    CHECK_EQ(wsl_uring_submit(u), 4);
+    put(u, a[0], "y", &a);
     put(u, a[0], "0123456789012345678901234567890123456789012345678901234567890", &a);
     CHECK_EQ(wsl_uring_queued(u), 2); /* 62 of 64 bytes */
+    CHECK(wsl_uring_fits(u, 2) && !wsl_uring_fits(u, 3));
+    CHECK(!wsl_uring_add(u, a[0], "012", 3, &a));
+    CHECK_EQ(wsl_uring_submit(u), 62);
     put(u, a[0], "012", &a);
-    CHECK_EQ(seen.n, 6);
-    CHECK_EQ(wsl_uring_queued(u), 1);
-    CHECK_EQ(wsl_uring_submit(u), 1);
+    CHECK_EQ(wsl_uring_submit(u), 3);
+    CHECK_EQ(seen.n, 0);
     char got[80] = {0};
     CHECK_EQ(read(a[1], got, sizeof got - 1), 4 + 1 + 61 + 3);
     CHECK_STR(got, "xxxxy0123456789012345678901234567890123456789012345678901234567890012");
@@ -112,18 +116,19 @@ static void test_full_and_partial(void)
     seen.n = 0;
     CHECK(wsl_uring_add(u, a[0], big, sizeof big, &a));
     put(u, b[0], "x", &b);
-    CHECK_EQ(wsl_uring_submit(u), 2);
-    CHECK_EQ(seen.n, 2);
+    CHECK_EQ(wsl_uring_submit(u), 1); /* b's */
+    CHECK_EQ(seen.n, 1);
+    CHECK(seen.owner[0] == &a && seen.len[0] == sizeof big);
     CHECK(seen.res[0] > 0 && seen.res[0] < (int)sizeof big); /* never waits for the rest */
-    CHECK_EQ(seen.res[1], 1);
-    put(u, a[0], "more", &a);
     put(u, b[0], "y", &b);
+    put(u, a[0], "more", &a);
+    put(u, b[0], "z", &b);
+    CHECK(wsl_uring_add(u, a[0], big, 5, &a));
     CHECK_EQ(wsl_uring_submit(u), 2);
-    CHECK_EQ(seen.n, 4);
-    CHECK_EQ(seen.res[2], -EAGAIN);
-    CHECK_EQ(seen.len[2], 4);
-    CHECK_EQ(seen.res[3], 1);
-    expect_read(b[1], "xy");
+    CHECK_EQ(seen.n, 3); /* a's two, in the order added */
+    CHECK(seen.owner[1] == &a && seen.res[1] == -EAGAIN && seen.len[1] == 4);
+    CHECK(seen.owner[2] == &a && seen.res[2] == -EAGAIN && seen.len[2] == 5);
+    expect_read(b[1], "xyz");
     for (int i = 0; i < 2; i++)
         close(a[i]), close(b[i]);
     wsl_uring_free(u);
@@ -161,9 +166,8 @@ static void test_ring_failure(void)
         seen.n = 0;
         put(u, a[0], "one", &a);
         put(u, a[0], "two", &a);
-        CHECK_EQ(wsl_uring_submit(u), 2);
-        CHECK_EQ(seen.n, 2);
-        CHECK(seen.res[0] == 3 && seen.res[1] == 3);
+        CHECK_EQ(wsl_uring_submit(u), 6);
+        CHECK_EQ(seen.n, 0);
         expect_read(a[1], "onetwo");
         CHECK_EQ(fcntl(fd, F_GETFD), -1); /* the ring was given up (its descriptor closed) */
     }
