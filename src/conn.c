@@ -1532,17 +1532,31 @@ static int uncork_write(wsl_conn *c, const uint8_t *p, size_t n)
 {
     wsl_uring *u = c->srv->uring;
     if (!u) return stream_or_queue(c, p, n);
-    /* A full batch goes first (over TLS, room for the record's header and tag too). */
-    if (!wsl_uring_fits(u, n + WSL_TLS_RECORD_EXTRA)) wsl_conn_submit(c->srv);
-    if (c->tls) {
-        int r = queued(c) == 0 ? wsl_tls_write_batched(conn_tls(c), p, n, u, c) : -1;
-        c->inflight = conn_tls(c)->inflight; /* even after a failure, for a record batched */
-        return r == 0 ? 0 : write_or_queue(c, p, n);
+    if (!c->tls) { /* the cork is in the batch already (cork_place) */
+        wsl_uring_add_placed(u, c->fd, p, n, c);
+        c->inflight = 1;
+        return 0;
     }
-    if (!wsl_uring_add(u, c->fd, p, n, c)) return write_or_queue(c, p, n);
-    c->inflight = 1;
-    return 0;
+    /* A full batch goes first (with room for the record's header and tag). */
+    if (!wsl_uring_fits(u, n + WSL_TLS_RECORD_EXTRA)) wsl_conn_submit(c->srv);
+    int r = queued(c) == 0 ? wsl_tls_write_batched(conn_tls(c), p, n, u, c) : -1;
+    c->inflight = conn_tls(c)->inflight; /* even after a failure, for a record batched */
+    return r == 0 ? 0 : write_or_queue(c, p, n);
 }
+
+/* Where c's cork goes: for a plain connection with the write batch, straight into the batch's
+ * arena (the uncork then adds it there without a copy: nothing else is added meanwhile); else the
+ * server's own buffer (over TLS the uncork encrypts it into the batch). */
+static inline uint8_t *cork_place(wsl_server *srv, const wsl_conn *c)
+{
+    wsl_uring *u = srv->uring;
+    if (!u || c->tls) return srv->cork_buf;
+    uint8_t *p = wsl_uring_room(u, WSL_CORK_MAX);
+    if (p) return p;
+    wsl_conn_submit(srv); /* full: a whole cork always fits an empty batch */
+    return wsl_uring_room(u, WSL_CORK_MAX);
+}
+_Static_assert(WSL_BATCH_BYTES >= WSL_CORK_MAX, "see cork_place");
 
 void wsl_conn_submit(wsl_server *srv)
 {
@@ -1619,6 +1633,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
     bool cork = !srv->corked; /* never nested, but a second connection would not cork */
     if (cork) {
         srv->corked = c;
+        srv->cork = cork_place(srv, c);
         c->corked = 1;
     }
     if (c->state == WSL_CONN_HANDSHAKE || c->state == WSL_CONN_BODY || c->state == WSL_CONN_REQUEST)

@@ -92,13 +92,18 @@ void wsl_server_mark_dirty(wsl_server *s, wsl_conn *c)
 
 static void flush_all(wsl_server *s)
 {
-    if (s->uring) wsl_conn_submit(s); /* first: it holds the oldest bytes */
-    wsl_conn *c;
-    while ((c = s->dirty)) {
-        s->dirty = c->dirty_next;
-        c->dirty = 0;
-        wsl_conn_flush(c);
-    }
+    /* The batch first: it holds the oldest bytes, and what a socket did not take of them marks
+     * the connection dirty. Input OpenSSL held, read by a connection's flush, may add answers
+     * to the batch: they go too before the loop polls. */
+    do {
+        if (s->uring) wsl_conn_submit(s);
+        wsl_conn *c;
+        while ((c = s->dirty)) {
+            s->dirty = c->dirty_next;
+            c->dirty = 0;
+            wsl_conn_flush(c);
+        }
+    } while (s->uring && wsl_uring_queued(s->uring));
 }
 
 /* The one flush of an iteration: right before the loop polls, after the I/O callbacks of the
@@ -462,9 +467,9 @@ int wsl_server_init(wsl_server *s, uv_loop_t *loop, const wsl_options *opt)
     for (int i = 0; i < WSL_LIST_COUNT; i++)
         wsl_list_init(&s->lists[i].head);
     s->rbuf = malloc(WSL_READ_BUF);
-    s->cork = malloc(WSL_CORK_MAX);
+    s->cork = s->cork_buf = malloc(WSL_CORK_MAX);
     s->topics = wsl_topics_new();
-    if (!s->rbuf || !s->cork || !s->topics) return WSL_ENOMEM;
+    if (!s->rbuf || !s->cork_buf || !s->topics) return WSL_ENOMEM;
     if (opt->deflate && !(s->deflate = wsl_deflate_new())) return WSL_ENOMEM;
     if (!opt->no_io_uring &&
         !(s->uring = wsl_uring_new(WSL_BATCH_WRITES, WSL_BATCH_BYTES, wsl_conn_sent)))
@@ -628,6 +633,6 @@ void wsl_server_free(wsl_server *s)
     wsl_deflate_free(s->deflate);
     free(s->by_id);
     free(s->rbuf);
-    free(s->cork);
+    free(s->cork_buf);
     wsl_uring_free(s->uring);
 }

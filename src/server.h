@@ -85,11 +85,12 @@ struct wsl_server {
      * thousand connections those evict them). Small frames go to `cork` while its queue is empty:
      * one write(), no chunk taken. */
     wsl_conn *corked;
-    uint8_t *cork; /* WSL_CORK_MAX bytes */
+    uint8_t *cork; /* WSL_CORK_MAX bytes: cork_buf, or the write batch's next bytes */
     size_t cork_len;
+    uint8_t *cork_buf; /* WSL_CORK_MAX bytes, owned */
     /* The cork's bytes, once the input is handled, wait here with other connections' for one
      * io_uring_enter at the end of the iteration (or sooner, when it is full); NULL without
-     * io_uring (then each is a send). */
+     * io_uring (then each is a send). A plain connection's cork is in the batch already. */
     struct wsl_uring *uring;
     wsl_conn **by_id; /* open connections by id: open addressing, linear probing */
     size_t by_id_cap; /* a power of two, or 0 */

@@ -28,6 +28,13 @@ void wsl_uring_free(wsl_uring *u);
 static inline bool wsl_uring_add(wsl_uring *u, int fd, const void *p, size_t n, void *owner);
 /* Whether a write of n bytes would join the batch now. */
 static inline bool wsl_uring_fits(const wsl_uring *u, size_t n);
+/* Where the next write's n bytes may be written in place, for wsl_uring_add_placed: the arena's
+ * free part, or NULL when the batch has no room for them. */
+static inline uint8_t *wsl_uring_room(const wsl_uring *u, size_t n);
+/* wsl_uring_add for bytes already at p, which wsl_uring_room gave with room for n. Nothing may be
+ * added in between; a submit may (it leaves the bytes alone). */
+static inline void wsl_uring_add_placed(wsl_uring *u, int fd, const uint8_t *p, size_t n,
+                                        void *owner);
 /* Writes waiting for wsl_uring_submit, and the owner of write i of them. */
 static inline unsigned wsl_uring_queued(const wsl_uring *u);
 static inline void *wsl_uring_owner(const wsl_uring *u, unsigned i);
@@ -74,19 +81,30 @@ static inline void *wsl_uring_owner(const wsl_uring *u, unsigned i)
     return u->owner[i];
 }
 
-static inline bool wsl_uring_add(wsl_uring *u, int fd, const void *p, size_t n, void *owner)
+static inline uint8_t *wsl_uring_room(const wsl_uring *u, size_t n)
 {
-    if (!wsl_uring_fits(u, n)) return false;
-    uint8_t *at = u->arena + u->used;
-    memcpy(at, p, n);
+    return wsl_uring_fits(u, n) ? u->arena + u->used : NULL;
+}
+
+static inline void wsl_uring_add_placed(wsl_uring *u, int fd, const uint8_t *p, size_t n,
+                                        void *owner)
+{
     /* Its opcode and flags were written once (wsl_uring_new). */
     struct io_uring_sqe *q = &u->sqes[(u->tail + u->n) & u->sq_mask];
     q->fd = fd;
-    q->addr = (uint64_t)(uintptr_t)at;
+    q->addr = (uint64_t)(uintptr_t)p;
     q->len = (uint32_t)n;
     q->user_data = (uint64_t)n << 32 | u->n; /* its length: a whole write is told at a glance */
     u->owner[u->n++] = owner;
-    u->used += n;
+    u->used = (size_t)(p - u->arena) + n; /* (after a submit meanwhile, what is before p is free) */
+}
+
+static inline bool wsl_uring_add(wsl_uring *u, int fd, const void *p, size_t n, void *owner)
+{
+    uint8_t *at = wsl_uring_room(u, n);
+    if (!at) return false;
+    memcpy(at, p, n);
+    wsl_uring_add_placed(u, fd, at, n, owner);
     return true;
 }
 
