@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <linux/io_uring.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -29,6 +30,10 @@ static int setup(unsigned entries, struct io_uring_params *p)
 
 wsl_uring *wsl_uring_new(unsigned depth, size_t arena, wsl_uring_done done)
 {
+    if (arena > INT32_MAX) { /* a write's length must fit a completion's result */
+        errno = EINVAL;
+        return NULL;
+    }
     struct io_uring_params p;
     memset(&p, 0, sizeof p);
     int fd = setup(depth, &p);
@@ -156,9 +161,9 @@ static size_t reap(wsl_uring *u, unsigned want)
         }
         for (; head != tail; head++, got++) {
             const struct io_uring_cqe *cqe = &u->cqes[head & u->cq_mask];
-            uint32_t len = (uint32_t)(cqe->user_data >> 32); /* see wsl_uring_add */
-            if (cqe->res >= 0 && (uint32_t)cqe->res == len)
-                whole += len;
+            int32_t len = (int32_t)(cqe->user_data >> 32); /* see wsl_uring_add_placed */
+            if (cqe->res == len)
+                whole += (size_t)len;
             else
                 report(u, (uint32_t)cqe->user_data, cqe->res);
         }
