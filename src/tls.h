@@ -77,8 +77,9 @@ bool wsl_tls_more(const wsl_tls *t);
 int wsl_tls_write(wsl_tls *t, const void *p, size_t n);
 
 /* wsl_tls_write, but a lone record with nothing kept ahead of it goes to batch u (for owner)
- * rather than to its own write(2): then t->inflight is set until the batch reports it (the
- * reader clears it). */
+ * rather than to its own write(2): then t->inflight is set until the batch is submitted (whoever
+ * submits it clears it). The batch is expected to have WSL_TLS_RECORD_EXTRA bytes of room
+ * beyond n; without, the record is written directly. */
 struct wsl_uring;
 #define WSL_TLS_RECORD_EXTRA 320 /* what a record adds to its bytes, at most (header, MAC, pad) */
 int wsl_tls_write_batched(wsl_tls *t, const void *p, size_t n, struct wsl_uring *u, void *owner);
