@@ -1,7 +1,8 @@
 /* A batch of socket writes handed to the kernel with one io_uring_enter(2) instead of one
- * send(2) each. Writes are copied into the batch's arena and never wait: a socket that takes
- * less than all reports how much it took, exactly as a non-blocking send would. The batch never
- * writes on its own: its owner submits it, and so knows when nothing waits in it any more. */
+ * send(2) each. Writes are copied into the batch's arena (or made there in place) and never
+ * wait: a socket that takes less than all reports how much it took, exactly as a non-blocking
+ * send would. The batch never writes on its own: its owner submits it, and so knows when nothing
+ * waits in it any more. */
 #ifndef WSL_URING_H
 #define WSL_URING_H
 

@@ -1,7 +1,7 @@
 /* The write batch (src/uring.c) on its own, over socketpairs: writes reach their sockets in the
  * order added and only those not taken whole are reported, a full batch refuses the next write,
- * a full socket says -EAGAIN, a nearly full one takes part, and when the ring itself fails the
- * same writes go out one by one. */
+ * bytes written in place join it where they lie, a full socket says -EAGAIN, a nearly full one
+ * takes part, and when the ring itself fails the same writes go out one by one. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -101,6 +101,32 @@ static void test_limits(wsl_uring *u)
     close(a[1]);
 }
 
+/* Bytes written in place (a plain connection's cork): they join the batch where they lie, also
+ * when the batch was submitted meanwhile (what is before them is then free, and used again). */
+static void test_in_place(wsl_uring *u)
+{
+    int a[2], b[2];
+    pair(a, 0);
+    pair(b, 0);
+    seen.n = 0;
+    put(u, b[0], "first", &b);
+    uint8_t *at = wsl_uring_room(u, 16);
+    CHECK(at != NULL);
+    if (!at) return;
+    memcpy(at, "in place", 8);
+    CHECK_EQ(wsl_uring_submit(u), 5); /* b's write goes; the bytes at `at` stay */
+    wsl_uring_add_placed(u, a[0], at, 8, &a);
+    put(u, b[0], "after", &b); /* lands behind them, not over them */
+    CHECK_EQ(wsl_uring_bytes_of(u, &a), 8);
+    CHECK_EQ(wsl_uring_submit(u), 13);
+    CHECK_EQ(seen.n, 0);
+    expect_read(a[1], "in place");
+    expect_read(b[1], "firstafter");
+    CHECK(wsl_uring_room(u, 64) != NULL); /* empty again: the whole arena */
+    for (int i = 0; i < 2; i++)
+        close(a[i]), close(b[i]);
+}
+
 /* A socket with no room reports -EAGAIN; with some room, it takes part of a write. (Each batch
  * has a second write, to another socket: a lone write is a plain send.) */
 static void test_full_and_partial(void)
@@ -189,6 +215,7 @@ int main(void)
     }
     test_writes_in_order(u);
     test_limits(u);
+    test_in_place(u);
     wsl_uring_free(u);
     test_full_and_partial();
     test_ring_failure();
