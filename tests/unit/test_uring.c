@@ -36,6 +36,14 @@ static void pair(int sv[2], int sndbuf)
     if (sndbuf) setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
 }
 
+/* Two socket pairs and nothing seen yet: the start of most tests. */
+static void two_pairs(int a[2], int b[2])
+{
+    pair(a, 0);
+    pair(b, 0);
+    seen.n = 0;
+}
+
 static void put(wsl_uring *u, int fd, const char *s, void *owner)
 {
     CHECK(wsl_uring_add(u, fd, s, strlen(s), owner));
@@ -51,9 +59,7 @@ static void expect_read(int fd, const char *s)
 static void test_writes_in_order(wsl_uring *u)
 {
     int a[2], b[2];
-    pair(a, 0);
-    pair(b, 0);
-    seen.n = 0;
+    two_pairs(a, b);
     put(u, a[0], "hello", &a);
     put(u, b[0], "abc", &b);
     put(u, a[0], "!", &a);
@@ -106,9 +112,7 @@ static void test_limits(wsl_uring *u)
 static void test_in_place(wsl_uring *u)
 {
     int a[2], b[2];
-    pair(a, 0);
-    pair(b, 0);
-    seen.n = 0;
+    two_pairs(a, b);
     put(u, b[0], "first", &b);
     uint8_t *at = wsl_uring_room(u, 16);
     CHECK(at != NULL);
