@@ -1526,8 +1526,8 @@ static void read_frames(wsl_conn *c)
 
 /* The cork's n bytes to c's stream: with io_uring, into the server's write batch (over TLS, the
  * record they make), to be written with the other connections' at the end of the iteration
- * (wsl_conn_sent reports how that went); without, written now. What cannot go is queued. 0 or
- * WSL_ENOMEM. */
+ * (wsl_conn_sent gets what a socket did not take); without, written now. What cannot go is
+ * queued. 0 or WSL_ENOMEM. */
 static int uncork_write(wsl_conn *c, const uint8_t *p, size_t n)
 {
     wsl_uring *u = c->srv->uring;

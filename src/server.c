@@ -619,12 +619,7 @@ void wsl_server_shutdown(wsl_server *s)
 
 void wsl_server_free(wsl_server *s)
 {
-    /* Connections that died after the last flush are still on its list (see wsl_conn_flush). */
-    for (wsl_conn *c; (c = s->dirty);) {
-        s->dirty = c->dirty_next;
-        c->dirty = 0;
-        wsl_conn_flush(c);
-    }
+    flush_all(s); /* frees the connections that died after the last flush (wsl_conn_flush) */
     if (s->has_files) wsl_static_close(&s->files);
     if (s->spare_fd >= 0) close(s->spare_fd);
     wsl_tls_ctx_free(s->tls);

@@ -292,6 +292,15 @@ static void connect_pair(void)
     }
 }
 
+/* Both clients of connect_pair leave; their connections are released. */
+static void disconnect_pair(void)
+{
+    close(seen.pair_fd[0]);
+    close(seen.pair_fd[1]);
+    PUMP_UNTIL(seen.releases == 2);
+    seen.pair[0] = seen.pair[1] = NULL;
+}
+
 /* The answers to the input of one loop iteration leave together: with io_uring in one call at the
  * end of the iteration (the first answer waits, and counts as buffered, while the second input
  * is handled); without, each as soon as its connection's input is handled, not after the other
@@ -316,10 +325,7 @@ static void test_reply_before_next_input(void)
         CHECK_EQ(f[0], 0x81);
         CHECK_EQ(f[2], i ? 'b' : 'a');
     }
-    close(seen.pair_fd[0]);
-    close(seen.pair_fd[1]);
-    PUMP_UNTIL(seen.releases == 2);
-    seen.pair[0] = seen.pair[1] = NULL;
+    disconnect_pair();
 }
 
 /* An answer the socket has no room for keeps its place ahead of what was queued for the same
@@ -354,10 +360,7 @@ static void test_batch_order(void)
               "a"
               "\x81\x01"
               "b");
-    close(seen.pair_fd[0]);
-    close(seen.pair_fd[1]);
-    PUMP_UNTIL(seen.releases == 2);
-    seen.pair[0] = seen.pair[1] = NULL;
+    disconnect_pair();
 }
 
 /* A connection destroyed while output waits for it (on the dirty list) is freed by the next
@@ -376,10 +379,7 @@ static void test_gone_while_dirty(void)
     CHECK(srv.dirty == gone);
     uv_run(loop, UV_RUN_NOWAIT); /* the flush */
     CHECK(srv.dirty == NULL);
-    close(seen.pair_fd[0]);
-    close(seen.pair_fd[1]);
-    PUMP_UNTIL(seen.releases == 2);
-    seen.pair[0] = seen.pair[1] = NULL;
+    disconnect_pair();
 }
 
 /* Input restarts the idle timeout, to within a sweep tick (a connection is moved in the list
